@@ -1,0 +1,3 @@
+from nsk.cli import main
+
+main()

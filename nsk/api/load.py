@@ -1,0 +1,78 @@
+"""Reading a topology file: a YAML stream of manifests plus at most one nsk Cluster document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+from nsk.api.cluster import ClusterConfig, parse_cluster
+from nsk.api.objects import key
+from nsk.api.validation import admit
+from nsk.errors import NskError
+
+
+@dataclass(frozen=True)
+class Manifest:
+    cluster: ClusterConfig
+    has_cluster_doc: bool
+    objects: tuple[dict, ...]  # admitted (defaulted and valid), in file order
+
+
+def read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise NskError(f"{path}: cannot read the file: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise NskError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
+
+
+def parse_documents(text: str, source: str) -> list[dict]:
+    """The non-empty documents of a YAML stream; `kind: List` is flattened as kubectl does."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise NskError(f"{source}: {where}{e.problem or e.context}") from e
+    except yaml.YAMLError as e:
+        raise NskError(f"{source}: not valid YAML: {e}") from e
+    out = []
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, dict):
+            raise NskError(f"{source}: document {i + 1} is a {type(doc).__name__}, not a Kubernetes object "
+                           "(a mapping with apiVersion, kind and metadata)")
+        if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out.extend(doc["items"])
+        else:
+            out.append(doc)
+    return out
+
+
+def load(text: str, source: str, default_name: str = "nsk") -> Manifest:
+    """Parse and admit every object of a topology file; raises NskError, changes nothing."""
+    docs = parse_documents(text, source)
+    cluster_docs = [d for d in docs if d.get("kind") == "Cluster"]
+    if len(cluster_docs) > 1:
+        raise NskError(f"{source}: more than one Cluster document; a file describes one cluster")
+    cluster = parse_cluster(cluster_docs[0] if cluster_docs else None, default_name, source)
+    objects, seen = [], {}
+    for i, doc in enumerate(d for d in docs if d.get("kind") != "Cluster"):
+        obj = admit(doc, source)
+        k = key(obj)
+        if k in seen:
+            raise NskError(f'{source}: {k.kind} "{k}" is defined twice (objects {seen[k] + 1} and {i + 1})')
+        seen[k] = i
+        objects.append(obj)
+    node_names = {n.name for n in cluster.nodes}
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        pod_spec = spec.get("template", {}).get("spec", {}) if obj["kind"] == "Deployment" else spec
+        node = pod_spec.get("nodeName") if obj["kind"] in ("Pod", "Deployment") else None
+        if node and node not in node_names:
+            path = "spec.template.spec.nodeName" if obj["kind"] == "Deployment" else "spec.nodeName"
+            raise NskError(f'{source}: {obj["kind"]} "{key(obj)}" is invalid: {path}: Not found: "{node}": '
+                           f"the cluster's nodes are {', '.join(sorted(node_names))}")
+    return Manifest(cluster, bool(cluster_docs), tuple(objects))

@@ -1,0 +1,104 @@
+"""Small helpers over Kubernetes objects kept as plain dicts (as the API serves them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# kind -> (plural resource, API group, namespaced); the group names output like
+# kubectl's "deployment.apps/web created".
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("namespaces", "", False),
+    "Node": ("nodes", "", False),
+    "Pod": ("pods", "", True),
+    "Service": ("services", "", True),
+    "Endpoints": ("endpoints", "", True),
+    "Deployment": ("deployments", "apps", True),
+}
+
+# Words a user may type for a kind, as kubectl accepts them.
+ALIASES: dict[str, str] = {}
+for _kind, (_plural, _group, _) in RESOURCES.items():
+    for _word in (_kind.lower(), _plural, f"{_plural}.{_group}" if _group else _plural,
+                  f"{_kind.lower()}.{_group}" if _group else _kind.lower()):
+        ALIASES[_word] = _kind
+ALIASES.update({"po": "Pod", "svc": "Service", "ep": "Endpoints", "deploy": "Deployment",
+                "ns": "Namespace", "no": "Node"})
+
+
+def kind_of(word: str) -> str | None:
+    return ALIASES.get(word.lower())
+
+
+def namespaced(kind: str) -> bool:
+    return RESOURCES[kind][2]
+
+
+def type_name(kind: str) -> str:
+    """kubectl's resource type word: `pod`, `deployment.apps`."""
+    group = RESOURCES[kind][1]
+    return kind.lower() + (f".{group}" if group else "")
+
+
+@dataclass(frozen=True, order=True)
+class Key:
+    kind: str
+    namespace: str  # "" for cluster-scoped kinds
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def key(obj: dict) -> Key:
+    meta = obj.get("metadata") or {}
+    kind = obj["kind"]
+    return Key(kind, meta.get("namespace", "") if namespaced(kind) else "", meta.get("name", ""))
+
+
+def labels(obj: dict) -> dict:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def matches(selector: dict, obj_labels: dict) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions) against labels."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if obj_labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        k, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and obj_labels.get(k) not in values:
+            return False
+        if op == "NotIn" and k in obj_labels and obj_labels[k] in values:
+            return False
+        if op == "Exists" and k not in obj_labels:
+            return False
+        if op == "DoesNotExist" and k in obj_labels:
+            return False
+    return True
+
+
+def parse_label_selector(text: str) -> list[tuple[str, str, str | None]]:
+    """kubectl's `-l` syntax, equality based: `a=b,c!=d,e,!f` -> [(key, op, value)]."""
+    terms = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        for op in ("!=", "==", "="):
+            if op in part:
+                k, v = part.split(op, 1)
+                terms.append((k.strip(), "!=" if op == "!=" else "=", v.strip()))
+                break
+        else:
+            terms.append((part[1:], "!", None) if part.startswith("!") else (part, "exists", None))
+    return terms
+
+
+def selected(terms: list[tuple[str, str, str | None]], obj_labels: dict) -> bool:
+    for k, op, v in terms:
+        if op == "=" and obj_labels.get(k) != v:
+            return False
+        if op == "!=" and obj_labels.get(k) == v:
+            return False
+        if op == "exists" and k not in obj_labels:
+            return False
+        if op == "!" and k in obj_labels:
+            return False
+    return True

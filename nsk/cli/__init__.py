@@ -1,0 +1,3 @@
+"""nsk's command line (click)."""
+
+from nsk.cli.commands import main  # noqa: F401

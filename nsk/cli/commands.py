@@ -1,0 +1,410 @@
+"""The command line: parse, call one library function, print (kubectl's words and columns).
+
+Results go to stdout, progress to stderr. Expected failures print `Error: ...` and exit 1;
+`--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import click
+
+from nsk import __version__
+from nsk.errors import NskError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except NskError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+        except PermissionError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: {e} (nsk needs root for this: run it with sudo)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="nsk")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """nsk: Kubernetes Service networking on this Linux host, with the real kernel doing the work.
+
+    \b
+    Pods are network namespaces, nodes are namespaces with a bridge. Start with:
+      sudo nsk up topologies/quickstart.yaml
+      sudo nsk get pods -o wide
+      sudo nsk exec host/client -- curl -s 172.18.0.2
+      sudo nsk down
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug or bool(os.environ.get("NSK_DEBUG"))
+
+
+def cluster_option(f):
+    return click.option("--cluster", "cluster", metavar="NAME",
+                        help="The cluster (default: $NSK_CLUSTER, else the only one up).")(f)
+
+
+def namespace_options(f):
+    f = click.option("-A", "--all-namespaces", is_flag=True, help="List objects of every namespace.")(f)
+    return click.option("-n", "--namespace", default="default", show_default=True, help="The namespace.")(f)
+
+
+def _store(cluster: str | None):
+    from nsk.lifecycle import open_store, resolve
+    return open_store(resolve(cluster))
+
+
+def _load(path: str, default_name: str = "nsk"):
+    from nsk.api.load import load, read_file
+    text = sys.stdin.read() if path == "-" else read_file(path)
+    return load(text, "<stdin>" if path == "-" else path, default_name)
+
+
+# ---- up / down / status ----------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--cluster", "cluster", metavar="NAME", help="Cluster name (default: the Cluster document's, else nsk).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (nodes, addresses, namespaces, Pods); change nothing.")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the Pods (default 60 + 0.2 a Pod).")
+def up(file, cluster, dry_run, timeout):
+    """Create the cluster described by FILE (Kubernetes manifests + an optional Cluster).
+
+    Returns when every Pod runs. Needs root, except with --dry-run.
+    """
+    from dataclasses import replace
+    m = _load(file)
+    if cluster:
+        from nsk.api import names
+        if names.dns1123_label(cluster):
+            raise NskError(f'--cluster: Invalid value: "{cluster}": {names.dns1123_label(cluster)[0]}')
+        m = replace(m, cluster=replace(m.cluster, name=cluster))
+    if dry_run:
+        click.echo(_render_plan(m), nl=False)
+        return
+    from nsk import lifecycle
+    tty = sys.stderr.isatty()
+    name = m.cluster.name
+    click.echo(f'Creating cluster "{name}" ...', err=True)
+    state = {"stage": None}
+
+    def progress(stage, text):
+        if tty and stage == state["stage"] == "pods":
+            click.echo(f"\r • {text}", err=True, nl=False)
+            return
+        if tty and state["stage"] == "pods":
+            click.echo("", err=True)
+        state["stage"] = stage
+        if stage == "pods" and tty:
+            click.echo(f" • {text}", err=True, nl=False)
+        elif stage != "pods" or text.split()[1].split("/")[0] == text.split()[1].split("/")[1]:
+            click.echo(f" • {text}", err=True)
+
+    try:
+        res = lifecycle.up(m, progress, timeout)
+    except NskError:
+        if tty and state["stage"] == "pods":
+            click.echo("", err=True)
+        raise
+    if tty and state["stage"] == "pods":
+        click.echo("", err=True)
+    click.echo(f'Cluster "{name}" is up: {len(res.plan.nodes)} nodes, {res.pods} Pods in {res.seconds:.2f} s.',
+               err=True)
+    click.echo(_summary(res.plan, name), nl=False)
+
+
+def _render_plan(m) -> str:
+    from nsk.net.plan import plan
+    p = plan(m.cluster)
+    lines = [f"cluster {p.name} (dry run: nothing is changed)",
+             f"  wire namespace {p.wire_netns}: {p.node_bridge} {p.router_node_ip}/{p.node_prefix}, "
+             f"{p.ext_bridge} {p.router_ext_ip}/{p.ext_prefix}, forwarding"]
+    for n in p.nodes:
+        lines.append(f"  node {n.name}: namespace {n.netns}, eth0 {n.ip}/{p.node_prefix} (peer {n.uplink}), "
+                     f"cbr0 {n.gateway} for Pods {n.pod_cidr}")
+        for dst, via in p.routes(n):
+            lines.append(f"    route {dst} via {via}")
+    for h in p.hosts:
+        lines.append(f"  external host {h.name}: namespace {h.netns}, eth0 {h.ip}/{p.ext_prefix} "
+                     f"(peer {h.uplink}), default via {p.router_ext_ip}")
+    for obj in m.objects:
+        meta = obj["metadata"]
+        extra = f" x{obj['spec']['replicas']}" if obj["kind"] == "Deployment" else ""
+        lines.append(f"  {obj['kind']} {meta['namespace'] + '/' if meta.get('namespace') else ''}{meta['name']}{extra}")
+    return "\n".join(lines) + "\n"
+
+
+def _summary(p, name: str) -> str:
+    from nsk.cli.output import table
+    rows = [[n.name, n.ip, n.pod_cidr, n.netns] for n in p.nodes]
+    rows += [[f"host/{h.name}", h.ip, "-", h.netns] for h in p.hosts]
+    flag = "" if name == "nsk" else f" --cluster {name}"
+    text = table(["NODE", "IP", "POD CIDR", "NETWORK NAMESPACE"], rows)
+    text += (f"\nNext: nsk get pods -o wide{flag}   nsk exec POD{flag} -- curl -s POD-IP   nsk down{flag}\n")
+    return text
+
+
+@cli.command(context_settings=CONTEXT)
+@cluster_option
+def down(cluster):
+    """Delete the cluster: every namespace, interface, process and file it made."""
+    from nsk import lifecycle
+    name = lifecycle.resolve(cluster)
+    res = lifecycle.down(name)
+    click.echo(f'cluster "{name}" deleted ({res.namespaces} network namespaces, {res.processes} processes removed)')
+
+
+@cli.command(context_settings=CONTEXT)
+@cluster_option
+def status(cluster):
+    """The cluster at a glance: control plane, nodes, and each Pod's kernel names."""
+    from nsk.cli.output import table
+    from nsk.client import live_config
+    from nsk.lifecycle import control_plane_pid
+    from nsk.net.plan import plan, pod_veth
+    store = _store(cluster)
+    cfg = live_config(store)
+    p = plan(cfg)
+    alive, refs = control_plane_pid(store)
+    cp = f"running (pid {alive.pid})" if alive else (f"NOT running (pid {refs[0].pid} is gone)" if refs else "none")
+    click.echo(f"Cluster:        {cfg.name}\nControl plane:  {cp}\nProxy mode:     {cfg.proxy_mode}\n"
+               f"Pod subnet:     {cfg.pod_subnet}\nService subnet: {cfg.service_subnet}\n"
+               f"Store:          {store.dir}/store.db\n")
+    rows = [[n.name, n.ip, n.pod_cidr, n.netns, "eth0 (peer " + n.uplink + ")"] for n in p.nodes]
+    rows += [[f"host/{h.name}", h.ip, "-", h.netns, "eth0 (peer " + h.uplink + ")"] for h in p.hosts]
+    rows.append(["wire", f"{p.router_node_ip}, {p.router_ext_ip}", "-", p.wire_netns,
+                 f"{p.node_bridge}, {p.ext_bridge}"])
+    click.echo(table(["NODE", "IP", "POD CIDR", "NETWORK NAMESPACE", "INTERFACES"], rows))
+    sandboxes = {n: json.loads(d) for _, n, d in store.owned("sandbox")}
+    prow = []
+    for ref, box in sorted(sandboxes.items()):
+        ns, name = ref.split("/", 1)
+        veth = "-" if box["netns"] == p.node(box["node"]).netns else pod_veth(ns, name, box["uid"])
+        prow.append([ref, box["ip"], box["node"], box["netns"], veth])
+    if prow:
+        click.echo("\n" + table(["POD", "IP", "NODE", "NETWORK NAMESPACE", "NODE VETH"], prow), nl=False)
+
+
+# ---- kubectl verbs ---------------------------------------------------------------------
+
+GET_KINDS = {"Pod", "Node", "Deployment", "Service", "Endpoints", "Namespace"}
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("kind")
+@click.argument("names", nargs=-1)
+@namespace_options
+@click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json", "name"]), help="Output format.")
+@click.option("-l", "--selector", help="Label selector, e.g. run=my-nginx,tier!=db.")
+@cluster_option
+def get(kind, names, namespace, all_namespaces, output, selector, cluster):
+    """List objects: pods, nodes, deployments, services, endpoints, namespaces."""
+    from nsk.api.objects import kind_of, namespaced, parse_label_selector, selected, type_name
+    from nsk.cli import output as out
+    if "/" in kind:  # kubectl's `get pod/NAME`
+        kind, name = kind.split("/", 1)
+        names = (name, *names)
+    k = kind_of(kind)
+    if k is None or k not in GET_KINDS:
+        raise NskError(f'the server doesn\'t have a resource type "{kind}"')
+    store = _store(cluster)
+    ns = None if all_namespaces or not namespaced(k) else namespace
+    items = store.list(k, ns)
+    if names:
+        found = {i["metadata"]["name"]: i for i in items}
+        missing = [n for n in names if n not in found]
+        if missing:
+            plural = {"Endpoints": "endpoints"}.get(k, k.lower() + "s")
+            group = type_name(k).partition(".")[2]
+            raise NskError(f'{plural}{"." + group if group else ""} "{missing[0]}" not found')
+        items = [found[n] for n in names]
+    if selector:
+        terms = parse_label_selector(selector)
+        items = [i for i in items if selected(terms, i["metadata"].get("labels") or {})]
+    if output in ("yaml", "json"):
+        doc = items[0] if len(names) == 1 else out.to_list(items)
+        click.echo(out.dump(doc, output), nl=False)
+        return
+    if output == "name":
+        for i in items:
+            click.echo(f"{type_name(k)}/{i['metadata']['name']}")
+        return
+    if not items:
+        where = f" in {namespace} namespace" if ns else ""
+        click.echo(f"No resources found{where}.", err=True)
+        return
+    now = time.time()
+    wide = output == "wide"
+    if k == "Pod":
+        headers, rows = out.pods_table(items, wide, all_namespaces, now)
+    elif k == "Node":
+        headers, rows = out.nodes_table(items, wide, now)
+    elif k == "Deployment":
+        headers, rows = out.deployments_table(items, wide, all_namespaces, now)
+    elif k == "Service":
+        headers, rows = out.services_table(items, wide, all_namespaces, now)
+    elif k == "Endpoints":
+        headers, rows = out.endpoints_table(items, all_namespaces, now)
+    else:
+        headers = ["NAME", "STATUS", "AGE"]
+        rows = [[i["metadata"]["name"], "Active", out.age(i, now)] for i in items]
+    click.echo(out.table(headers, rows), nl=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("kind")
+@click.argument("name", required=False)
+@namespace_options
+@cluster_option
+def describe(kind, name, namespace, all_namespaces, cluster):
+    """Show an object in detail, with its recent events."""
+    from nsk.api.objects import Key, kind_of, namespaced
+    from nsk.cli.describe import describe as render
+    if "/" in kind:
+        kind, name = kind.split("/", 1)
+    k = kind_of(kind)
+    if k is None or k not in GET_KINDS:
+        raise NskError(f'the server doesn\'t have a resource type "{kind}"')
+    store = _store(cluster)
+    objs = store.list(k, None if all_namespaces or not namespaced(k) else namespace)
+    if name:
+        objs = [o for o in objs if o["metadata"]["name"] == name]
+        if not objs:
+            raise NskError(f'{kind} "{name}" not found in namespace "{namespace}"')
+    texts = []
+    for o in objs:
+        meta = o["metadata"]
+        events = store.events(Key(k, meta.get("namespace", ""), meta["name"]))
+        texts.append(render(o, events, time.time()))
+    click.echo("\n\n".join(texts), nl=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-f", "--filename", "files", multiple=True, required=True, help="A manifest file (- for stdin).")
+@cluster_option
+def apply(files, cluster):
+    """Create or update the objects of FILE on the running cluster."""
+    from nsk.client import apply as do_apply
+    store = _store(cluster)
+    for f in files:
+        m = _load(f)
+        for line in do_apply(store, m, f):
+            click.echo(line)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("args", nargs=-1)
+@click.option("-f", "--filename", "files", multiple=True, help="Delete the objects of this file.")
+@namespace_options
+@cluster_option
+def delete(args, files, namespace, all_namespaces, cluster):
+    """Delete objects: `delete -f FILE`, `delete KIND NAME...` or `delete KIND/NAME`."""
+    from nsk.api.objects import Key, key, kind_of, namespaced
+    from nsk.client import delete as do_delete
+    keys: list[Key] = []
+    for f in files:
+        keys += [key(o) for o in _load(f).objects]
+    words = list(args)
+    while words:
+        word = words.pop(0)
+        if "/" in word:
+            kind, name = word.split("/", 1)
+            names = [name]
+        else:
+            kind, names = word, words
+            words = []
+            if not names:
+                raise NskError(f"resource(s) were provided, but no name was specified for {kind}")
+        k = kind_of(kind)
+        if k is None:
+            raise NskError(f'the server doesn\'t have a resource type "{kind}"')
+        keys += [Key(k, namespace if namespaced(k) else "", n) for n in names]
+    if not keys:
+        raise NskError("you must provide one or more resources by argument or filename (-f FILE, KIND NAME)")
+    res = do_delete(_store(cluster), keys)
+    for line in res.lines:
+        click.echo(line)
+    for m in res.missing:
+        click.echo(f"Error from server (NotFound): {m}", err=True)
+    if res.missing:
+        sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target")
+@click.option("--replicas", type=int, required=True, help="The new number of Pods.")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@cluster_option
+def scale(target, replicas, namespace, cluster):
+    """Set a Deployment's replicas: `scale deployment/NAME --replicas N`."""
+    from nsk.api.objects import kind_of
+    from nsk.client import scale as do_scale
+    kind, _, name = target.partition("/")
+    if kind_of(kind) != "Deployment" or not name:
+        raise NskError(f'cannot scale "{target}": give deployment/NAME')
+    click.echo(do_scale(_store(cluster), namespace, name, replicas))
+
+
+@cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", help="The container whose environment to use (default: the first).")
+@click.option("-i", "--stdin", is_flag=True, help="Accepted for kubectl habits; stdin always passes through.")
+@click.option("-t", "--tty", is_flag=True, help="Accepted for kubectl habits.")
+@cluster_option
+def exec(target, command, namespace, container, stdin, tty, cluster):  # noqa: A001 - kubectl's verb
+    """Run COMMAND in a Pod (POD), a node (node/NAME) or an external host (host/NAME).
+
+    \b
+    In a Pod it runs with the Pod's network namespace, hostname, environment,
+    /etc/resolv.conf and /etc/hosts; stdin, stdout and the exit code pass through:
+      nsk exec my-nginx-5b56ccd65f-7xk2p -- curl -s 10.244.2.2
+      nsk exec node/node-1 -- iptables-save
+      nsk exec host/client -- curl -s 172.18.0.2:30007
+    """
+    from nsk.exec import exec_target
+    exec_target(_store(cluster), target, namespace, container, list(command))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("pod")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", help="The container (default: the first).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the log grows.")
+@cluster_option
+def logs(pod, namespace, container, follow, cluster):
+    """Print a container's output."""
+    from nsk.exec import log_file
+    path = log_file(_store(cluster), pod, namespace, container)
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not follow:
+                return
+            else:
+                time.sleep(0.2)
+                if not os.path.exists(path):
+                    return
+
+
+def main() -> None:
+    cli(prog_name="nsk")

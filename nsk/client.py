@@ -1,0 +1,100 @@
+"""What the CLI does to a running cluster, kubectl's verbs: apply, delete, scale, get."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nsk.api.cluster import parse_cluster
+from nsk.api.load import Manifest
+from nsk.api.objects import Key, key, type_name
+from nsk.errors import NskError
+from nsk.lifecycle import namespace_object
+from nsk.store import Store
+
+
+def live_config(store: Store):
+    return parse_cluster(store.get_meta("cluster"))
+
+
+def check_nodes(store: Store, m: Manifest, source: str) -> None:
+    """nodeName must name a node of the running cluster."""
+    nodes = {n.name for n in live_config(store).nodes}
+    for obj in m.objects:
+        spec = obj.get("spec") or {}
+        pod_spec = spec.get("template", {}).get("spec", {}) if obj["kind"] == "Deployment" else spec
+        node = pod_spec.get("nodeName") if obj["kind"] in ("Pod", "Deployment") else None
+        if node and node not in nodes:
+            path = "spec.template.spec.nodeName" if obj["kind"] == "Deployment" else "spec.nodeName"
+            raise NskError(f'{source}: {obj["kind"]} "{key(obj)}" is invalid: {path}: Not found: "{node}": '
+                           f"the cluster's nodes are {', '.join(sorted(nodes))}")
+
+
+def apply(store: Store, m: Manifest, source: str) -> list[str]:
+    """Create or update every object of the manifest in one transaction; kubectl's result lines."""
+    if m.has_cluster_doc and m.cluster.to_dict() != live_config(store).to_dict():
+        raise NskError(f"{source}: the Cluster document differs from the running cluster "
+                       f'"{live_config(store).name}"; a cluster\'s shape is fixed at `nsk up`')
+    check_nodes(store, m, source)
+    lines = []
+    with store.tx():
+        for ns in sorted({o["metadata"]["namespace"] for o in m.objects if o["metadata"].get("namespace")}):
+            if store.get("Namespace", "", ns) is None:
+                store.put(namespace_object(ns))
+                lines.append(f"namespace/{ns} created")
+        for obj in m.objects:
+            k = key(obj)
+            if k.kind == "Pod":
+                old = store.get("Pod", k.namespace, k.name)
+                if old is not None and _pod_spec_changed(old, obj):
+                    raise NskError(f'{source}: Pod "{k}" is invalid: spec: Forbidden: pod updates may not change '
+                                   "fields other than labels and annotations (delete and re-create the Pod)")
+                if old is not None and old["spec"].get("nodeName") and not obj["spec"].get("nodeName"):
+                    obj = {**obj, "spec": {**obj["spec"], "nodeName": old["spec"]["nodeName"]}}
+            result = store.put(obj)
+            lines.append(f"{type_name(k.kind)}/{k.name} {result}")
+    return lines
+
+
+def _pod_spec_changed(old: dict, new: dict) -> bool:
+    a = {k: v for k, v in old["spec"].items() if k != "nodeName"}
+    b = {k: v for k, v in new["spec"].items() if k != "nodeName"}
+    return a != b
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    lines: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+def delete(store: Store, keys: list[Key]) -> DeleteResult:
+    lines, missing = [], []
+    with store.tx():
+        for k in keys:
+            if k.kind in ("Node",):
+                raise NskError(f'nodes are fixed by the Cluster document; "{k.name}" cannot be deleted')
+            if k.kind == "Namespace" and k.name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+                raise NskError(f'namespace "{k.name}" is a system namespace and cannot be deleted')
+            if store.delete(k):
+                lines.append(f'{type_name(k.kind)} "{k.name}" deleted')
+                if k.kind == "Namespace":
+                    for kind in ("Deployment", "Pod", "Service", "Endpoints"):
+                        for obj in store.list(kind, k.name):
+                            store.delete(key(obj))
+            else:
+                plural = {"Endpoints": "endpoints"}.get(k.kind, k.kind.lower() + "s")
+                group = type_name(k.kind).partition(".")[2]
+                missing.append(f'{plural}{"." + group if group else ""} "{k.name}" not found')
+    return DeleteResult(tuple(lines), tuple(missing))
+
+
+def scale(store: Store, namespace: str, name: str, replicas: int) -> str:
+    if replicas < 0:
+        raise NskError(f"--replicas: Invalid value: {replicas}: must be greater than or equal to 0")
+    with store.tx():
+        d = store.get("Deployment", namespace, name)
+        if d is None:
+            raise NskError(f'deployments.apps "{name}" not found in namespace "{namespace}"')
+        d["spec"]["replicas"] = replicas
+        store.put(d)
+    return f"deployment.apps/{name} scaled"

@@ -1,0 +1,67 @@
+"""Errors a person can act on: the CLI prints them as one line and exits 1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NskError(Exception):
+    """An expected failure: printed as `Error: <message>`, exit status 1, no traceback."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One field error, shaped like apimachinery's field.Error."""
+
+    path: str
+    kind: str  # "Required value", "Invalid value", "Unsupported value", ...
+    value: object = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.kind in ("Required value", "Forbidden", "Unknown field", "Too long"):
+            text = f"{self.path}: {self.kind}"
+        elif self.kind == "Unsupported value":
+            text = f"{self.path}: {self.kind}: {_show(self.value)}"
+        else:
+            text = f"{self.path}: {self.kind}: {_show(self.value)}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def required(path: str, detail: str = "") -> FieldError:
+    return FieldError(path, "Required value", detail=detail)
+
+
+def invalid(path: str, value: object, detail: str) -> FieldError:
+    return FieldError(path, "Invalid value", value, detail)
+
+
+def unsupported(path: str, value: object, allowed: list[str]) -> FieldError:
+    return FieldError(path, "Unsupported value", value, "supported values: " + ", ".join(f'"{a}"' for a in allowed))
+
+
+def duplicate(path: str, value: object) -> FieldError:
+    return FieldError(path, "Duplicate value", value)
+
+
+class InvalidObject(NskError):
+    """The API server's 422: `Service "default/web" is invalid: spec.ports[1].name: Required value`."""
+
+    def __init__(self, kind: str, ref: str, errors: list[FieldError], source: str = ""):
+        self.kind, self.ref, self.errors, self.source = kind, ref, errors, source
+        if len(errors) == 1:
+            detail = str(errors[0])
+        else:
+            detail = "[" + ", ".join(str(e) for e in errors) + "]"
+        prefix = f"{source}: " if source else ""
+        super().__init__(f'{prefix}{kind} "{ref}" is invalid: {detail}')

@@ -1,0 +1,77 @@
+"""`nsk exec` and `nsk logs`: finding a Pod's sandbox, entering it, reading its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from nsk.client import live_config
+from nsk.errors import NskError
+from nsk.net.plan import plan
+from nsk.store import Store
+
+
+def sandbox(store: Store, namespace: str, name: str) -> dict:
+    for _, ref, detail in store.owned("sandbox"):
+        if ref == f"{namespace}/{name}":
+            return json.loads(detail)
+    pod = store.get("Pod", namespace, name)
+    if pod is None:
+        raise NskError(f'pods "{name}" not found in namespace "{namespace}"')
+    raise NskError(f'pod "{namespace}/{name}" has no sandbox yet (phase '
+                   f'{(pod.get("status") or {}).get("phase", "Pending")}): wait for it to run')
+
+
+def _container(store: Store, namespace: str, name: str, container: str | None) -> str:
+    pod = store.get("Pod", namespace, name)
+    names = [c["name"] for c in (pod or {}).get("spec", {}).get("containers", [])]
+    if container is None:
+        if len(names) > 1:
+            print(f'Defaulted container "{names[0]}" out of: {", ".join(names)}', file=sys.stderr)
+        return names[0] if names else ""
+    if container not in names:
+        raise NskError(f'container {container} is not valid for pod {name} (containers: {", ".join(names)})')
+    return container
+
+
+def exec_target(store: Store, target: str, namespace: str, container: str | None, command: list[str]) -> None:
+    """Replace this process with `command` inside the target's namespaces (root); never returns."""
+    from nsk.kernel import process
+    kind, _, name = target.rpartition("/")
+    p = plan(live_config(store))
+    if kind in ("node", "no", "nodes"):
+        try:
+            n = p.node(name)
+        except KeyError:
+            raise NskError(f'node "{name}" not found (nodes: {", ".join(x.name for x in p.nodes)})') from None
+        box = process.Sandbox(n.netns, n.name, dict(os.environ), None)
+    elif kind in ("host", "hosts"):
+        hosts = {h.name: h for h in p.hosts}
+        if name not in hosts:
+            raise NskError(f'external host "{name}" not found (hosts: {", ".join(hosts) or "none"})')
+        box = process.Sandbox(hosts[name].netns, name, dict(os.environ), None)
+    elif kind in ("", "pod", "pods", "po"):
+        sb = sandbox(store, namespace, name)
+        c = _container(store, namespace, name, container)
+        env = dict(sb["env"].get(c) or {})
+        if "TERM" in os.environ:
+            env.setdefault("TERM", os.environ["TERM"])
+        box = process.Sandbox(sb["netns"], sb["hostname"], env, sb["etc"])
+    else:
+        raise NskError(f'cannot exec in "{target}": give POD, node/NAME or host/NAME')
+    store.close()
+    process.enter(box)
+    try:
+        os.execvpe(command[0], command, box.env)
+    except FileNotFoundError:
+        raise NskError(f'exec: "{command[0]}": executable file not found in $PATH') from None
+
+
+def log_file(store: Store, pod: str, namespace: str, container: str | None) -> str:
+    sandbox(store, namespace, pod)
+    c = _container(store, namespace, pod, container)
+    path = os.path.join(store.dir, "logs", f"{namespace}_{pod}_{c}.log")
+    if not os.path.exists(path):
+        raise NskError(f'no log for container "{c}" of pod "{namespace}/{pod}" yet')
+    return path

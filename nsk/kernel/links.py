@@ -1,0 +1,85 @@
+"""Interfaces, addresses and routes, through pyroute2's netlink in-process (needs root).
+
+A netlink socket belongs to the network namespace it was opened in, so `ipr(name)`
+opens IPRoute while the thread is inside the namespace; no helper process is forked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nsk.kernel import netns
+
+
+@contextlib.contextmanager
+def ipr(ns: str):
+    """An IPRoute bound to the named namespace (root)."""
+    with netns.entered(ns):
+        route = IPRoute()
+    try:
+        yield route
+    finally:
+        route.close()
+
+
+def index(route: IPRoute, ifname: str) -> int:
+    found = route.link_lookup(ifname=ifname)
+    if not found:
+        raise LookupError(f"no interface {ifname}")
+    return found[0]
+
+
+def up(route: IPRoute, ifname: str) -> int:
+    idx = index(route, ifname)
+    route.link("set", index=idx, state="up")
+    return idx
+
+
+def bridge(route: IPRoute, ifname: str, address: str, prefix: int) -> None:
+    """A bridge holding `address/prefix`, up (root)."""
+    route.link("add", ifname=ifname, kind="bridge")
+    idx = up(route, ifname)
+    route.addr("add", index=idx, address=address, prefixlen=prefix)
+
+
+def veth_into(route: IPRoute, local: str, peer: str, peer_ns: str, master: str | None = None) -> None:
+    """A veth pair whose `peer` end is created directly inside `peer_ns` (root)."""
+    fd = os.open(netns.path(peer_ns), os.O_RDONLY)
+    try:
+        route.link("add", ifname=local, kind="veth", peer={"ifname": peer, "net_ns_fd": fd})
+    finally:
+        os.close(fd)
+    idx = index(route, local)
+    if master:
+        route.link("set", index=idx, master=index(route, master))
+    route.link("set", index=idx, state="up")
+
+
+def address(route: IPRoute, ifname: str, addr: str, prefix: int) -> int:
+    idx = up(route, ifname)
+    route.addr("add", index=idx, address=addr, prefixlen=prefix)
+    return idx
+
+
+def lo_up(route: IPRoute) -> None:
+    up(route, "lo")
+
+
+def route_add(route: IPRoute, dst: str, gateway: str | None = None, oif: int | None = None,
+              scope: int | None = None) -> None:
+    kw = {"dst": dst}
+    if gateway:
+        kw["gateway"] = gateway
+    if oif is not None:
+        kw["oif"] = oif
+    if scope is not None:
+        kw["scope"] = scope
+    try:
+        route.route("add", **kw)
+    except NetlinkError as e:
+        if e.code != 17:  # EEXIST: already there, as wanted
+            raise

@@ -1,0 +1,66 @@
+"""Building the cluster network of a plan: the wire, the nodes, the external hosts (root).
+
+Each kernel object is recorded through `own(kind, name)` *before* it is made, so that
+`nsk down` after a crash at any point removes exactly what exists.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from nsk.kernel import links, netns
+from nsk.net.plan import NODE_BRIDGE, ClusterPlan
+
+Own = Callable[[str, str], None]
+RT_SCOPE_LINK = 253
+
+
+def build(p: ClusterPlan, own: Own) -> None:
+    """Create the wire namespace (router + two bridges), every node and every external host (root)."""
+    own("netns", p.wire_netns)
+    netns.create(p.wire_netns)
+    with links.ipr(p.wire_netns) as wire:
+        links.lo_up(wire)
+        links.bridge(wire, p.node_bridge, p.router_node_ip, p.node_prefix)
+        links.bridge(wire, p.ext_bridge, p.router_ext_ip, p.ext_prefix)
+        # The router forwards between the node network and the external network. It has
+        # no route to the Pod subnet: the outside reaches Pods only through Services.
+        netns.sysctl(p.wire_netns, "net.ipv4.ip_forward", "1")
+        for node in p.nodes:
+            own("netns", node.netns)
+            netns.create(node.netns)
+            links.veth_into(wire, node.uplink, "eth0", node.netns, master=p.node_bridge)
+            with links.ipr(node.netns) as r:
+                links.lo_up(r)
+                links.address(r, "eth0", node.ip, p.node_prefix)
+                links.route_add(r, "0.0.0.0/0", gateway=p.router_node_ip)
+                gw_prefix = int(node.pod_cidr.split("/")[1])
+                links.bridge(r, NODE_BRIDGE, node.gateway, gw_prefix)
+                for dst, via in p.routes(node):
+                    links.route_add(r, dst, gateway=via)
+            for key, value in (("net.ipv4.ip_forward", "1"),
+                               # A Pod's packet to a Pod on the same bridge enters and leaves
+                               # cbr0: without this the node would tell the Pod to go direct.
+                               ("net.ipv4.conf.all.send_redirects", "0"),
+                               (f"net.ipv4.conf.{NODE_BRIDGE}.send_redirects", "0")):
+                netns.sysctl(node.netns, key, value)
+        for host in p.hosts:
+            own("netns", host.netns)
+            netns.create(host.netns)
+            links.veth_into(wire, host.uplink, "eth0", host.netns, master=p.ext_bridge)
+            with links.ipr(host.netns) as r:
+                links.lo_up(r)
+                links.address(r, "eth0", host.ip, p.ext_prefix)
+                links.route_add(r, "0.0.0.0/0", gateway=p.router_ext_ip)
+
+
+def pod_sandbox(node_route, node_netns: str, pod_netns: str, veth: str, ip: str, gateway: str) -> None:
+    """A Pod's network namespace: eth0 with ip/32, an on-link route to the node's gateway,
+    the default route through it; the node end of the veth on cbr0 (root)."""
+    netns.create(pod_netns)
+    links.veth_into(node_route, veth, "eth0", pod_netns, master=NODE_BRIDGE)
+    with links.ipr(pod_netns) as r:
+        links.lo_up(r)
+        idx = links.address(r, "eth0", ip, 32)
+        links.route_add(r, f"{gateway}/32", oif=idx, scope=RT_SCOPE_LINK)
+        links.route_add(r, "0.0.0.0/0", gateway=gateway)

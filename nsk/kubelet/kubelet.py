@@ -1,0 +1,299 @@
+"""The kubelet of one node: Pod sandboxes (network namespaces), containers (processes),
+restarts with back-off, and Pod status. Runs inside the control plane process."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from nsk.api.cluster import ClusterConfig
+from nsk.api.objects import Key, key
+from nsk.kernel import links, netns, network, process
+from nsk.kubelet import podfiles
+from nsk.net.plan import ClusterPlan, NodePlan, netns_name, pod_veth
+from nsk.store import Store
+from nsk.store.sqlite import now_iso
+from nsk.workload import server
+
+log = logging.getLogger("nsk.kubelet")
+
+BACKOFF_START = 10.0  # kubelet's container restart back-off: 10 s doubling to 5 min,
+BACKOFF_MAX = 300.0  # reset after 10 minutes of running
+BACKOFF_RESET = 600.0
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+
+
+@dataclass
+class ContainerRun:
+    name: str
+    spec: dict
+    env: dict
+    ref: process.ProcRef | None = None
+    pidfd: int | None = None
+    restarts: int = 0
+    started_at: str = ""
+    started_mono: float = 0.0
+    backoff: float = 0.0
+    next_start: float = 0.0  # monotonic; 0 = not waiting
+    last_terminated: dict | None = None
+    terminated: dict | None = None  # final, when the restart policy says no more
+
+
+@dataclass
+class PodRun:
+    key: Key
+    uid: str
+    netns: str
+    etc_dir: str
+    ip: str
+    host_network: bool
+    containers: dict[str, ContainerRun] = field(default_factory=dict)
+    start_time: str = ""
+
+
+class Kubelet:
+    def __init__(self, node: NodePlan, cplan: ClusterPlan, cfg: ClusterConfig, store: Store, run_dir: str,
+                 watch_fd: Callable[[int, Callable[[], None]], None], unwatch_fd: Callable[[int], None]):
+        self.node, self.plan, self.cfg, self.store = node, cplan, cfg, store
+        self.run_dir = run_dir
+        self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
+        self.pods: dict[Key, PodRun] = {}
+        self.cidr = ipaddress.IPv4Network(node.pod_cidr)
+        self._cursor = 1  # host-local IPAM: the next address after the last one given out
+        self._route = None
+        try:
+            with open("/etc/resolv.conf") as f:
+                self._host_resolv = f.read()
+        except OSError:
+            self._host_resolv = ""
+
+    # ---- the loop's entry points ------------------------------------------------------
+
+    def sync(self, pods: list[dict]) -> None:
+        """Make the node run exactly `pods` (those bound to it)."""
+        wanted = {key(p): p for p in pods}
+        for k in [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]:
+            self.remove(k)
+        for k, pod in wanted.items():
+            if k not in self.pods:
+                try:
+                    self.start(pod)
+                except OSError as e:
+                    log.exception("pod %s: sandbox failed", k)
+                    self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{e}")
+                    continue
+            self.write_status(pod)
+
+    def tick(self, now: float) -> float | None:
+        """Restart containers whose back-off has run out; returns the next deadline."""
+        nxt = None
+        for run in list(self.pods.values()):
+            for c in run.containers.values():
+                if c.next_start and c.next_start <= now:
+                    c.next_start = 0
+                    self._start_container(run, c)
+                    self.store.set_status(run.key, self._status(run))
+                elif c.next_start:
+                    nxt = c.next_start if nxt is None else min(nxt, c.next_start)
+        return nxt
+
+    def close(self) -> None:
+        if self._route is not None:
+            self._route.close()
+
+    # ---- sandboxes ----------------------------------------------------------------------
+
+    def _node_route(self):
+        if self._route is None:
+            with netns.entered(self.node.netns):
+                from pyroute2 import IPRoute
+                self._route = IPRoute()
+        return self._route
+
+    def _allocate_ip(self) -> str:
+        used = {run.ip for run in self.pods.values()}
+        size = self.cidr.num_addresses
+        for step in range(1, size):
+            i = (self._cursor + step) % size
+            if i < 2 or i == size - 1:  # network, gateway, broadcast
+                continue
+            ip = str(self.cidr.network_address + i)
+            if ip not in used:
+                self._cursor = i
+                return ip
+        raise OSError(28, f"no free address in {self.cidr} on node {self.node.name}")  # ENOSPC
+
+    def start(self, pod: dict) -> None:
+        """Create the Pod's sandbox and start its containers (root)."""
+        k = key(pod)
+        spec = pod["spec"]
+        host_net = bool(spec.get("hostNetwork"))
+        if host_net:
+            ns_name, ip = self.node.netns, self.node.ip
+            etc_dir = os.path.join(self.run_dir, "pods", f"{k.namespace}_{k.name}")
+        else:
+            ns_name, ip = netns_name(self.plan.name, "pod", k.namespace, k.name), self._allocate_ip()
+            etc_dir = os.path.join(netns.ETC_DIR, ns_name)
+        run = PodRun(k, pod["metadata"]["uid"], ns_name, etc_dir, ip, host_net, start_time=now_iso())
+        self.pods[k] = run
+        if not host_net:
+            self.store.own("netns", ns_name, str(k))
+            network.pod_sandbox(self._node_route(), self.node.netns, ns_name,
+                                pod_veth(k.namespace, k.name, run.uid), ip, self.node.gateway)
+        self.store.own("etc", etc_dir, str(k))
+        os.makedirs(etc_dir, exist_ok=True)
+        for fname, text in (("resolv.conf", podfiles.resolv_conf(pod, self.cfg, self._host_resolv)),
+                            ("hosts", podfiles.hosts_file(pod, ip, self.cfg))):
+            with open(os.path.join(etc_dir, fname), "w") as f:
+                f.write(text)
+        bound = {**pod, "spec": {**spec, "nodeName": self.node.name}}
+        for c in spec["containers"]:
+            env = podfiles.environment(bound, c, ip, self.node.ip, BASE_ENV)
+            run.containers[c["name"]] = ContainerRun(c["name"], c, env)
+        self.store.own("sandbox", str(k), json.dumps({
+            "uid": run.uid, "netns": ns_name, "etc": etc_dir, "ip": ip, "node": self.node.name,
+            "hostname": self._hostname(pod), "env": {n: c.env for n, c in run.containers.items()}}))
+        for c in run.containers.values():
+            self._start_container(run, c)
+        self.store.event(k, "Normal", "Started", f"Started {len(run.containers)} container(s) on {self.node.name}, "
+                                                 f"IP {ip}, network namespace {ns_name}")
+
+    def _hostname(self, pod: dict) -> str:
+        if pod["spec"].get("hostNetwork"):
+            return self.node.name
+        return (pod["spec"].get("hostname") or pod["metadata"]["name"])[:63]
+
+    def log_path(self, k: Key, container: str) -> str:
+        return os.path.join(self.run_dir, "logs", f"{k.namespace}_{k.name}_{container}.log")
+
+    def _start_container(self, run: PodRun, c: ContainerRun) -> None:
+        box = process.Sandbox(run.netns, c.env["HOSTNAME"] if not run.host_network else self.node.name,
+                              c.env, run.etc_dir)
+        argv = podfiles.argv(c.spec, c.env)
+        path = self.log_path(run.key, c.name)
+        if argv is not None:
+            ref = process.spawn(box, path, argv=argv, cwd=c.spec.get("workingDir"))
+        else:
+            tcp = [p["containerPort"] for p in c.spec.get("ports") or [] if p["protocol"] == "TCP"]
+            udp = [p["containerPort"] for p in c.spec.get("ports") or [] if p["protocol"] == "UDP"]
+            if not tcp and not udp:
+                tcp = [80]
+            info = server.PodInfo(run.key.name, run.key.namespace, self.node.name, run.ip)
+            ref = process.spawn(box, path, target=lambda: server.serve(info, tcp, udp), comm=run.key.name)
+        self.store.own("process", ref.to_str(), f"{run.key}/{c.name}")
+        c.ref, c.started_at, c.started_mono = ref, now_iso(), time.monotonic()
+        c.pidfd = process.pidfd(ref.pid)
+        if c.pidfd is not None:
+            self.watch_fd(c.pidfd, lambda: self._exited(run, c))
+
+    def _exited(self, run: PodRun, c: ContainerRun) -> None:
+        """A container's process ended: record it and restart it as the restart policy says."""
+        if c.pidfd is not None:
+            self.unwatch_fd(c.pidfd)
+            os.close(c.pidfd)
+            c.pidfd = None
+        if c.ref is None or self.pods.get(run.key) is not run:
+            return
+        code = process.exit_status(c.ref.pid)
+        code = 0 if code is None else code
+        self.store.disown("process", c.ref.to_str())
+        term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                "startedAt": c.started_at, "finishedAt": now_iso(), "containerID": f"nsk://{c.ref.pid}"}
+        c.ref = None
+        policy = self._pod_spec(run).get("restartPolicy", "Always")
+        if policy == "Never" or (policy == "OnFailure" and code == 0):
+            c.terminated = term
+        else:
+            c.last_terminated = term
+            c.restarts += 1
+            now = time.monotonic()
+            if now - c.started_mono > BACKOFF_RESET:
+                c.backoff = 0.0
+            # The first restart is immediate; then 10 s, 20 s, 40 s, ... up to 5 minutes.
+            c.next_start = now + c.backoff if c.backoff else now
+            c.backoff = min(BACKOFF_MAX, c.backoff * 2 if c.backoff else BACKOFF_START)
+        self.store.event(run.key, "Warning" if code else "Normal", "BackOff" if c.next_start else "Completed",
+                         f"container {c.name} exited with code {code}")
+        self.store.set_status(run.key, self._status(run))
+
+    def _pod_spec(self, run: PodRun) -> dict:
+        pod = self.store.get("Pod", run.key.namespace, run.key.name)
+        return pod["spec"] if pod else {}
+
+    def remove(self, k: Key) -> None:
+        """Stop the Pod's processes and delete its sandbox (root)."""
+        run = self.pods.pop(k)
+        for c in run.containers.values():
+            if c.pidfd is not None:
+                self.unwatch_fd(c.pidfd)
+                os.close(c.pidfd)
+            if c.ref is not None:
+                process.stop(c.ref, grace=1.0)
+                self.store.disown("process", c.ref.to_str())
+        if not run.host_network:
+            ino = netns.inode(run.netns)
+            if ino is not None:
+                for pid in process.in_netns(ino):  # e.g. children of the Pod's command
+                    st = process.start_time(pid)
+                    if st is not None:
+                        process.kill(process.ProcRef(pid, st))
+            netns.remove(run.netns)
+            self.store.disown("netns", run.netns)
+        for fname in ("resolv.conf", "hosts"):
+            try:
+                os.unlink(os.path.join(run.etc_dir, fname))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(run.etc_dir)
+        except OSError:
+            pass
+        self.store.disown("etc", run.etc_dir)
+        self.store.disown("sandbox", str(k))
+        for c in run.containers:
+            try:
+                os.unlink(self.log_path(k, c))
+            except FileNotFoundError:
+                pass
+
+    # ---- status -------------------------------------------------------------------------
+
+    def write_status(self, pod: dict) -> None:
+        run = self.pods.get(key(pod))
+        if run is not None:
+            self.store.set_status(run.key, self._status(run))
+
+    def _status(self, run: PodRun) -> dict:
+        statuses = []
+        for c in run.containers.values():
+            st = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "", "restartCount": c.restarts,
+                  "ready": c.ref is not None, "started": c.ref is not None}
+            if c.ref is not None:
+                st["containerID"] = f"nsk://{c.ref.pid}"
+                st["state"] = {"running": {"startedAt": c.started_at}}
+            elif c.terminated is not None:
+                st["state"] = {"terminated": c.terminated}
+            else:
+                st["state"] = {"waiting": {"reason": "CrashLoopBackOff",
+                                           "message": f"back-off restarting failed container {c.name}"}}
+            if c.last_terminated:
+                st["lastState"] = {"terminated": c.last_terminated}
+            statuses.append(st)
+        ready = all(s["ready"] for s in statuses)
+        if all("terminated" in s["state"] for s in statuses):
+            phase = "Succeeded" if all(s["state"]["terminated"]["exitCode"] == 0 for s in statuses) else "Failed"
+        else:
+            phase = "Running"
+        cond = lambda t, ok: {"type": t, "status": "True" if ok else "False"}  # noqa: E731
+        return {
+            "phase": phase, "hostIP": self.node.ip, "hostIPs": [{"ip": self.node.ip}],
+            "podIP": run.ip, "podIPs": [{"ip": run.ip}], "startTime": run.start_time,
+            "conditions": [cond("Initialized", True), cond("Ready", ready), cond("ContainersReady", ready),
+                           cond("PodScheduled", True)],
+            "containerStatuses": statuses,
+        }

@@ -1,0 +1,228 @@
+"""`nsk up` and `nsk down`: bring a cluster to life and remove every trace of it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from nsk.api.load import Manifest
+from nsk.api.objects import key
+from nsk.errors import NskError
+from nsk.net.plan import ClusterPlan, plan
+from nsk.store import RUN_ROOT, Store, cluster_dir
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+Progress = Callable[[str, str], None]  # (stage, text)
+
+
+def need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NskError(f"{what} needs root: it works with network namespaces and /run/nsk (run it with sudo)")
+
+
+def clusters() -> list[str]:
+    try:
+        return sorted(d for d in os.listdir(RUN_ROOT) if os.path.isdir(os.path.join(RUN_ROOT, d)))
+    except FileNotFoundError:
+        return []
+
+
+def resolve(name: str | None) -> str:
+    """The cluster a command means: --cluster, else $NSK_CLUSTER, else the only one that is up."""
+    name = name or os.environ.get("NSK_CLUSTER")
+    if name:
+        return name
+    up = clusters()
+    if len(up) == 1:
+        return up[0]
+    if not up:
+        raise NskError("no cluster is up: start one with `sudo nsk up FILE`")
+    raise NskError(f"several clusters are up ({', '.join(up)}): choose one with --cluster NAME")
+
+
+def open_store(name: str) -> Store:
+    need_root("this command")
+    try:
+        return Store(cluster_dir(name))
+    except FileNotFoundError:
+        raise NskError(f'cluster "{name}" is not up (clusters up: {", ".join(clusters()) or "none"})') from None
+
+
+def node_object(n) -> dict:
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux",
+                                                    **n.labels}},
+            "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]}}
+
+
+def namespace_object(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
+
+
+def control_plane_pid(store: Store):
+    from nsk.kernel import process
+    refs = [process.ProcRef.from_str(n) for _, n, _ in store.owned("control-plane")]
+    return next((r for r in refs if process.alive(r)), None), refs
+
+
+@dataclass(frozen=True)
+class UpResult:
+    plan: ClusterPlan
+    pods: int
+    seconds: float
+    pid: int
+
+
+def up(m: Manifest, progress: Progress, timeout: float | None = None) -> UpResult:
+    """Create the cluster of `m` and wait until every Pod runs (root)."""
+    need_root("nsk up")
+    name = m.cluster.name
+    t0 = time.monotonic()
+    d = cluster_dir(name)
+    os.makedirs(RUN_ROOT, exist_ok=True)
+    try:
+        os.mkdir(d, 0o755)  # the lock: one `up` per name
+    except FileExistsError:
+        raise NskError(_in_use(name)) from None
+    os.makedirs(os.path.join(d, "logs"))
+    store = Store(d, create=True)
+    p = plan(m.cluster)
+    with store.tx():
+        store.set_meta("cluster", m.cluster.to_dict())
+        for ns in SYSTEM_NAMESPACES:
+            store.put(namespace_object(ns))
+        for ns in sorted({o["metadata"]["namespace"] for o in m.objects if o["metadata"].get("namespace")}):
+            if store.get("Namespace", "", ns) is None:
+                store.put(namespace_object(ns))
+        for n in p.nodes:
+            store.put(node_object(n))
+        for obj in m.objects:
+            store.put(obj)
+    from nsk.kernel import process
+    log = open(os.path.join(d, "control-plane.log"), "ab")
+    child = subprocess.Popen([sys.executable, "-m", "nsk.daemon", name], stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    log.close()
+    ref = process.ProcRef(child.pid, process.start_time(child.pid) or 0)
+    store.own("control-plane", ref.to_str())
+    progress("control-plane", f"control plane started (pid {child.pid})")
+
+    expected = _expected_pods(m)
+    limit = timeout if timeout is not None else 60 + 0.2 * expected
+    network_done, last = False, None
+    while True:
+        fatal = store.get_meta("fatal")
+        if fatal or child.poll() is not None:
+            raise NskError(f'cluster "{name}": the control plane failed: {fatal or "exited"} '
+                           f"(see {os.path.join(d, 'control-plane.log')}; `nsk down --cluster {name}` cleans up)")
+        if not network_done and store.get_meta("network") == "ready":
+            network_done = True
+            progress("network", f"network: {len(p.nodes)} nodes, {len(p.hosts)} external hosts")
+        pods = store.list("Pod")
+        running = sum(1 for pod in pods if _pod_up(pod))
+        if network_done and (running, len(pods)) != last:
+            last = (running, len(pods))
+            progress("pods", f"pods: {running}/{expected} running")
+        if network_done and running >= expected and len(pods) >= expected:
+            break
+        if time.monotonic() - t0 > limit:
+            waiting = [str(key(pod)) for pod in pods if not _pod_up(pod)][:5]
+            raise NskError(f'cluster "{name}": only {running} of {expected} Pods running after {limit:.0f} s '
+                           f"(waiting: {', '.join(waiting)}); see `nsk get pods --cluster {name}` and "
+                           f"{os.path.join(d, 'control-plane.log')}")
+        time.sleep(0.02)
+    store.close()
+    return UpResult(p, expected, time.monotonic() - t0, child.pid)
+
+
+def _pod_up(pod: dict) -> bool:
+    st = pod.get("status") or {}
+    if st.get("phase") == "Succeeded":
+        return True
+    return st.get("phase") == "Running" and any(c["type"] == "Ready" and c["status"] == "True"
+                                                for c in st.get("conditions", []))
+
+
+def _expected_pods(m: Manifest) -> int:
+    return sum(o["spec"]["replicas"] if o["kind"] == "Deployment" else 1
+               for o in m.objects if o["kind"] in ("Deployment", "Pod"))
+
+
+def _in_use(name: str) -> str:
+    try:
+        store = Store(cluster_dir(name))
+    except FileNotFoundError:
+        return (f'cluster name "{name}" is in use (an `nsk up` of it was interrupted?): '
+                f"`sudo nsk down --cluster {name}` removes it")
+    alive, refs = control_plane_pid(store)
+    store.close()
+    if alive:
+        return (f'cluster "{name}" is already up (control plane pid {alive.pid}): `sudo nsk down --cluster {name}` '
+                "removes it, or choose another name with --cluster")
+    return (f'cluster "{name}" exists but its control plane is not running: '
+            f"`sudo nsk down --cluster {name}` removes what is left of it")
+
+
+@dataclass(frozen=True)
+class DownResult:
+    namespaces: int
+    processes: int
+
+
+def down(name: str) -> DownResult:
+    """Remove every namespace, process and file of the cluster, and only those (root).
+
+    Works from the records alone, so also after `kill -9` of the control plane or of `up`.
+    """
+    need_root("nsk down")
+    from nsk.kernel import netns, process
+    d = cluster_dir(name)
+    if not os.path.isdir(d):
+        raise NskError(f'cluster "{name}" is not up (clusters up: {", ".join(clusters()) or "none"})')
+    killed = 0
+    if os.path.exists(os.path.join(d, "store.db")):
+        store = Store(d)
+        # the control plane first, so that nothing new is made while we remove
+        for _, ref_s, _ in store.owned("control-plane"):
+            ref = process.ProcRef.from_str(ref_s)
+            if process.alive(ref):
+                process.stop(ref, grace=3.0)
+                killed += 1
+        for _, ref_s, _ in store.owned("process"):
+            ref = process.ProcRef.from_str(ref_s)
+            if process.alive(ref):
+                process.kill(ref)
+                killed += 1
+        owned_ns = [n for _, n, _ in store.owned("netns")]
+        etc_dirs = [n for _, n, _ in store.owned("etc")]
+        store.close()
+    else:
+        owned_ns, etc_dirs = [], []
+    removed = 0
+    for ns in owned_ns:
+        ino = netns.inode(ns)
+        if ino is not None:
+            # whatever still runs in a namespace we made (a command's children, an exec'd shell)
+            for pid in process.in_netns(ino):
+                st = process.start_time(pid)
+                if st is not None:
+                    process.kill(process.ProcRef(pid, st))
+                    killed += 1
+        if netns.remove(ns):
+            removed += 1
+    for etc in etc_dirs:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(etc)
+    with contextlib.suppress(OSError):
+        os.rmdir(netns.ETC_DIR)  # only when empty
+    shutil.rmtree(d)
+    with contextlib.suppress(OSError):
+        os.rmdir(RUN_ROOT)
+    return DownResult(removed, killed)

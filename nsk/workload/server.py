@@ -1,0 +1,117 @@
+"""nsk's built-in server: what runs in a container that has no `command` (any `image:`).
+
+HTTP on each TCP containerPort, echo on each UDP port. The HTTP answer names the Pod,
+its namespace, node and IP, and the client address as the Pod saw it, plus the request's
+host and path: enough to watch load balancing, session affinity and source-IP
+preservation with plain curl. Paths as Kubernetes' test server (agnhost netexec) has
+them: /hostname, /clientip, /healthz; `?format=json` or `Accept: application/json`
+answers JSON.
+
+It serves in whatever network namespace it is started in; the kubelet forks it into
+the Pod's. One thread, one selector: a Pod costs a fork, not an interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    pod: str
+    namespace: str
+    node: str
+    pod_ip: str
+
+
+def answer(info: PodInfo, client: tuple[str, int], host: str, path: str, accept: str = "") -> tuple[str, str]:
+    """(content type, body) of the answer to a request: pure, so it is tested without sockets."""
+    url = urlsplit(path)
+    fields = {**asdict(info), "client": f"{client[0]}:{client[1]}", "client_ip": client[0],
+              "host": host, "path": url.path}
+    if url.path == "/hostname":
+        return "text/plain", info.pod + "\n"
+    if url.path == "/clientip":
+        return "text/plain", f"{client[0]}:{client[1]}\n"
+    if url.path == "/healthz":
+        return "text/plain", "ok\n"
+    if "json" in parse_qs(url.query).get("format", []) or "application/json" in accept:
+        return "application/json", json.dumps(fields) + "\n"
+    width = max(len(k) for k in fields) + 1
+    lines = [f"{(k.replace('_', ' ') + ':'):<{width + 1}}{v}" for k, v in fields.items() if k != "client_ip"]
+    return "text/plain", "\n".join(lines) + "\n"
+
+
+def _handler(info: PodInfo):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "nsk"
+        sys_version = ""
+        protocol_version = "HTTP/1.0"
+        timeout = 5
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            ctype, body = answer(info, self.client_address, self.headers.get("Host", ""), self.path,
+                                 self.headers.get("Accept", ""))
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+
+        def log_message(self, fmt, *args):
+            sys.stderr.write(f"{self.client_address[0]} - \"{self.requestline}\" {args[1] if len(args) > 1 else ''}\n")
+            sys.stderr.flush()
+
+    return Handler
+
+
+def serve(info: PodInfo, tcp_ports: list[int], udp_ports: list[int]) -> None:
+    """Serve forever on the given ports of every address of the current namespace."""
+    sel = selectors.DefaultSelector()
+    for port in tcp_ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(512)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, "tcp")
+    for port in udp_ports:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", port))
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, "udp")
+    print(f"nsk built-in server: pod {info.namespace}/{info.pod} on {info.pod_ip}, "
+          f"http on {tcp_ports or 'no'} tcp ports, echo on {udp_ports or 'no'} udp ports", flush=True)
+    handler = _handler(info)
+    while True:
+        for key, _ in sel.select():
+            sock = key.fileobj
+            if key.data == "udp":
+                try:
+                    data, addr = sock.recvfrom(65535)
+                    sock.sendto(data, addr)
+                except OSError:
+                    pass
+                continue
+            try:
+                conn, addr = sock.accept()
+            except OSError:
+                continue
+            conn.setblocking(True)
+            conn.settimeout(5)
+            try:
+                handler(conn, addr, None)
+            except OSError:
+                pass
+            finally:
+                conn.close()
