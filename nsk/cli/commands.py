@@ -98,6 +98,7 @@ def up(file, cluster, dry_run, timeout):
         click.echo(_render_plan(m), nl=False)
         return
     from nsk import lifecycle
+    lifecycle.need_root("nsk up")
     tty = sys.stderr.isatty()
     name = m.cluster.name
     click.echo(f'Creating cluster "{name}" ...', err=True)

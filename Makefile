@@ -1,0 +1,49 @@
+# nsk: two commands on a fresh Debian machine, as root:
+#   make up     install everything, then bring up topologies/quickstart.yaml and show it working
+#   make test   install everything, then run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+NSK = $(VENV)/bin/nsk
+# What nsk and its tests use: netlink and namespaces (iproute2 for people and tests,
+# never for nsk itself), the proxy backends, and the tools labs use from inside Pods.
+APT_PACKAGES = python3 python3-venv python3-pip iproute2 iptables nftables conntrack curl dnsutils \
+	iputils-ping procps iperf3 tcpdump netcat-openbsd
+BENCH_PACKAGES = mininet bridge-utils hyperfine
+STAMP = .make
+
+.PHONY: up test install deps venv bench clean
+
+up: install
+	@if [ -d /run/nsk/nsk ]; then $(NSK) down --cluster nsk; fi
+	$(NSK) up topologies/quickstart.yaml
+	$(NSK) get pods -o wide
+	@bash scripts/quickstart-check.sh $(NSK)
+
+test: install
+	$(VENV)/bin/python -m pytest -ra tests
+
+bench: install $(STAMP)/bench-deps
+	$(VENV)/bin/python bench/up_down.py --pods 50 200 --repeat 3
+
+install: deps venv
+	ln -sf $(abspath $(NSK)) /usr/local/bin/nsk
+
+deps: $(STAMP)/deps
+$(STAMP)/deps: Makefile
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	@mkdir -p $(STAMP) && touch $@
+
+$(STAMP)/bench-deps: Makefile
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null
+	@mkdir -p $(STAMP) && touch $@
+
+venv: $(STAMP)/venv
+$(STAMP)/venv: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@mkdir -p $(STAMP) && touch $@
+
+clean:
+	rm -rf $(VENV) $(STAMP) build *.egg-info

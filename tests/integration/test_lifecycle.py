@@ -1,0 +1,133 @@
+"""Nothing leaks, nothing half-made: `nsk down` after anything, bad input, crashes (root)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_nsk
+from tests.integration.test_foundation import WEB, wait_for
+
+pytestmark = pytest.mark.root
+
+
+def host_state() -> dict:
+    """What nsk must never change in the root network namespace."""
+    def cmd(*args):
+        return subprocess.run(args, capture_output=True, text=True).stdout
+    return {
+        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in cmd("ip", "-o", "link").splitlines()),
+        "addresses": cmd("ip", "-o", "addr"),
+        "routes": cmd("ip", "route", "show", "table", "all"),
+        "rules": cmd("ip", "rule"),
+        "iptables": "\n".join(l for l in cmd("iptables-save").splitlines() if not l.startswith(("#", ":"))),
+        "forwarding": open("/proc/sys/net/ipv4/ip_forward").read(),
+    }
+
+
+def leftovers(name: str) -> dict:
+    netns = [n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
+             if n.startswith(f"nsk_{name}_")]
+    etc = [n for n in (os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else [])
+           if n.startswith(f"nsk_{name}_")]
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f"nsk.daemon\0{name}\0".encode() in f.read():
+                    procs.append(pid)
+        except OSError:
+            pass
+    return {k: v for k, v in {"netns": netns, "etc": etc, "processes": procs,
+                              "dir": os.path.exists(f"/run/nsk/{name}")}.items() if v}
+
+
+def test_down_leaves_nothing_and_the_host_unchanged(cluster):
+    before = host_state()
+    cluster.up(WEB.format(replicas=3) + """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeper}
+spec:
+  containers: [{name: c, image: x, command: ["sh", "-c", "sleep 3600 & sleep 3600"]}]
+""")
+    assert leftovers(cluster.name)["netns"]
+    # an exec'd shell still inside a Pod when the cluster goes down
+    shell = subprocess.Popen([sys.executable, "-m", "nsk", "exec", "sleeper", "--cluster", cluster.name, "--",
+                              "sleep", "3600"], cwd=ROOT)
+    try:
+        wait_for(lambda: len([p for p in os.listdir("/proc") if p == str(shell.pid)]), what="the exec")
+        out = cluster.nsk("down").stdout
+        assert out.startswith(f'cluster "{cluster.name}" deleted')
+        assert leftovers(cluster.name) == {}
+        assert shell.wait(timeout=5) != 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+    assert host_state() == before
+
+
+def test_down_after_kill_9_of_the_control_plane(cluster):
+    cluster.up(WEB.format(replicas=2))
+    pid = int(cluster.nsk("status").stdout.split("running (pid ")[1].split(")")[0])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: "NOT running" in cluster.nsk("status").stdout, what="status to see the dead control plane")
+    r = cluster.up(WEB.format(replicas=1), check=False)
+    assert r.returncode == 1 and "control plane is not running" in r.stderr
+    # the Pods live on without their control plane, as containers outlive a kubelet
+    pod = cluster.pods()[0]
+    out = cluster.exec("node/node-1", "curl", "-s", "--max-time", "5", pod["status"]["podIP"] + "/hostname").stdout
+    assert out.strip() == pod["metadata"]["name"]
+    cluster.nsk("down")
+    assert leftovers(cluster.name) == {}
+
+
+def test_down_after_kill_9_of_up_half_way(cluster, tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text(WEB.format(replicas=40))
+    up = subprocess.Popen([sys.executable, "-m", "nsk", "up", str(path), "--cluster", cluster.name], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # wait until some Pods exist, then kill both `up` and the control plane it started
+    wait_for(lambda: len([n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
+                          if n.startswith(f"nsk_{cluster.name}_pod_")]) >= 3, timeout=30, what="some Pods")
+    up.send_signal(signal.SIGKILL)
+    up.wait()
+    for pid in leftovers(cluster.name).get("processes", []):
+        os.kill(int(pid), signal.SIGKILL)
+    assert leftovers(cluster.name)["netns"]
+    cluster.nsk("down")
+    assert leftovers(cluster.name) == {}
+
+
+BAD = {
+    "malformed YAML": ("kind: Pod\nmetadata: {name: x\n", "line "),
+    "unknown kind": ("apiVersion: v1\nkind: Potato\nmetadata: {name: x}\n", 'kind: Unsupported value: "Potato"'),
+    "unknown field": (WEB.format(replicas=1).replace("replicas:", "replica:"),
+                      'Deployment "default/web" is invalid: spec.replica: Unknown field'),
+    "negative replicas": (WEB.format(replicas=-1),
+                          'Deployment "default/web" is invalid: spec.replicas: Invalid value: -1: '
+                          "must be greater than or equal to 0"),
+    "hostile name": (WEB.format(replicas=1).replace("name: web", "name: ../x", 1),
+                     'Deployment "default/../x" is invalid: metadata.name: Invalid value: "../x"'),
+    "overlapping subnets": ("apiVersion: nsk.io/v1alpha1\nkind: Cluster\nmetadata: {name: x}\nspec:\n"
+                            "  networking: {podSubnet: 10.96.0.0/16}\n", "overlaps spec.networking.podSubnet"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_creates_nothing(cluster, case):
+    text, message = BAD[case]
+    before = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    r = cluster.up(text, check=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error: ") and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert leftovers(cluster.name) == {}
+    assert (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []) == before

@@ -1,0 +1,69 @@
+"""The command line without root: dry runs, errors, help."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from nsk.cli.commands import cli
+
+WEB = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx, ports: [{containerPort: 80}]}]
+"""
+
+
+def run(args, monkeypatch, euid=1000, input=None):
+    monkeypatch.setattr("os.geteuid", lambda: euid)
+    return CliRunner().invoke(cli, args, input=input)
+
+
+def test_up_without_root_says_what_needs_root(tmp_path, monkeypatch):
+    f = tmp_path / "web.yaml"
+    f.write_text(WEB)
+    r = run(["up", str(f)], monkeypatch)
+    assert r.exit_code == 1
+    assert r.output == \
+        "Error: nsk up needs root: it works with network namespaces and /run/nsk (run it with sudo)\n"
+
+
+def test_dry_run_needs_no_root_and_prints_the_plan(tmp_path, monkeypatch):
+    f = tmp_path / "web.yaml"
+    f.write_text(WEB)
+    r = run(["up", "--dry-run", str(f), "--cluster", "lab"], monkeypatch)
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[:4] == [
+        "cluster lab (dry run: nothing is changed)",
+        "  wire namespace nsk_lab_net: br-nodes 172.18.0.1/24, br-ext 192.0.2.1/24, forwarding",
+        "  node node-1: namespace nsk_lab_node_node-1, eth0 172.18.0.2/24 (peer n-node-1), "
+        "cbr0 10.244.1.1 for Pods 10.244.1.0/24",
+        "    route 10.244.2.0/24 via 172.18.0.3",
+    ]
+    assert r.output.splitlines()[-1] == "  Deployment default/web x2"
+
+
+def test_bad_file_is_one_error_line(tmp_path, monkeypatch):
+    f = tmp_path / "bad.yaml"
+    f.write_text(WEB.replace("replicas: 2", "replicas: -1"))
+    r = run(["up", "--dry-run", str(f)], monkeypatch)
+    assert r.exit_code == 1
+    assert r.output == (f'Error: {f}: Deployment "default/web" is invalid: spec.replicas: Invalid value: -1: '
+                        "must be greater than or equal to 0\n")
+    r = run(["up", "--dry-run", str(tmp_path / "missing.yaml")], monkeypatch)
+    assert r.exit_code == 1
+    assert r.output == f"Error: {tmp_path / 'missing.yaml'}: cannot read the file: No such file or directory\n"
+
+
+def test_bad_cluster_name(tmp_path, monkeypatch):
+    f = tmp_path / "web.yaml"
+    f.write_text(WEB)
+    r = run(["up", "--dry-run", str(f), "--cluster", "Bad_Name"], monkeypatch)
+    assert r.exit_code == 1
+    assert r.output.startswith('Error: --cluster: Invalid value: "Bad_Name": a lowercase RFC 1123 label')
