@@ -79,7 +79,7 @@ def reconcile(deploy: dict, pods: list[dict], rng: random.Random, taken: set[str
         create.append(_pod_from_template(deploy, h, name))
     # Rolling replacement of an older template: old Pods go once the new ones are ready.
     ready_current = sum(1 for p in current if _ready(p))
-    if old and ready_current >= min(want, len(current)):
+    if old and ready_current >= want:
         delete += old
     return Plan(tuple(create), tuple((p["metadata"]["namespace"], p["metadata"]["name"]) for p in delete))
 

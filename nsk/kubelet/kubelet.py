@@ -15,7 +15,7 @@ from nsk.api.cluster import ClusterConfig
 from nsk.api.objects import Key, key
 from nsk.kernel import links, netns, network, process
 from nsk.kubelet import podfiles
-from nsk.net.plan import ClusterPlan, NodePlan, netns_name, pod_veth
+from nsk.net.plan import NODE_BRIDGE, ClusterPlan, NodePlan, netns_name, pod_veth
 from nsk.store import Store
 from nsk.store.sqlite import now_iso
 from nsk.workload import server
@@ -109,10 +109,12 @@ class Kubelet:
     # ---- sandboxes ----------------------------------------------------------------------
 
     def _node_route(self):
+        """The node's netlink socket and cbr0's index, opened once."""
         if self._route is None:
             with netns.entered(self.node.netns):
                 from pyroute2 import IPRoute
                 self._route = IPRoute()
+            self._bridge_index = links.index(self._route, NODE_BRIDGE)
         return self._route
 
     def _allocate_ip(self) -> str:
@@ -143,7 +145,7 @@ class Kubelet:
         self.pods[k] = run
         if not host_net:
             self.store.own("netns", ns_name, str(k))
-            network.pod_sandbox(self._node_route(), self.node.netns, ns_name,
+            network.pod_sandbox(self._node_route(), self._bridge_index, ns_name,
                                 pod_veth(k.namespace, k.name, run.uid), ip, self.node.gateway)
         self.store.own("etc", etc_dir, str(k))
         os.makedirs(etc_dir, exist_ok=True)

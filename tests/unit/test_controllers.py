@@ -1,0 +1,87 @@
+"""The Deployment controller and the scheduler (pure)."""
+
+from __future__ import annotations
+
+import random
+
+from nsk.api.cluster import ClusterConfig, NodeConfig
+from nsk.api.validation import admit
+from nsk.controllers import deployment, scheduler
+from nsk.net.plan import plan
+
+
+def deploy(replicas=3, image="nginx"):
+    d = admit({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": image}]}}}})
+    d["metadata"].update(uid="d-uid", creationTimestamp="2026-01-01T00:00:00Z")
+    return d
+
+
+def as_running(pods, ready=True):
+    for i, p in enumerate(pods):
+        p["metadata"]["creationTimestamp"] = f"2026-01-01T00:00:{i:02d}Z"
+        p["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return pods
+
+
+def test_pods_are_named_and_owned_like_a_replicasets():
+    d = deploy()
+    p = deployment.reconcile(d, [], random.Random(1), set())
+    assert len(p.create) == 3 and not p.delete
+    h = deployment.template_hash(d["spec"]["template"])
+    for pod in p.create:
+        name = pod["metadata"]["name"]
+        assert name.startswith(f"web-{h}-") and len(name) == len(f"web-{h}-") + 5
+        assert set(name.rsplit("-", 1)[1]) <= set(deployment.SAFE_ALPHABET)
+        assert pod["metadata"]["labels"] == {"app": "web", "pod-template-hash": h}
+        assert pod["metadata"]["ownerReferences"][0]["name"] == f"web-{h}"
+    assert len({pod["metadata"]["name"] for pod in p.create}) == 3
+
+
+def test_template_hash_is_stable_and_follows_the_template():
+    assert deployment.template_hash(deploy()["spec"]["template"]) == \
+        deployment.template_hash(deploy()["spec"]["template"])
+    assert deployment.template_hash(deploy()["spec"]["template"]) != \
+        deployment.template_hash(deploy(image="httpd")["spec"]["template"])
+
+
+def test_scale_down_removes_the_newest_running_pods_first():
+    d = deploy(replicas=3)
+    pods = as_running(list(deployment.reconcile(d, [], random.Random(1), set()).create))
+    d["spec"]["replicas"] = 1
+    p = deployment.reconcile(d, pods, random.Random(1), set())
+    assert not p.create
+    assert [n for _, n in p.delete] == [pods[2]["metadata"]["name"], pods[1]["metadata"]["name"]]
+
+
+def test_a_new_template_replaces_old_pods_once_new_ones_are_ready():
+    d = deploy(replicas=2)
+    old = as_running(list(deployment.reconcile(d, [], random.Random(1), set()).create))
+    d2 = deploy(replicas=2, image="httpd")
+    p = deployment.reconcile(d2, old, random.Random(2), set())
+    assert len(p.create) == 2 and not p.delete  # old ones serve until the new ones are ready
+    new = as_running(list(p.create))
+    p = deployment.reconcile(d2, old + new, random.Random(3), set())
+    assert not p.create and sorted(n for _, n in p.delete) == sorted(o["metadata"]["name"] for o in old)
+
+
+def test_status_counts_ready_pods():
+    d = deploy(replicas=3)
+    pods = as_running(list(deployment.reconcile(d, [], random.Random(1), set()).create))
+    pods[0]["status"]["conditions"][0]["status"] = "False"
+    st = deployment.status(d, pods)
+    assert (st["replicas"], st["readyReplicas"], st["updatedReplicas"], st["unavailableReplicas"]) == (3, 2, 3, 1)
+    assert st["conditions"][0]["status"] == "False"
+
+
+def test_scheduler_spreads_and_honours_node_selector():
+    p = plan(ClusterConfig(nodes=(NodeConfig("a"), NodeConfig("b", {"zone": "z"}), NodeConfig("c"))))
+    pod = {"spec": {}}
+    assert scheduler.choose(pod, p.nodes, {}) == "a"
+    assert scheduler.choose(pod, p.nodes, {"a": 1}) == "b"
+    assert scheduler.choose(pod, p.nodes, {"a": 1, "b": 1}) == "c"
+    assert scheduler.choose({"spec": {"nodeSelector": {"zone": "z"}}}, p.nodes, {"b": 9}) == "b"
+    assert scheduler.choose({"spec": {"nodeSelector": {"kubernetes.io/hostname": "c"}}}, p.nodes, {}) == "c"
+    assert scheduler.choose({"spec": {"nodeSelector": {"zone": "nowhere"}}}, p.nodes, {}) is None
