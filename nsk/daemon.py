@@ -20,10 +20,13 @@ import time
 
 from nsk.api.cluster import parse_cluster
 from nsk.api.objects import Key, key
-from nsk.controllers import deployment, scheduler
+from nsk.controllers import deployment, endpoints, loadbalancer, scheduler
 from nsk.kernel import network
 from nsk.kubelet.kubelet import Kubelet
 from nsk.net.plan import plan
+from nsk.proxy.iptables import NodeContext
+from nsk.proxy.model import service_ports
+from nsk.proxy.sync import IptablesProxier
 from nsk.store import Store, cluster_dir
 from nsk.store.sqlite import NOTIFY
 
@@ -51,6 +54,8 @@ class ControlPlane:
         self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch)
                          for n in self.plan.nodes}
         self._seen_rev = -1
+        self.proxiers: dict[str, IptablesProxier] = {}
+        self.router_have: dict[str, tuple[str, ...]] = {}
 
     def _watch(self, fd: int, callback) -> None:
         self.sel.register(fd, selectors.EVENT_READ, callback)
@@ -83,6 +88,14 @@ class ControlPlane:
                 self.store.set_status(key(node), node_status(n))
         log.info("cluster network built in %.0f ms", (time.monotonic() - t) * 1000)
 
+    def start_proxies(self) -> None:
+        """One kube-proxy per node (root)."""
+        if self.cfg.proxy_mode != "iptables":
+            log.warning("proxy mode %s is not implemented yet: using iptables", self.cfg.proxy_mode)
+        for n in self.plan.nodes:
+            ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses)
+            self.proxiers[n.name] = IptablesProxier(n.netns, ctx)
+
     # ---- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
@@ -96,6 +109,7 @@ class ControlPlane:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
         self.bootstrap()
+        self.start_proxies()
         last_resync = time.monotonic()
         while not self.stopping:
             now = time.monotonic()
@@ -128,7 +142,40 @@ class ControlPlane:
         pods = self.store.list("Pod")
         for d in self.store.list("Deployment"):
             self.store.set_status(key(d), deployment.status(d, deployment.owned_pods(d, pods)))
+        services = self.store.list("Service")
+        self._run_endpoints(services, pods)
+        self._run_load_balancers(services)
+        self._sync_proxies()
         self._seen_rev = self.store.revision()
+        # what `nsk up` waits for: every write up to this revision is in the kernel's rules
+        if self.store.get_meta("synced") != self._seen_rev:
+            self.store.set_meta("synced", self._seen_rev)
+
+    def _run_endpoints(self, services: list[dict], pods: list[dict]) -> None:
+        have = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in self.store.list("Endpoints")}
+        want = endpoints.wanted(services, pods)
+        with self.store.tx():
+            for k, obj in want.items():
+                obj["metadata"]["labels"][endpoints.MANAGED_BY] = endpoints.CONTROLLER
+                self.store.put(obj)
+            for k, old in have.items():
+                if k not in want and (old["metadata"].get("labels") or {}).get(endpoints.MANAGED_BY) == \
+                        endpoints.CONTROLLER:
+                    self.store.delete(key(old))
+
+    def _run_load_balancers(self, services: list[dict]) -> None:
+        """The emulated cloud: an address from the pool for each LoadBalancer Service."""
+        with self.store.tx():
+            for svc, status in loadbalancer.assign(services, self.cfg.lb_pool):
+                self.store.set_status(key(svc), status)
+
+    def _sync_proxies(self) -> None:
+        ports = service_ports(self.store.list("Service"), self.store.list("Endpoints"))
+        for proxier in self.proxiers.values():
+            proxier.sync(ports)
+        want = loadbalancer.router_routes(ports, {n.name: n.ip for n in self.plan.nodes})
+        network.router_routes(self.plan.wire_netns, want, self.router_have)
+        self.router_have = want
 
     def _run_deployments(self) -> None:
         pods = self.store.list("Pod")

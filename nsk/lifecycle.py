@@ -72,6 +72,22 @@ def control_plane_pid(store: Store):
     return next((r for r in refs if process.alive(r)), None), refs
 
 
+def _fill(store: Store, m: Manifest, p: ClusterPlan, source: str) -> None:
+    """The store's first objects: config, namespaces, nodes, the file's objects (atomic)."""
+    from nsk.client import write
+    with store.tx():
+        store.set_meta("cluster", m.cluster.to_dict())
+        for ns in SYSTEM_NAMESPACES:
+            store.put(namespace_object(ns))
+        for ns in sorted({o["metadata"]["namespace"] for o in m.objects if o["metadata"].get("namespace")}):
+            if store.get("Namespace", "", ns) is None:
+                store.put(namespace_object(ns))
+        for n in p.nodes:
+            store.put(node_object(n))
+        for obj in m.objects:
+            write(store, obj, m.cluster, source)
+
+
 @dataclass(frozen=True)
 class UpResult:
     plan: ClusterPlan
@@ -80,7 +96,7 @@ class UpResult:
     pid: int
 
 
-def up(m: Manifest, progress: Progress, timeout: float | None = None) -> UpResult:
+def up(m: Manifest, progress: Progress, timeout: float | None = None, source: str = "") -> UpResult:
     """Create the cluster of `m` and wait until every Pod runs (root)."""
     need_root("nsk up")
     name = m.cluster.name
@@ -94,17 +110,12 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None) -> UpResul
     os.makedirs(os.path.join(d, "logs"))
     store = Store(d, create=True)
     p = plan(m.cluster)
-    with store.tx():
-        store.set_meta("cluster", m.cluster.to_dict())
-        for ns in SYSTEM_NAMESPACES:
-            store.put(namespace_object(ns))
-        for ns in sorted({o["metadata"]["namespace"] for o in m.objects if o["metadata"].get("namespace")}):
-            if store.get("Namespace", "", ns) is None:
-                store.put(namespace_object(ns))
-        for n in p.nodes:
-            store.put(node_object(n))
-        for obj in m.objects:
-            store.put(obj)
+    try:
+        _fill(store, m, p, source)
+    except NskError:
+        store.close()
+        shutil.rmtree(d)  # nothing was created in the kernel yet: leave no trace
+        raise
     from nsk.kernel import process
     log = open(os.path.join(d, "control-plane.log"), "ab")
     child = subprocess.Popen([sys.executable, "-m", "nsk.daemon", name], stdin=subprocess.DEVNULL, stdout=log,
@@ -131,7 +142,10 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None) -> UpResul
             last = (running, len(pods))
             progress("pods", f"pods: {running}/{expected} running")
         if network_done and running >= expected and len(pods) >= expected:
-            break
+            rev = store.revision()
+            synced = store.get_meta("synced") or 0
+            if synced >= rev:  # endpoints and proxy rules have caught up with the running Pods
+                break
         if time.monotonic() - t0 > limit:
             waiting = [str(key(pod)) for pod in pods if not _pod_up(pod)][:5]
             raise NskError(f'cluster "{name}": only {running} of {expected} Pods running after {limit:.0f} s '

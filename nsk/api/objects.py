@@ -13,6 +13,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Service": ("services", "", True),
     "Endpoints": ("endpoints", "", True),
     "Deployment": ("deployments", "apps", True),
+    "EndpointSlice": ("endpointslices", "discovery.k8s.io", True),
 }
 
 # Words a user may type for a kind, as kubectl accepts them.

@@ -117,7 +117,7 @@ def up(file, cluster, dry_run, timeout):
             click.echo(f" • {text}", err=True)
 
     try:
-        res = lifecycle.up(m, progress, timeout)
+        res = lifecycle.up(m, progress, timeout, file)
     except NskError:
         if tty and state["stage"] == "pods":
             click.echo("", err=True)
@@ -203,7 +203,7 @@ def status(cluster):
 
 # ---- kubectl verbs ---------------------------------------------------------------------
 
-GET_KINDS = {"Pod", "Node", "Deployment", "Service", "Endpoints", "Namespace"}
+GET_KINDS = {"Pod", "Node", "Deployment", "Service", "Endpoints", "EndpointSlice", "Namespace"}
 
 
 @cli.command(context_settings=CONTEXT)
@@ -225,7 +225,11 @@ def get(kind, names, namespace, all_namespaces, output, selector, cluster):
         raise NskError(f'the server doesn\'t have a resource type "{kind}"')
     store = _store(cluster)
     ns = None if all_namespaces or not namespaced(k) else namespace
-    items = store.list(k, ns)
+    if k == "EndpointSlice":  # derived from Endpoints, as the EndpointSlice controller mirrors them
+        from nsk.controllers.endpoints import endpoint_slice
+        items = [endpoint_slice(e, None) for e in store.list("Endpoints", ns)]
+    else:
+        items = store.list(k, ns)
     if names:
         found = {i["metadata"]["name"]: i for i in items}
         missing = [n for n in names if n not in found]
@@ -261,6 +265,8 @@ def get(kind, names, namespace, all_namespaces, output, selector, cluster):
         headers, rows = out.services_table(items, wide, all_namespaces, now)
     elif k == "Endpoints":
         headers, rows = out.endpoints_table(items, all_namespaces, now)
+    elif k == "EndpointSlice":
+        headers, rows = out.endpointslices_table(items, all_namespaces, now)
     else:
         headers = ["NAME", "STATUS", "AGE"]
         rows = [[i["metadata"]["name"], "Active", out.age(i, now)] for i in items]
@@ -405,6 +411,46 @@ def logs(pod, namespace, container, follow, cluster):
                 time.sleep(0.2)
                 if not os.path.exists(path):
                     return
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target")
+@click.option("--port", type=int, help="The Service port (default: the first containerPort).")
+@click.option("--target-port", help="The Pods' port, a number or a name (default: --port).")
+@click.option("--name", help="The Service's name (default: the Deployment's).")
+@click.option("--type", "type_", default="ClusterIP", show_default=True,
+              type=click.Choice(["ClusterIP", "NodePort", "LoadBalancer"]))
+@click.option("--protocol", default="TCP", show_default=True, type=click.Choice(["TCP", "UDP", "SCTP"]))
+@click.option("-n", "--namespace", default="default", show_default=True)
+@cluster_option
+def expose(target, port, target_port, name, type_, protocol, namespace, cluster):
+    """Create a Service for a Deployment or Pod, as `kubectl expose` does."""
+    from nsk.client import expose as do_expose
+    kind, _, obj_name = target.partition("/")
+    click.echo(do_expose(_store(cluster), kind, obj_name, namespace, port, target_port, name, type_, protocol))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--node", help="The node (default: every node).")
+@click.option("-t", "--table", type=click.Choice(["nat", "filter"]), help="Only this table.")
+@cluster_option
+def rules(node, table, cluster):
+    """The node's live proxy rules, as `iptables-save` prints them there."""
+    from nsk.client import live_config
+    from nsk.kernel import iptables
+    from nsk.net.plan import plan
+    store = _store(cluster)
+    p = plan(live_config(store))
+    nodes = p.nodes
+    if node:
+        try:
+            nodes = (p.node(node),)
+        except KeyError:
+            raise NskError(f'node "{node}" not found (nodes: {", ".join(n.name for n in p.nodes)})') from None
+    for n in nodes:
+        if len(nodes) > 1:
+            click.echo(f"# node {n.name} ({n.netns}), iptables {iptables.backend()}")
+        click.echo(iptables.save(n.netns, table), nl=False)
 
 
 def main() -> None:

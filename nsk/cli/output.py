@@ -163,6 +163,17 @@ def endpoints_table(eps: list[dict], all_namespaces: bool, now: float):
     return (["NAMESPACE"] if all_namespaces else []) + ["NAME", "ENDPOINTS", "AGE"], rows
 
 
+def endpointslices_table(slices: list[dict], all_namespaces: bool, now: float):
+    rows = []
+    for s in slices:
+        ports = ",".join(str(p["port"]) for p in s.get("ports") or []) or "<unset>"
+        ips = [a for e in s.get("endpoints") or [] for a in e.get("addresses") or []]
+        text = ",".join(ips[:3]) + (f" + {len(ips) - 3} more..." if len(ips) > 3 else "") if ips else "<unset>"
+        rows.append((_ns(s) if all_namespaces else []) +
+                    [s["metadata"]["name"], s.get("addressType", "IPv4"), ports, text, age(s, now)])
+    return (["NAMESPACE"] if all_namespaces else []) + ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], rows
+
+
 def to_list(items: list[dict]) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
 

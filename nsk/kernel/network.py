@@ -46,6 +46,15 @@ def build(p: ClusterPlan, own: Own) -> None:
                                ("net.ipv4.conf.all.send_redirects", "0"),
                                (f"net.ipv4.conf.{NODE_BRIDGE}.send_redirects", "0")):
                 netns.sysctl(node.netns, key, value)
+            # With br_netfilter loaded on the host, a Pod's packet would meet the nat table
+            # while still being bridged, and a Service that picks the sending Pod itself
+            # (hairpin) would need hairpin mode on its port. Pods reach everything through
+            # the node's IP stack here, so bridged traffic skips iptables, on every host alike.
+            for key in ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"):
+                try:
+                    netns.sysctl(node.netns, key, "0")
+                except FileNotFoundError:
+                    pass  # br_netfilter not loaded: bridged traffic never meets iptables
         for host in p.hosts:
             own("netns", host.netns)
             netns.create(host.netns)
@@ -76,3 +85,27 @@ def pod_sandbox(node_route, bridge_index: int, pod_netns: str, veth: str, ip: st
         r.addr("add", index=idx, address=ip, prefixlen=32)
         links.route_add(r, f"{gateway}/32", oif=idx, scope=RT_SCOPE_LINK)
         links.route_add(r, "0.0.0.0/0", gateway=gateway)
+
+
+def router_routes(wire_netns: str, want: dict[str, tuple[str, ...]], have: dict[str, tuple[str, ...]]) -> None:
+    """Make the router's /32 routes for Service addresses (LoadBalancer IPs, externalIPs)
+    equal `want` (address -> node IPs, several = ECMP), given what `have` says exists (root).
+
+    This is the part a cloud load balancer or MetalLB plays: it brings the address to the
+    nodes; the nodes' kube-proxy rules then take it from there.
+    """
+    if want == have:
+        return
+    with links.ipr(wire_netns) as r:
+        for ip in sorted(set(have) - set(want)):
+            try:
+                r.route("del", dst=f"{ip}/32")
+            except Exception:  # noqa: BLE001 - already gone is what we want
+                pass
+        for ip, hops in sorted(want.items()):
+            if have.get(ip) == hops:
+                continue
+            if len(hops) == 1:
+                r.route("replace", dst=f"{ip}/32", gateway=hops[0])
+            else:
+                r.route("replace", dst=f"{ip}/32", multipath=[{"gateway": h} for h in hops])

@@ -1,0 +1,114 @@
+"""The endpoints controller (pure): Endpoints (and EndpointSlices) from the Pods a
+Service selects, ready ones in `addresses`, unready ones in `notReadyAddresses`.
+
+A named targetPort is looked up in each Pod's containers, so Pods may serve the same
+Service on different port numbers; Pods with the same resolved ports share a subset,
+as the API server's repacking does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from nsk.api.objects import matches
+
+MANAGED_BY = "endpoints.kubernetes.io/managed-by"
+CONTROLLER = "endpoint-controller"
+
+
+def pod_ready(pod: dict) -> bool:
+    st = pod.get("status") or {}
+    return st.get("phase") == "Running" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
+
+
+def resolve_port(pod: dict, target: int | str, protocol: str) -> int | None:
+    if isinstance(target, int):
+        return target
+    for c in pod["spec"].get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == target and p.get("protocol", "TCP") == protocol:
+                return p["containerPort"]
+    return None
+
+
+def endpoints_for(svc: dict, pods: list[dict]) -> dict:
+    """The Endpoints object of a Service with a selector."""
+    meta, spec = svc["metadata"], svc["spec"]
+    groups: dict[tuple, dict] = {}
+    publish = bool(spec.get("publishNotReadyAddresses"))
+    for pod in pods:
+        if pod["metadata"]["namespace"] != meta["namespace"]:
+            continue
+        if not matches({"matchLabels": spec["selector"]}, pod["metadata"].get("labels") or {}):
+            continue
+        st = pod.get("status") or {}
+        if not st.get("podIP") or st.get("phase") in ("Succeeded", "Failed"):
+            continue
+        ports = []
+        for sp in spec.get("ports") or []:
+            port = resolve_port(pod, sp.get("targetPort", sp["port"]), sp.get("protocol", "TCP"))
+            if port is not None:
+                entry = {"port": port, "protocol": sp.get("protocol", "TCP")}
+                if sp.get("name"):
+                    entry = {"name": sp["name"], **entry}
+                ports.append(entry)
+        if spec.get("ports") and not ports:
+            continue
+        addr = {"ip": st["podIP"], "nodeName": pod["spec"].get("nodeName", ""),
+                "targetRef": {"kind": "Pod", "namespace": pod["metadata"]["namespace"],
+                              "name": pod["metadata"]["name"], "uid": pod["metadata"].get("uid", "")}}
+        if pod["spec"].get("hostname"):
+            addr["hostname"] = pod["spec"]["hostname"]
+        group = groups.setdefault(tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports)),
+                                  {"addresses": [], "notReadyAddresses": [], "ports": ports})
+        group["addresses" if pod_ready(pod) or publish else "notReadyAddresses"].append(addr)
+    subsets = []
+    for _, g in sorted(groups.items()):
+        sub = {}
+        for k in ("addresses", "notReadyAddresses"):
+            if g[k]:
+                sub[k] = sorted(g[k], key=lambda a: ipaddress.IPv4Address(a["ip"]))
+        if g["ports"]:
+            sub["ports"] = g["ports"]
+        subsets.append(sub)
+    obj = {"apiVersion": "v1", "kind": "Endpoints",
+           "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                        "labels": dict(meta.get("labels") or {})}}
+    if subsets:
+        obj["subsets"] = subsets
+    return obj
+
+
+def wanted(services: list[dict], pods: list[dict]) -> dict[tuple[str, str], dict]:
+    """(namespace, name) -> Endpoints, for every Service with a selector (not ExternalName)."""
+    out = {}
+    for svc in services:
+        spec = svc["spec"]
+        if spec.get("selector") and spec.get("type") != "ExternalName":
+            out[(svc["metadata"]["namespace"], svc["metadata"]["name"])] = endpoints_for(svc, pods)
+    return out
+
+
+def endpoint_slice(ep: dict, svc: dict | None) -> dict:
+    """The EndpointSlice the EndpointSlice controller would derive (shown by `nsk get endpointslices`)."""
+    meta = ep["metadata"]
+    endpoints, ports = [], []
+    for sub in ep.get("subsets") or []:
+        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for a in sub.get(key) or []:
+                e = {"addresses": [a["ip"]], "conditions": {"ready": ready, "serving": ready, "terminating": False}}
+                if a.get("nodeName"):
+                    e["nodeName"] = a["nodeName"]
+                if a.get("targetRef"):
+                    e["targetRef"] = a["targetRef"]
+                endpoints.append(e)
+        for p in sub.get("ports") or []:
+            if p not in ports:
+                ports.append(p)
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{meta['name']}-nsk", "namespace": meta["namespace"],
+                         "labels": {"kubernetes.io/service-name": meta["name"],
+                                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                         "creationTimestamp": meta.get("creationTimestamp")},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": ports}

@@ -1,0 +1,65 @@
+"""The emulated cloud load balancer (pure): an address from the pool for every
+LoadBalancer Service, published in status.loadBalancer.ingress, and the router's routes
+that bring Service addresses (LB IPs and externalIPs) to the nodes."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from nsk.proxy.model import ServicePort
+
+
+def assign(services: list[dict], pool: str) -> list[tuple[dict, dict]]:
+    """(Service, new status) for every Service whose load-balancer status must change.
+
+    An address already given stays; `spec.loadBalancerIP` is honoured when it lies in the
+    pool and is free (a cloud ignores one it cannot give); else the first free address.
+    """
+    net = ipaddress.IPv4Network(pool)
+    taken = {}
+    for s in services:
+        for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            if s["spec"].get("type") == "LoadBalancer" and i.get("ip"):
+                taken[i["ip"]] = s
+    changes = []
+    for s in services:
+        st = s.get("status") or {}
+        current = [i.get("ip") for i in (st.get("loadBalancer") or {}).get("ingress") or []]
+        if s["spec"].get("type") != "LoadBalancer":
+            if current:
+                changes.append((s, {k: v for k, v in st.items() if k != "loadBalancer"}))
+            continue
+        want = s["spec"].get("loadBalancerIP")
+        if current and (not want or current == [want]):
+            continue
+        ip = None
+        if want:
+            try:
+                if ipaddress.IPv4Address(want) in net and taken.get(want, s) is s:
+                    ip = want
+            except ValueError:
+                pass
+        if ip is None:
+            if current:
+                continue
+            ip = next((str(h) for h in net.hosts() if str(h) not in taken), None)
+            if ip is None:
+                continue  # the pool is exhausted: the Service stays <pending>, as on a cloud
+        taken[ip] = s
+        changes.append((s, {**st, "loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}))
+    return changes
+
+
+def router_routes(ports: list[ServicePort], nodes: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """address -> node IPs the router sends it to: every node, or with
+    externalTrafficPolicy Local only the nodes with a ready endpoint (as a cloud load
+    balancer's health check would have it)."""
+    routes: dict[str, set[str]] = {}
+    for sp in ports:
+        hops = set(nodes.values())
+        if sp.external_local:
+            local = {nodes[e.node] for e in sp.endpoints if e.ready and e.node in nodes}
+            hops = local or hops
+        for ip in sp.external_ips + sp.lb_ips:
+            routes.setdefault(ip, set()).update(hops)
+    return {ip: tuple(sorted(h, key=ipaddress.IPv4Address)) for ip, h in routes.items()}

@@ -1,0 +1,57 @@
+"""iptables-save / iptables-restore inside a node's network namespace (root).
+
+The backend is the host's own: whatever `iptables` is (nf_tables or legacy), nsk calls
+that variant's restore and save explicitly, so rules are never split across the two.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+
+from nsk.errors import NskError
+from nsk.kernel import netns
+
+
+@functools.lru_cache(maxsize=1)
+def backend() -> str:
+    """'nft' or 'legacy': the mode of the host's `iptables` command."""
+    exe = shutil.which("iptables")
+    if exe is None:
+        raise NskError("iptables is not installed (apt-get install iptables; `make install` does it)")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    return "legacy" if "legacy" in out else "nft"
+
+
+def _tool(name: str) -> str:
+    variant = f"iptables-{backend()}-{name}"
+    return variant if shutil.which(variant) else f"iptables-{name}"
+
+
+def restore(ns: str, text: str, noflush: bool = True) -> None:
+    """Apply iptables-restore input atomically inside namespace `ns` (root)."""
+    args = [_tool("restore"), "-w", "5"] + (["--noflush"] if noflush else [])
+    with netns.entered(ns):
+        proc = subprocess.run(args, input=text, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NskError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
+
+
+def save(ns: str, table: str | None = None) -> str:
+    """iptables-save inside namespace `ns` (root)."""
+    args = [_tool("save")] + (["-t", table] if table else [])
+    with netns.entered(ns):
+        proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NskError(f"iptables-save in {ns} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def conntrack_delete(ns: str, *args: str) -> None:
+    """`conntrack -D ...` inside namespace `ns` (root); no matching entry is not an error."""
+    exe = shutil.which("conntrack")
+    if exe is None:
+        return
+    with netns.entered(ns):
+        subprocess.run([exe, "-D", *args], capture_output=True)

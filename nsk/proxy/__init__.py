@@ -1,0 +1,1 @@
+"""kube-proxy: per node, Services and their endpoints rendered as kernel rules."""

@@ -1,0 +1,299 @@
+"""kube-proxy's iptables mode as a pure renderer: Service ports in, iptables-restore text out.
+
+The chains, their names, the rule order and the comments are kube-proxy's
+(pkg/proxy/iptables/proxier.go), so `iptables-save` on an nsk node reads like a real
+node's:
+
+    PREROUTING/OUTPUT -> KUBE-SERVICES -> KUBE-SVC-<hash>  (ClusterIP, policy Cluster)
+                                       -> KUBE-SVL-<hash>  (policy Local)
+                                       -> KUBE-EXT-<hash>  (externalIPs, LB IPs; NodePorts via KUBE-NODEPORTS)
+                      KUBE-SVC/SVL    -> KUBE-SEP-<hash>   (one per endpoint: DNAT, hairpin masquerade)
+    POSTROUTING -> KUBE-POSTROUTING: MASQUERADE what KUBE-MARK-MASQ marked (0x4000)
+
+The text is applied with `iptables-restore --noflush`: only KUBE-* chains are declared
+(and so rewritten), a user's own rules elsewhere survive a sync, and chains of Services
+that are gone are deleted with -X.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from nsk.proxy.model import Endpoint, ServicePort
+
+MASQ_MARK = "0x4000"
+
+KUBE_SERVICES = "KUBE-SERVICES"
+KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
+KUBE_NODEPORTS = "KUBE-NODEPORTS"
+KUBE_POSTROUTING = "KUBE-POSTROUTING"
+KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
+KUBE_FORWARD = "KUBE-FORWARD"
+KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
+NSK_IP_MASQ = "NSK-IP-MASQ"
+
+FILTER_CHAINS = (KUBE_NODEPORTS, KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL)
+NAT_CHAINS = (KUBE_NODEPORTS, KUBE_SERVICES, KUBE_MARK_MASQ, KUBE_POSTROUTING, NSK_IP_MASQ)
+
+# (table, built-in chain, kube chain, comment, extra match): kube-proxy's iptablesJumpChains,
+# plus nsk's own egress masquerade (what ip-masq-agent does on a real node).
+JUMPS = (
+    ("filter", "INPUT", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", "-m conntrack --ctstate NEW"),
+    ("filter", "INPUT", KUBE_NODEPORTS, "kubernetes health check service ports", ""),
+    ("filter", "INPUT", KUBE_EXTERNAL_SERVICES, "kubernetes externally-visible service portals",
+     "-m conntrack --ctstate NEW"),
+    ("filter", "FORWARD", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", "-m conntrack --ctstate NEW"),
+    ("filter", "FORWARD", KUBE_FORWARD, "kubernetes forwarding rules", ""),
+    ("filter", "FORWARD", KUBE_SERVICES, "kubernetes service portals", "-m conntrack --ctstate NEW"),
+    ("filter", "FORWARD", KUBE_EXTERNAL_SERVICES, "kubernetes externally-visible service portals",
+     "-m conntrack --ctstate NEW"),
+    ("filter", "OUTPUT", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", "-m conntrack --ctstate NEW"),
+    ("filter", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", "-m conntrack --ctstate NEW"),
+    ("nat", "PREROUTING", KUBE_SERVICES, "kubernetes service portals", ""),
+    ("nat", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", ""),
+    ("nat", "POSTROUTING", KUBE_POSTROUTING, "kubernetes postrouting rules", ""),
+    ("nat", "POSTROUTING", NSK_IP_MASQ, "nsk: masquerade Pod traffic leaving the cluster (as ip-masq-agent)", ""),
+)
+
+
+def _hash(text: str) -> str:
+    """kube-proxy's portProtoHash: base32(sha256(text)), first 16 characters."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def svc_chain(prefix: str, sp: ServicePort) -> str:
+    """KUBE-SVC-/KUBE-SVL-/KUBE-EXT-/KUBE-FW- + hash of `ns/name:port` + protocol."""
+    return f"{prefix}-{_hash(sp.name_string + sp.proto)}"
+
+
+def sep_chain(sp: ServicePort, ep: Endpoint) -> str:
+    return f"KUBE-SEP-{_hash(sp.name_string + sp.proto + ep.address)}"
+
+
+def _q(text: str) -> str:
+    return f'"{text}"' if " " in text else text
+
+
+def _comment(text: str) -> str:
+    return f"-m comment --comment {_q(text)}"
+
+
+def probability(n: int) -> str:
+    """kube-proxy's probability(): 1/n with ten decimals."""
+    return f"{1.0 / n:0.10f}"
+
+
+def jump_rule(chain: str, target: str, comment: str, extra: str) -> str:
+    return " ".join(filter(None, [f"-A {chain}", extra, _comment(comment), f"-j {target}"]))
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    node: str
+    cluster_cidr: str  # the Pod subnet: what kube-proxy's LocalTrafficDetector calls local
+    node_ips: tuple[str, ...] = ()  # used with nodePortAddresses
+    node_port_addresses: tuple[str, ...] = ()  # CIDRs; empty = every local address
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    text: str  # iptables-restore input, for --noflush
+    nat_chains: frozenset[str]  # the per-Service chains it declares, to delete when gone
+    filter_rules: int
+    nat_rules: int
+
+
+def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] = frozenset()) -> Ruleset:
+    """The node's KUBE-* chains for these Service ports; chains in `previous` that are no
+    longer wanted are declared and deleted, so the restore leaves nothing stale."""
+    f_rules: list[str] = []
+    n_chains: list[str] = []
+    n_rules: list[str] = []
+    ext_services: list[str] = []
+    nodeports: list[str] = []
+    svc_rules: list[str] = []
+    cidr = ctx.cluster_cidr
+
+    f_rules += [
+        f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
+        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding rules')} -m mark --mark {MASQ_MARK}/{MASQ_MARK} "
+        "-j ACCEPT",
+        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding conntrack rule')} -m conntrack --ctstate "
+        "RELATED,ESTABLISHED -j ACCEPT",
+    ]
+    n_rules += [
+        f"-A {KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
+        f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}",
+        f"-A {KUBE_POSTROUTING} {_comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
+        f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}",
+        # Pods reach the world outside the cluster (an external host, a selector-less
+        # Service's endpoint) with their node's address, as on a cloud node.
+        f"-A {NSK_IP_MASQ} -d {cidr} {_comment('nsk: Pod-to-Pod traffic is not masqueraded')} -j RETURN",
+        f"-A {NSK_IP_MASQ} -s {cidr} -m addrtype ! --dst-type LOCAL "
+        f"{_comment('nsk: masquerade Pod traffic leaving the cluster')} -j MASQUERADE",
+    ]
+
+    for sp in ports:
+        name, proto = sp.name_string, sp.proto
+        match = f"-m {proto} -p {proto}"
+        ready = [e for e in sp.endpoints if e.ready]
+        local = [e for e in ready if e.node == ctx.node]
+        uses_cluster = not sp.internal_local or (sp.externally_accessible and not sp.external_local)
+        uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
+        cluster_eps = ready if uses_cluster else []
+        local_eps = local if uses_local else []
+        has_endpoints = bool(ready)
+        svc = svc_chain("KUBE-SVC", sp)
+        svl = svc_chain("KUBE-SVL", sp)
+        ext = svc_chain("KUBE-EXT", sp)
+        fw = svc_chain("KUBE-FW", sp)
+        internal_chain = svl if sp.internal_local else svc
+        external_policy_chain = svl if sp.external_local else svc
+
+        # What to do when there is nowhere to send the traffic (kube-proxy's filter targets).
+        internal_filter = external_filter = None
+        if not has_endpoints:
+            internal_filter = external_filter = ("REJECT", f"{name} has no endpoints")
+        else:
+            if sp.internal_local and not local:
+                internal_filter = ("DROP", f"{name} has no local endpoints")
+            if sp.external_local and not local:
+                external_filter = ("DROP", f"{name} has no local endpoints")
+
+        chains_here: list[str] = []
+        eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: (e.ip, e.port))
+        for ep in eps_here:
+            sep = sep_chain(sp, ep)
+            chains_here.append(sep)
+            svc_rules.append(f"-A {sep} {_comment(name)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
+            recent = f" -m recent --name {sep} --set" if sp.affinity_timeout else ""
+            svc_rules.append(f"-A {sep} {_comment(name)}{recent} {match} -j DNAT --to-destination {ep.address}")
+        if has_endpoints and uses_cluster:
+            chains_here.append(svc)
+        if has_endpoints and uses_local and local_eps:
+            chains_here.append(svl)
+        if has_endpoints and sp.externally_accessible and external_filter is None:
+            chains_here.append(ext)
+            if not sp.external_local:
+                svc_rules.append(f"-A {ext} {_comment(f'masquerade traffic for {name} external destinations')} "
+                                 f"-j {KUBE_MARK_MASQ}")
+            else:
+                svc_rules.append(f"-A {ext} {_comment(f'pod traffic for {name} external destinations')} "
+                                 f"-s {cidr} -j {svc}")
+                svc_rules.append(f"-A {ext} {_comment(f'masquerade LOCAL traffic for {name} external destinations')} "
+                                 f"-m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}")
+                svc_rules.append(f"-A {ext} {_comment(f'route LOCAL traffic for {name} external destinations')} "
+                                 f"-m addrtype --src-type LOCAL -j {svc}")
+            svc_rules.append(f"-A {ext} -j {external_policy_chain}")
+
+        dport = f"--dport {sp.port}"
+        # ClusterIP
+        if internal_filter is None:
+            cip = f"{_comment(f'{name} cluster IP')} {match} -d {sp.cluster_ip}/32 {dport}"
+            n_rules.append(f"-A {KUBE_SERVICES} {cip} -j {internal_chain}")
+            svc_rules.append(f"-A {internal_chain} {cip} ! -s {cidr} -j {KUBE_MARK_MASQ}")
+        else:
+            target, comment = internal_filter
+            f_rules.append(f"-A {KUBE_SERVICES} {_comment(comment)} {match} -d {sp.cluster_ip}/32 {dport} -j {target}")
+        # externalIPs and load-balancer IPs
+        for kind, ips in (("external IP", sp.external_ips), ("loadbalancer IP", sp.lb_ips)):
+            for ip in ips:
+                if external_filter is None:
+                    to = ext
+                    if kind == "loadbalancer IP" and sp.lb_source_ranges:
+                        to = fw
+                    n_rules.append(f"-A {KUBE_SERVICES} {_comment(f'{name} {kind}')} {match} -d {ip}/32 {dport} "
+                                   f"-j {to}")
+                else:
+                    target, comment = external_filter
+                    ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} {match} -d {ip}/32 "
+                                        f"{dport} -j {target}")
+        if sp.lb_ips and sp.lb_source_ranges and external_filter is None:
+            chains_here.append(fw)
+            for src in sp.lb_source_ranges:
+                svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {src} -j {ext}")
+            svc_rules.append(f"-A {fw} {_comment(f'other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL')}")
+            for ip in sp.lb_ips:
+                f_rules.append(f"-A {KUBE_PROXY_FIREWALL} {_comment(f'{name} traffic not accepted by {fw}')} "
+                               f"{match} -d {ip}/32 {dport} -j DROP")
+        # NodePort
+        if sp.node_port:
+            if external_filter is None:
+                nodeports.append(f"-A {KUBE_NODEPORTS} {_comment(name)} {match} --dport {sp.node_port} -j {ext}")
+            else:
+                target, comment = external_filter
+                ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} -m addrtype --dst-type LOCAL "
+                                    f"{match} --dport {sp.node_port} -j {target}")
+        # the endpoint jumps, affinity first (kube-proxy's writeServiceToEndpointRules)
+        for chain, eps in ((svc, cluster_eps), (svl, local_eps)):
+            if chain not in chains_here:
+                continue
+            if sp.affinity_timeout:
+                for ep in eps:
+                    sep = sep_chain(sp, ep)
+                    svc_rules.append(f"-A {chain} {_comment(f'{name} -> {ep.address}')} -m recent --name {sep} "
+                                     f"--rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
+            for i, ep in enumerate(eps):
+                stat = f" -m statistic --mode random --probability {probability(len(eps) - i)}" \
+                    if i < len(eps) - 1 else ""
+                svc_rules.append(f"-A {chain} {_comment(f'{name} -> {ep.address}')}{stat} -j {sep_chain(sp, ep)}")
+        n_chains += chains_here
+
+    n_rules += nodeports_tail(ctx)
+    declared = sorted(set(n_chains))
+    stale = sorted(previous - set(declared))
+    lines = ["*filter"] + [f":{c} - [0:0]" for c in FILTER_CHAINS]
+    lines += f_rules + ext_services + ["COMMIT", "*nat"]
+    lines += [f":{c} - [0:0]" for c in NAT_CHAINS] + [f":{c} - [0:0]" for c in declared + stale]
+    lines += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}") is False]
+    lines += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}")]
+    lines += nodeports + svc_rules + [f"-X {c}" for c in stale] + ["COMMIT", ""]
+    return Ruleset("\n".join(lines), frozenset(declared), len(f_rules) + len(ext_services),
+                   len(n_rules) + len(nodeports) + len(svc_rules))
+
+
+def nodeports_tail(ctx: NodeContext) -> list[str]:
+    """The last rules of KUBE-SERVICES: traffic to this node's own addresses goes to KUBE-NODEPORTS."""
+    comment = _comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
+    if not ctx.node_port_addresses:
+        return [f"-A {KUBE_SERVICES} {comment} -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}"]
+    nets = [ipaddress.IPv4Network(c) for c in ctx.node_port_addresses]
+    ips = [ip for ip in ctx.node_ips if any(ipaddress.IPv4Address(ip) in n for n in nets)]
+    return [f"-A {KUBE_SERVICES} {comment} -d {ip}/32 -j {KUBE_NODEPORTS}" for ip in ips]
+
+
+def missing_jumps(saved: str) -> str:
+    """iptables-restore --noflush input inserting kube-proxy's jumps from the built-in
+    chains that `saved` (iptables-save output) does not have yet; "" when all are there."""
+    have = {(t, line) for t, line in _save_lines(saved)}
+    out: dict[str, list[str]] = {"filter": [], "nat": []}
+    for table, chain, target, comment, extra in JUMPS:
+        rule = jump_rule(chain, target, comment, extra)
+        if (table, _normal(rule)) not in have:
+            out[table].append(rule.replace(f"-A {chain}", f"-I {chain}", 1) if table == "filter" else rule)
+    text = []
+    for table, rules in out.items():
+        if rules:
+            chains = {target for t, _, target, _, _ in JUMPS if t == table}
+            existing = {line.split()[0][1:] for t, line in _save_lines(saved, chains_too=True)
+                        if t == table and line.startswith(":")}
+            text += [f"*{table}"] + [f":{c} - [0:0]" for c in sorted(chains - existing)] + rules + ["COMMIT"]
+    return "\n".join(text) + ("\n" if text else "")
+
+
+def _normal(rule: str) -> str:
+    return " ".join(rule.replace('"', "").split())
+
+
+def _save_lines(saved: str, chains_too: bool = False):
+    table = ""
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith("-A "):
+            yield table, _normal(line)
+        elif chains_too and line.startswith(":"):
+            yield table, line

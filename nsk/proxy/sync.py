@@ -1,0 +1,66 @@
+"""kube-proxy's sync loop for one node in iptables mode: render, compare, restore (root)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from nsk.kernel import iptables
+from nsk.proxy import iptables as rules
+from nsk.proxy.model import ServicePort
+
+log = logging.getLogger("nsk.kube-proxy")
+_CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z0-9]{16}) ")
+
+
+class IptablesProxier:
+    def __init__(self, netns: str, ctx: rules.NodeContext):
+        self.netns, self.ctx = netns, ctx
+        saved = iptables.save(netns)
+        # chains a previous control plane left: rewritten or deleted by the first sync
+        self.previous = frozenset(m.group(1) for line in saved.splitlines() if (m := _CHAIN.match(line)))
+        jumps = rules.missing_jumps(saved)
+        if jumps:
+            iptables.restore(netns, jumps)
+        self.last_text: str | None = None
+        self.last_ports: dict[tuple, ServicePort] = {}
+        self.last_sync_ms = 0.0
+
+    def sync(self, ports: list[ServicePort]) -> bool:
+        """Apply the rules for `ports` if they changed; True if the kernel was written."""
+        t = time.monotonic()
+        ruleset = rules.render(ports, self.ctx, self.previous)
+        if ruleset.text == self.last_text:
+            return False
+        iptables.restore(self.netns, ruleset.text)
+        self._clear_stale_udp(ports)
+        self.previous = ruleset.nat_chains
+        self.last_text = ruleset.text
+        self.last_sync_ms = (time.monotonic() - t) * 1000
+        log.info("%s: synced %d service ports (%d nat, %d filter rules) in %.1f ms", self.netns, len(ports),
+                 ruleset.nat_rules, ruleset.filter_rules, self.last_sync_ms)
+        return True
+
+    def _clear_stale_udp(self, ports: list[ServicePort]) -> None:
+        """UDP has no connection to end: conntrack entries keep sending a client to an
+        endpoint that is gone, or to the REJECT of a Service that had none. Delete them, as
+        kube-proxy does."""
+        now = {(p.namespace, p.name, p.port_name, p.protocol): p for p in ports}
+        for k, old in self.last_ports.items():
+            if old.protocol != "UDP":
+                continue
+            new = now.get(k)
+            old_ready = {e.ip for e in old.endpoints if e.ready}
+            new_ready = {e.ip for e in new.endpoints if e.ready} if new else set()
+            for ip in sorted(old_ready - new_ready):
+                iptables.conntrack_delete(self.netns, "-p", "udp", "--orig-dst", old.cluster_ip, "--dst-nat", ip)
+                if old.node_port:
+                    iptables.conntrack_delete(self.netns, "-p", "udp", "--dport", str(old.node_port),
+                                              "--dst-nat", ip)
+        for k, new in now.items():
+            old = self.last_ports.get(k)
+            if new.protocol == "UDP" and any(e.ready for e in new.endpoints) and \
+                    (old is None or not any(e.ready for e in old.endpoints)):
+                iptables.conntrack_delete(self.netns, "-p", "udp", "--orig-dst", new.cluster_ip)
+        self.last_ports = now
