@@ -1,0 +1,1 @@
+"""Test helpers that ship with nsk: the iptables packet tracer."""

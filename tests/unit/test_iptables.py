@@ -1,0 +1,174 @@
+"""kube-proxy's iptables rules, rendered by pure code and traced packet by packet."""
+
+from __future__ import annotations
+
+import pytest
+
+from nsk.proxy.iptables import NodeContext, missing_jumps, probability, render, sep_chain, svc_chain
+from nsk.proxy.model import Endpoint, ServicePort, service_ports
+from nsk.testing.tracer import Outcome, Packet, Tracer, check_consistency
+
+NODE1 = "172.18.0.2"
+LOCAL = {NODE1, "10.244.1.1", "127.0.0.1"}
+CTX = NodeContext("node-1", "10.244.0.0/16", (NODE1,))
+POD_LOCAL, POD_REMOTE = "10.244.1.5", "10.244.2.7"  # clients: a Pod on this node, on the other
+EXTERNAL = "192.0.2.10"
+E1 = Endpoint("10.244.1.2", 8080, "node-1")
+E2 = Endpoint("10.244.2.2", 8080, "node-2")
+
+
+def sp(name, cip, eps=(E1, E2), **kw):
+    return ServicePort("default", name, "http", "TCP", 80, cip, endpoints=tuple(eps), **kw)
+
+
+PORTS = [
+    sp("web", "10.96.0.2"),
+    sp("np", "10.96.0.3", node_port=30080),
+    sp("np-local", "10.96.0.4", eps=(E2,), node_port=30081, external_local=True),
+    sp("np-local-here", "10.96.0.5", eps=(E1, E2), node_port=30082, external_local=True),
+    sp("lb", "10.96.0.6", node_port=30083, lb_ips=("198.51.100.1",)),
+    sp("ext", "10.96.0.7", external_ips=("80.11.12.10",)),
+    sp("empty", "10.96.0.8", eps=(), node_port=30084, external_ips=("80.11.12.11",)),
+    sp("itp-local", "10.96.0.9", eps=(E2,), internal_local=True),
+    sp("sticky", "10.96.0.10", affinity_timeout=30),
+    sp("unready", "10.96.0.11", eps=(Endpoint("10.244.1.9", 80, "node-1", ready=False),)),
+]
+
+RULES = render(PORTS, CTX).text
+TRACER = Tracer(missing_jumps("") + RULES, LOCAL)
+
+BOTH = {Outcome("10.244.1.2:8080", False, "ACCEPT"), Outcome("10.244.2.2:8080", False, "ACCEPT")}
+BOTH_MASQ = {Outcome("10.244.1.2:8080", True, "ACCEPT"), Outcome("10.244.2.2:8080", True, "ACCEPT")}
+
+FLOWS = [
+    # (what, source, destination, port, from the node itself, outcomes)
+    ("Pod to ClusterIP: either endpoint, client IP kept", POD_LOCAL, "10.96.0.2", 80, False, BOTH),
+    ("Pod on another node to ClusterIP", POD_REMOTE, "10.96.0.2", 80, False, BOTH),
+    ("node to ClusterIP: masqueraded", NODE1, "10.96.0.2", 80, True, BOTH_MASQ),
+    ("hairpin: endpoint to its own Service", "10.244.1.2", "10.96.0.2", 80, False,
+     {Outcome("10.244.1.2:8080", True, "ACCEPT"), Outcome("10.244.2.2:8080", False, "ACCEPT")}),
+    ("ClusterIP, wrong port: untouched", POD_LOCAL, "10.96.0.2", 81, False, {Outcome(None, True, "ACCEPT")}),
+    ("external to NodePort (Cluster): masqueraded", EXTERNAL, NODE1, 30080, False, BOTH_MASQ),
+    ("Pod to NodePort on its node (Cluster)", POD_LOCAL, NODE1, 30080, False, BOTH_MASQ),
+    ("external to NodePort (Local), no local endpoint: dropped", EXTERNAL, NODE1, 30081, False,
+     {Outcome(None, False, "DROP")}),
+    ("external to NodePort (Local), local endpoint: client IP kept", EXTERNAL, NODE1, 30082, False,
+     {Outcome("10.244.1.2:8080", False, "ACCEPT")}),
+    ("Pod to NodePort (Local): any endpoint, as from outside", POD_LOCAL, NODE1, 30082, False, BOTH),
+    ("node to its own NodePort (Local): masqueraded, any endpoint", NODE1, NODE1, 30082, True, BOTH_MASQ),
+    ("external to LoadBalancer IP (Cluster)", EXTERNAL, "198.51.100.1", 80, False, BOTH_MASQ),
+    ("external to LoadBalancer's NodePort", EXTERNAL, NODE1, 30083, False, BOTH_MASQ),
+    ("external to externalIP", EXTERNAL, "80.11.12.10", 80, False, BOTH_MASQ),
+    ("no endpoints: ClusterIP rejected", POD_LOCAL, "10.96.0.8", 80, False, {Outcome(None, False, "REJECT")}),
+    ("no endpoints: from the node too", NODE1, "10.96.0.8", 80, True, {Outcome(None, False, "REJECT")}),
+    ("no endpoints: NodePort rejected", EXTERNAL, NODE1, 30084, False, {Outcome(None, False, "REJECT")}),
+    ("no endpoints: externalIP rejected", EXTERNAL, "80.11.12.11", 80, False, {Outcome(None, False, "REJECT")}),
+    ("internalTrafficPolicy Local, none here: dropped", POD_LOCAL, "10.96.0.9", 80, False,
+     {Outcome(None, False, "DROP")}),
+    ("affinity: either endpoint (recent decides)", POD_LOCAL, "10.96.0.10", 80, False, BOTH),
+    ("an unready endpoint is no endpoint", POD_LOCAL, "10.96.0.11", 80, False, {Outcome(None, False, "REJECT")}),
+    ("Pod to an external host: masqueraded", POD_LOCAL, "192.0.2.42", 9376, False, {Outcome(None, True, "ACCEPT")}),
+    ("Pod to Pod: never masqueraded", POD_LOCAL, "10.244.2.2", 8080, False, {Outcome(None, False, "ACCEPT")}),
+]
+
+
+@pytest.mark.parametrize("what,src,dst,port,from_node,expected", FLOWS, ids=[f[0] for f in FLOWS])
+def test_flow(what, src, dst, port, from_node, expected):
+    assert TRACER.trace(Packet(src, dst, port), from_node=from_node) == expected
+
+
+def test_rules_are_consistent():
+    assert check_consistency(missing_jumps("") + RULES) == []
+
+
+def test_chain_names_are_kube_proxys():
+    # the values kube-proxy's own tests and a real cluster show
+    k8s = ServicePort("default", "kubernetes", "https", "TCP", 443, "10.96.0.1")
+    assert svc_chain("KUBE-SVC", k8s) == "KUBE-SVC-NPX46M4PTMTKRN6Y"
+    svc1 = ServicePort("ns1", "svc1", "p80", "TCP", 80, "172.30.0.41")
+    assert svc_chain("KUBE-SVC", svc1) == "KUBE-SVC-XPGD46QRK7WJZT7O"
+    assert sep_chain(svc1, Endpoint("10.180.0.1", 80, "")) == "KUBE-SEP-SXIVWICOYRO3J4NJ"
+    svc2 = ServicePort("ns2", "svc2", "p80", "TCP", 80, "172.30.0.42")
+    assert svc_chain("KUBE-EXT", svc2) == "KUBE-EXT-GNZBNJ2PO5MGZ6GT"
+
+
+def test_rule_text_matches_kube_proxy():
+    """Lines as kube-proxy's TestOverallIPTablesRules expects them (its -s/-d carry no /32
+    there: iptables-save prints /32, which is what nsk writes)."""
+    svc1 = ServicePort("ns1", "svc1", "p80", "TCP", 80, "172.30.0.41", endpoints=(Endpoint("10.180.0.1", 80, "x"),))
+    text = render([svc1], NodeContext("node-1", "10.0.0.0/8")).text
+    for line in [
+        '-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41/32 '
+        "--dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O",
+        '-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp '
+        "-d 172.30.0.41/32 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ",
+        '-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" '
+        "-j KUBE-SEP-SXIVWICOYRO3J4NJ",
+        "-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -s 10.180.0.1/32 -j KUBE-MARK-MASQ",
+        "-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT "
+        "--to-destination 10.180.0.1:80",
+        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule '
+        'in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+        "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000",
+    ]:
+        assert line in text.splitlines()
+    services = text.split("*nat")[1].splitlines()
+    kube_services = [x for x in services if x.startswith("-A KUBE-SERVICES")]
+    assert "nodeports" in kube_services[-1]  # the last rule of the chain
+
+
+def test_probabilities_share_load_evenly():
+    assert [probability(n) for n in (4, 3, 2)] == ["0.2500000000", "0.3333333333", "0.5000000000"]
+    eps = tuple(Endpoint(f"10.244.1.{i}", 80, "node-1") for i in range(2, 6))
+    text = render([sp("four", "10.96.0.20", eps=eps)], CTX).text
+    assert [line.split("--probability ")[1].split()[0] for line in text.splitlines() if "--probability" in line] \
+        == ["0.2500000000", "0.3333333333", "0.5000000000"]
+
+
+def test_affinity_rules_come_first_with_the_timeout():
+    text = render([sp("sticky", "10.96.0.10", affinity_timeout=30)], CTX).text
+    svc = svc_chain("KUBE-SVC", sp("sticky", "10.96.0.10"))
+    lines = [x for x in text.splitlines() if x.startswith(f"-A {svc}") and "-> " in x]
+    assert ["--rcheck --seconds 30 --reap" in x for x in lines] == [True, True, False, False]
+    assert sum("--set" in x for x in text.splitlines()) == 2
+
+
+def test_gone_chains_are_deleted_and_unchanged_render_is_identical():
+    first = render(PORTS, CTX)
+    assert render(PORTS, CTX).text == first.text
+    second = render(PORTS[:1], CTX, first.nat_chains)
+    gone = first.nat_chains - second.nat_chains
+    assert gone and all(f"-X {c}" in second.text.splitlines() for c in gone)
+    assert check_consistency(missing_jumps("") + second.text) == []
+
+
+def test_node_port_addresses_limit_the_nodeport_addresses():
+    ctx = NodeContext("node-1", "10.244.0.0/16", (NODE1,), ("172.18.0.0/24",))
+    tracer = Tracer(missing_jumps("") + render(PORTS, ctx).text, LOCAL)
+    assert tracer.trace(Packet(EXTERNAL, NODE1, 30080)) == BOTH_MASQ
+    assert tracer.trace(Packet(POD_LOCAL, "10.244.1.1", 30080)) == {Outcome(None, False, "ACCEPT")}
+
+
+def test_jumps_are_added_once():
+    saved_with_jumps = "\n".join(
+        line.replace("-I ", "-A ", 1) for line in missing_jumps("").splitlines() if not line.startswith(":"))
+    assert missing_jumps(saved_with_jumps) == ""
+
+
+def test_service_ports_from_api_objects():
+    svc = {"metadata": {"namespace": "default", "name": "web"},
+           "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.2", "externalTrafficPolicy": "Local",
+                    "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30001},
+                              {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30002}]},
+           "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}}
+    ep = {"metadata": {"namespace": "default", "name": "web"},
+          "subsets": [{"addresses": [{"ip": "10.244.1.2", "nodeName": "node-1"}],
+                       "notReadyAddresses": [{"ip": "10.244.2.2", "nodeName": "node-2"}],
+                       "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                                 {"name": "dns", "port": 5353, "protocol": "UDP"}]}]}
+    headless = {"metadata": {"namespace": "default", "name": "h"}, "spec": {"clusterIP": "None", "ports": []}}
+    got = service_ports([svc, headless], [ep])
+    assert [(p.port_name, p.protocol, p.node_port, p.lb_ips, p.external_local) for p in got] == [
+        ("dns", "UDP", 30002, ("198.51.100.1",), True), ("http", "TCP", 30001, ("198.51.100.1",), True)]
+    assert got[1].endpoints == (Endpoint("10.244.1.2", 8080, "node-1", True),
+                                Endpoint("10.244.2.2", 8080, "node-2", False))
