@@ -1,0 +1,260 @@
+"""Services with real packets: kube-proxy's iptables rules in the nodes' namespaces (root)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.integration.test_foundation import wait_for
+
+pytestmark = pytest.mark.root
+
+CLUSTER = """
+apiVersion: nsk.io/v1alpha1
+kind: Cluster
+metadata: {{name: x}}
+spec:
+  external:
+    subnet: 192.0.2.0/24
+    hosts: [{{name: client, ip: 192.0.2.10}}, {{name: db, ip: 192.0.2.42}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: MyApp}}}}
+  template:
+    metadata: {{labels: {{app: MyApp}}}}
+    spec:
+      containers:
+      - name: app
+        image: myapp
+        ports: [{{name: http, containerPort: 9376}}, {{name: echo, containerPort: 5353, protocol: UDP}}]
+"""
+
+
+def service(name: str, **spec) -> str:
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": "MyApp"}, "ports": [{"port": 80, "targetPort": 9376}], **spec}}
+    return "---\n" + json.dumps(body) + "\n"
+
+
+def hits(cluster, target: str, url: str, n: int) -> list[str]:
+    """`n` curls of url/hostname from `target`, in one exec; the answering Pods' names."""
+    out = cluster.exec(target, "sh", "-c", f"for i in $(seq {n}); do curl -s --max-time 2 {url}/hostname; "
+                                           "echo; done").stdout
+    return [line for line in out.splitlines() if line]
+
+
+def pod_names(cluster) -> set[str]:
+    return {p["metadata"]["name"] for p in cluster.pods("app=MyApp")}
+
+
+def test_cluster_ip_reaches_every_endpoint_from_pods_and_nodes(cluster):
+    cluster.up(CLUSTER.format(replicas=3) + service("web"))
+    svc = cluster.get("svc", "web")
+    cip = svc["spec"]["clusterIP"]
+    assert cip == "10.96.0.2"
+    ep = cluster.get("endpoints", "web")
+    assert sorted(a["ip"] for a in ep["subsets"][0]["addresses"]) == \
+        sorted(p["status"]["podIP"] for p in cluster.pods("app=MyApp"))
+    assert ep["subsets"][0]["ports"] == [{"port": 9376, "protocol": "TCP"}]
+    client = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    # every endpoint answers within a bounded number of requests (3 Pods, 40 tries)
+    assert set(hits(cluster, client, f"{cip}:80", 40)) == pod_names(cluster)
+    assert set(hits(cluster, "node/node-2", f"{cip}:80", 40)) == pod_names(cluster)
+    line = cluster.nsk("get", "svc", "web", "-o", "wide").stdout.splitlines()[1].split()
+    assert line[:5] == ["web", "ClusterIP", "10.96.0.2", "<none>", "80/TCP"] and line[-1] == "app=MyApp"
+
+
+def test_pod_to_service_keeps_the_pod_ip_and_hairpin_works(cluster):
+    cluster.up(CLUSTER.format(replicas=1) + service("web"))
+    pod = cluster.pods("app=MyApp")[0]
+    out = cluster.exec(pod["metadata"]["name"], "curl", "-s", "--max-time", "3", "10.96.0.2/clientip").stdout
+    # the Pod reached itself through its Service: the reply came back (masqueraded to its node's gateway)
+    assert out.split(":")[0] == "10.244.1.1"
+    cluster.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+""")
+    wait_for(lambda: (cluster.get("pod", "client").get("status") or {}).get("phase") == "Running", what="client")
+    out = cluster.exec("client", "curl", "-s", "--max-time", "3", "10.96.0.2/clientip").stdout
+    assert out.split(":")[0] == cluster.get("pod", "client")["status"]["podIP"]
+
+
+def connect(cluster, target: str, ip: str, port: int) -> str:
+    """What a TCP connect from `target` ends with: "connected", or the error's name."""
+    script = ("import socket,sys\n"
+              "try: socket.create_connection((sys.argv[1], int(sys.argv[2])), 3); print('connected')\n"
+              "except OSError as e: print(type(e).__name__)\n")
+    return cluster.exec(target, "python3", "-c", script, ip, str(port)).stdout.strip()
+
+
+def test_no_endpoints_rejects_at_once(cluster):
+    cluster.up(CLUSTER.format(replicas=1) + service("nobody", selector={"app": "none"}, type="NodePort"))
+    # REJECT: refused at once, not a time-out
+    assert connect(cluster, "node/node-1", "10.96.0.2", 80) == "ConnectionRefusedError"
+    pod = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    assert connect(cluster, pod, "10.96.0.2", 80) == "ConnectionRefusedError"
+    np = cluster.get("svc", "nobody")["spec"]["ports"][0]["nodePort"]
+    assert connect(cluster, "host/client", "172.18.0.2", np) == "ConnectionRefusedError"
+
+
+def test_node_port_from_outside_on_every_node(cluster):
+    cluster.up(CLUSTER.format(replicas=2) + service("np", type="NodePort",
+                                                    ports=[{"port": 80, "targetPort": 9376, "nodePort": 30007}]))
+    line = cluster.nsk("get", "svc", "np").stdout.splitlines()[1].split()
+    assert line[1] == "NodePort" and line[4] == "80:30007/TCP"
+    for node_ip in ("172.18.0.2", "172.18.0.3"):
+        got = hits(cluster, "host/client", f"{node_ip}:30007", 30)
+        assert set(got) == pod_names(cluster)
+        # externalTrafficPolicy Cluster: the Pod sees the node, not the client
+        out = cluster.exec("host/client", "curl", "-s", "--max-time", "3", f"{node_ip}:30007/clientip").stdout
+        assert out.split(":")[0] in ("172.18.0.2", "172.18.0.3", "10.244.1.1", "10.244.2.1")
+
+
+def test_external_traffic_policy_local_keeps_the_client_ip_and_drops_elsewhere(cluster):
+    cluster.up(CLUSTER.format(replicas=1) + service(
+        "local", type="NodePort", externalTrafficPolicy="Local",
+        ports=[{"port": 80, "targetPort": 9376, "nodePort": 30008}]))
+    pod = cluster.pods("app=MyApp")[0]
+    here = {"node-1": "172.18.0.2", "node-2": "172.18.0.3"}[pod["spec"]["nodeName"]]
+    there = ({"172.18.0.2", "172.18.0.3"} - {here}).pop()
+    out = cluster.exec("host/client", "curl", "-s", "--max-time", "3", f"{here}:30008/clientip").stdout
+    assert out.split(":")[0] == "192.0.2.10"
+    # dropped: no answer at all on a node without a local endpoint
+    assert connect(cluster, "host/client", there, 30008) in ("TimeoutError", "timeout")
+
+
+def test_load_balancer_gets_an_address_the_outside_reaches(cluster):
+    cluster.up(CLUSTER.format(replicas=2) + service("lb", type="LoadBalancer")
+               + service("lb-chosen", type="LoadBalancer", loadBalancerIP="198.51.100.77"))
+    lb = wait_for(lambda: (cluster.get("svc", "lb").get("status") or {}).get("loadBalancer"), what="an LB IP")
+    ip = lb["ingress"][0]["ip"]
+    assert ip == "198.51.100.1"
+    assert cluster.get("svc", "lb-chosen")["status"]["loadBalancer"]["ingress"][0]["ip"] == "198.51.100.77"
+    assert set(hits(cluster, "host/client", ip, 30)) == pod_names(cluster)
+    assert set(hits(cluster, "host/client", "198.51.100.77", 5)) <= pod_names(cluster)
+    line = cluster.nsk("get", "svc", "lb").stdout.splitlines()[1].split()
+    assert line[1:4] == ["LoadBalancer", "10.96.0.2", "198.51.100.1"]
+    # a type change on a live Service: back to ClusterIP, the address and the route go
+    cluster.apply(service("lb"))
+    wait_for(lambda: not (cluster.get("svc", "lb").get("status") or {}).get("loadBalancer"), what="LB IP gone")
+    r = cluster.exec("host/client", "curl", "-s", "--max-time", "2", ip, check=False)
+    assert r.returncode != 0
+
+
+def test_external_ips_reach_the_service(cluster):
+    cluster.up(CLUSTER.format(replicas=1) + service("ext", externalIPs=["80.11.12.10"]))
+    assert hits(cluster, "host/client", "80.11.12.10", 3) == [cluster.pods("app=MyApp")[0]["metadata"]["name"]] * 3
+
+
+def test_session_affinity_sticks(cluster):
+    cluster.up(CLUSTER.format(replicas=3) + service("sticky", sessionAffinity="ClientIP"))
+    client = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    got = hits(cluster, client, "10.96.0.2", 20)
+    assert len(got) == 20 and len(set(got)) == 1
+
+
+def test_session_affinity_expires(cluster):
+    cluster.up(CLUSTER.format(replicas=3) + service("sticky", sessionAffinity="ClientIP",
+                                                    sessionAffinityConfig={"clientIP": {"timeoutSeconds": 1}}))
+    out = cluster.exec("node/node-1", "sh", "-c", "for i in $(seq 10); do curl -s --max-time 2 10.96.0.2/hostname; "
+                                                  "echo; sleep 1.2; done").stdout
+    assert len(set(out.split())) >= 2  # each request after the timeout chooses afresh
+
+
+def test_endpoints_follow_scale_and_deleted_pods(cluster):
+    cluster.up(CLUSTER.format(replicas=2) + service("web"))
+    cluster.nsk("scale", "deployment/app", "--replicas", "4")
+    wait_for(lambda: len((cluster.get("endpoints", "web").get("subsets") or [{}])[0].get("addresses", [])) == 4,
+             what="4 endpoints")
+    assert set(hits(cluster, "node/node-1", "10.96.0.2", 60)) == pod_names(cluster)
+    victim = sorted(pod_names(cluster))[0]
+    cluster.nsk("delete", "pod", victim)
+    wait_for(lambda: victim not in hits(cluster, "node/node-1", "10.96.0.2", 20) and
+             len(cluster.get("endpoints", "web")["subsets"][0]["addresses"]) == 4, what="the endpoint to go")
+
+
+def test_selectorless_service_reaches_the_external_endpoint(cluster):
+    cluster.up(CLUSTER.format(replicas=1) + """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: my-service}
+spec:
+  ports: [{protocol: TCP, port: 80, targetPort: 9376}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: my-service}
+subsets:
+  - addresses: [{ip: 192.0.2.42}]
+    ports: [{port: 9376}]
+""")
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    server = subprocess.Popen([sys.executable, "-m", "nsk", "exec", "--cluster", cluster.name, "host/db", "--",
+                               sys.executable, "-m", "http.server", "9376", "--bind", "192.0.2.42"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pod = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+        code = wait_for(lambda: cluster.exec(pod, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                             "--max-time", "2", "10.96.0.2", check=False).stdout == "200",
+                        timeout=20, what="the external endpoint")
+        assert code
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+
+
+def test_udp_service_survives_an_endpoint_change(cluster):
+    cluster.up(CLUSTER.format(replicas=1) + service(
+        "echo", ports=[{"name": "echo", "port": 53, "targetPort": "echo", "protocol": "UDP"}]))
+    first = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    # one client socket, the same source port before and after the endpoint changes
+    script = ("import socket,sys,time\n"
+              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',40000)); s.settimeout(1)\n"
+              "for i in range(int(sys.argv[1])):\n"
+              "    s.sendto(b'ping',('10.96.0.2',53))\n"
+              "    try: print(s.recvfrom(100)[0].decode()); sys.exit(0)\n"
+              "    except socket.timeout: time.sleep(0.2)\n"
+              "sys.exit(1)\n")
+    assert cluster.exec("node/node-1", "python3", "-c", script, "3").stdout.strip() == "ping"
+    cluster.nsk("delete", "pod", first)
+    wait_for(lambda: [p for p in cluster.pods("app=MyApp") if p["metadata"]["name"] != first and
+                      (p.get("status") or {}).get("podIP")], what="the replacement")
+    wait_for(lambda: cluster.exec("node/node-1", "python3", "-c", script, "3", check=False).stdout.strip() == "ping",
+             timeout=20, what="the UDP echo through the new endpoint")
+
+
+def test_bad_services_change_nothing(cluster):
+    cluster.up(CLUSTER.format(replicas=1) + service("web", type="NodePort",
+                                                    ports=[{"port": 80, "targetPort": 9376, "nodePort": 30007}]))
+    before = cluster.nsk("get", "svc", "-o", "json").stdout
+    for spec, message in [
+        ({"clusterIP": "10.0.0.5"}, 'spec.clusterIP: Invalid value: "10.0.0.5": provided IP is not in the valid '
+                                    "range. The range of valid IPs is 10.96.0.0/12"),
+        ({"clusterIP": "10.96.0.2"}, 'spec.clusterIP: Invalid value: "10.96.0.2": provided IP is already allocated'),
+        ({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30007}]},
+         "spec.ports[0].nodePort: Invalid value: 30007: provided port is already allocated"),
+        ({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]},
+         "spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. "
+         "The range of valid ports is 30000-32767"),
+        ({"ports": [{"port": 80}, {"port": 81}]}, "spec.ports[0].name: Required value"),
+        ({"ports": [{"port": 80, "name": "123_abc"}]}, 'spec.ports[0].name: Invalid value: "123_abc"'),
+    ]:
+        path = cluster.tmp / "bad.yaml"
+        path.write_text(service("other", **spec) + service("web2"))
+        r = cluster.nsk("apply", "-f", str(path), check=False)
+        assert r.returncode == 1 and message in r.stderr, r.stderr
+        assert 'Service "default/other" is invalid' in r.stderr
+    assert cluster.nsk("get", "svc", "-o", "json").stdout == before  # web2 was not half-applied
