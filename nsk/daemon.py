@@ -57,8 +57,8 @@ class ControlPlane:
         self.proxiers: dict[str, IptablesProxier] = {}
         self.router_have: dict[str, tuple[str, ...]] = {}
 
-    def _watch(self, fd: int, callback) -> None:
-        self.sel.register(fd, selectors.EVENT_READ, callback)
+    def _watch(self, fd: int, callback, events: int = selectors.EVENT_READ) -> None:
+        self.sel.register(fd, events, callback)
 
     def _unwatch(self, fd: int) -> None:
         try:

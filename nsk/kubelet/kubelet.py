@@ -15,6 +15,7 @@ from nsk.api.cluster import ClusterConfig
 from nsk.api.objects import Key, key
 from nsk.kernel import links, netns, network, process
 from nsk.kubelet import podfiles
+from nsk.kubelet.prober import Prober
 from nsk.net.plan import NODE_BRIDGE, ClusterPlan, NodePlan, netns_name, pod_veth
 from nsk.store import Store
 from nsk.store.sqlite import now_iso
@@ -54,6 +55,7 @@ class PodRun:
     host_network: bool
     containers: dict[str, ContainerRun] = field(default_factory=dict)
     start_time: str = ""
+    prober: Prober | None = None
 
 
 class Kubelet:
@@ -90,9 +92,13 @@ class Kubelet:
             self.write_status(pod)
 
     def tick(self, now: float) -> float | None:
-        """Restart containers whose back-off has run out; returns the next deadline."""
+        """Restart containers whose back-off has run out, run due probes; the next deadline."""
         nxt = None
         for run in list(self.pods.values()):
+            if run.prober is not None:
+                t = run.prober.tick(now, lambda name, r=run: r.containers[name].ref is not None)
+                if t is not None:
+                    nxt = t if nxt is None else min(nxt, t)
             for c in run.containers.values():
                 if c.next_start and c.next_start <= now:
                     c.next_start = 0
@@ -160,6 +166,12 @@ class Kubelet:
         self.store.own("sandbox", str(k), json.dumps({
             "uid": run.uid, "netns": ns_name, "etc": etc_dir, "ip": ip, "node": self.node.name,
             "hostname": self._hostname(pod), "env": {n: c.env for n, c in run.containers.items()}}))
+        if any(c.get("readinessProbe") or c.get("livenessProbe") for c in spec["containers"]):
+            first = next(iter(run.containers.values()))
+            run.prober = Prober(self.node.netns, ip, spec["containers"],
+                                process.Sandbox(ns_name, self._hostname(pod), first.env, etc_dir),
+                                self.watch_fd, self.unwatch_fd,
+                                lambda kind, name, ok, r=run: self._probe_changed(r, kind, name, ok))
         for c in run.containers.values():
             self._start_container(run, c)
         self.store.event(k, "Normal", "Started", f"Started {len(run.containers)} container(s) on {self.node.name}, "
@@ -193,6 +205,22 @@ class Kubelet:
         if c.pidfd is not None:
             self.watch_fd(c.pidfd, lambda: self._exited(run, c))
 
+    def _probe_changed(self, run: PodRun, kind: str, container: str, ok: bool) -> None:
+        """A probe crossed its threshold: readiness moves the Pod in or out of its Services'
+        endpoints; a failed liveness probe restarts the container, as kubelet does."""
+        state = next((s for s in run.prober.states if s.kind == kind and s.container == container), None)
+        if kind == "readiness":
+            self.store.event(run.key, "Normal" if ok else "Warning", "Ready" if ok else "Unhealthy",
+                             f"Readiness probe {'succeeded' if ok else 'failed'}: container {container}"
+                             + (f": {state.last_message}" if state and state.last_message else ""))
+            self.store.set_status(run.key, self._status(run))
+            return
+        c = run.containers[container]
+        self.store.event(run.key, "Warning", "Unhealthy", f"Liveness probe failed: container {container}: "
+                                                          f"{state.last_message if state else ''}; restarting it")
+        if c.ref is not None:
+            process.kill(c.ref)  # its pidfd reports the exit; _exited restarts it
+
     def _exited(self, run: PodRun, c: ContainerRun) -> None:
         """A container's process ended: record it and restart it as the restart policy says."""
         if c.pidfd is not None:
@@ -207,6 +235,8 @@ class Kubelet:
         term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
                 "startedAt": c.started_at, "finishedAt": now_iso(), "containerID": f"nsk://{c.ref.pid}"}
         c.ref = None
+        if run.prober is not None:
+            run.prober.reset(c.name)
         policy = self._pod_spec(run).get("restartPolicy", "Always")
         if policy == "Never" or (policy == "OnFailure" and code == 0):
             c.terminated = term
@@ -230,6 +260,8 @@ class Kubelet:
     def remove(self, k: Key) -> None:
         """Stop the Pod's processes and delete its sandbox (root)."""
         run = self.pods.pop(k)
+        if run.prober is not None:
+            run.prober.close()
         for c in run.containers.values():
             if c.pidfd is not None:
                 self.unwatch_fd(c.pidfd)
@@ -273,8 +305,9 @@ class Kubelet:
     def _status(self, run: PodRun) -> dict:
         statuses = []
         for c in run.containers.values():
+            ready = c.ref is not None and (run.prober is None or run.prober.ready(c.name))
             st = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "", "restartCount": c.restarts,
-                  "ready": c.ref is not None, "started": c.ref is not None}
+                  "ready": ready, "started": c.ref is not None}
             if c.ref is not None:
                 st["containerID"] = f"nsk://{c.ref.pid}"
                 st["state"] = {"running": {"startedAt": c.started_at}}

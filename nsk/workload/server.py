@@ -5,7 +5,8 @@ its namespace, node and IP, and the client address as the Pod saw it, plus the r
 host and path: enough to watch load balancing, session affinity and source-IP
 preservation with plain curl. Paths as Kubernetes' test server (agnhost netexec) has
 them: /hostname, /clientip, /healthz; `?format=json` or `Accept: application/json`
-answers JSON.
+answers JSON. `POST /healthz/fail` makes /healthz answer 503 (a readinessProbe on it
+then takes the Pod out of its Services' endpoints); `POST /healthz/ok` heals it.
 
 It serves in whatever network namespace it is started in; the kubelet forks it into
 the Pod's. One thread, one selector: a Pod costs a fork, not an interpreter.
@@ -30,25 +31,39 @@ class PodInfo:
     pod_ip: str
 
 
-def answer(info: PodInfo, client: tuple[str, int], host: str, path: str, accept: str = "") -> tuple[str, str]:
-    """(content type, body) of the answer to a request: pure, so it is tested without sockets."""
+@dataclass
+class Health:
+    """What /healthz answers; a lab fails it with `curl -X POST POD-IP/healthz/fail`."""
+
+    ok: bool = True
+
+
+def answer(info: PodInfo, client: tuple[str, int], host: str, path: str, accept: str = "",
+           method: str = "GET", health: Health | None = None) -> tuple[int, str, str]:
+    """(status, content type, body) of the answer to a request: pure, tested without sockets."""
     url = urlsplit(path)
+    health = health if health is not None else Health()
+    if url.path in ("/healthz/fail", "/healthz/ok"):
+        if method != "POST":
+            return 405, "text/plain", "POST to change the health\n"
+        health.ok = url.path == "/healthz/ok"
+        return 200, "text/plain", f"healthz now {'ok' if health.ok else 'failing'}\n"
+    if url.path == "/healthz":
+        return (200, "text/plain", "ok\n") if health.ok else (503, "text/plain", "failing\n")
     fields = {**asdict(info), "client": f"{client[0]}:{client[1]}", "client_ip": client[0],
               "host": host, "path": url.path}
     if url.path == "/hostname":
-        return "text/plain", info.pod + "\n"
+        return 200, "text/plain", info.pod + "\n"
     if url.path == "/clientip":
-        return "text/plain", f"{client[0]}:{client[1]}\n"
-    if url.path == "/healthz":
-        return "text/plain", "ok\n"
+        return 200, "text/plain", f"{client[0]}:{client[1]}\n"
     if "json" in parse_qs(url.query).get("format", []) or "application/json" in accept:
-        return "application/json", json.dumps(fields) + "\n"
+        return 200, "application/json", json.dumps(fields) + "\n"
     width = max(len(k) for k in fields) + 1
     lines = [f"{(k.replace('_', ' ') + ':'):<{width + 1}}{v}" for k, v in fields.items() if k != "client_ip"]
-    return "text/plain", "\n".join(lines) + "\n"
+    return 200, "text/plain", "\n".join(lines) + "\n"
 
 
-def _handler(info: PodInfo):
+def _handler(info: PodInfo, health: Health):
     class Handler(BaseHTTPRequestHandler):
         server_version = "nsk"
         sys_version = ""
@@ -56,10 +71,10 @@ def _handler(info: PodInfo):
         timeout = 5
 
         def do_GET(self):  # noqa: N802 - http.server's naming
-            ctype, body = answer(info, self.client_address, self.headers.get("Host", ""), self.path,
-                                 self.headers.get("Accept", ""))
+            status, ctype, body = answer(info, self.client_address, self.headers.get("Host", ""), self.path,
+                                         self.headers.get("Accept", ""), self.command, health)
             data = body.encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -92,7 +107,7 @@ def serve(info: PodInfo, tcp_ports: list[int], udp_ports: list[int]) -> None:
         sel.register(s, selectors.EVENT_READ, "udp")
     print(f"nsk built-in server: pod {info.namespace}/{info.pod} on {info.pod_ip}, "
           f"http on {tcp_ports or 'no'} tcp ports, echo on {udp_ports or 'no'} udp ports", flush=True)
-    handler = _handler(info)
+    handler = _handler(info, Health())
     while True:
         for key, _ in sel.select():
             sock = key.fileobj

@@ -258,3 +258,80 @@ def test_bad_services_change_nothing(cluster):
         assert r.returncode == 1 and message in r.stderr, r.stderr
         assert 'Service "default/other" is invalid' in r.stderr
     assert cluster.nsk("get", "svc", "-o", "json").stdout == before  # web2 was not half-applied
+
+
+PROBED = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: MyApp}}
+  template:
+    metadata: {labels: {app: MyApp}}
+    spec:
+      containers:
+      - name: app
+        image: myapp
+        ports: [{name: http, containerPort: 9376}]
+        readinessProbe:
+          httpGet: {path: /healthz, port: http}
+          periodSeconds: 1
+          failureThreshold: 1
+"""
+
+
+def test_readiness_moves_a_pod_out_of_and_back_into_the_endpoints(cluster):
+    cluster.up(PROBED + service("web"))
+    pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in cluster.pods("app=MyApp")}
+    victim = sorted(pods)[0]
+    ip = pods[victim]
+    assert cluster.exec("node/node-1", "curl", "-s", "-X", "POST", f"{ip}:9376/healthz/fail").stdout == \
+        "healthz now failing\n"
+
+    def addresses(field):
+        subsets = cluster.get("endpoints", "web").get("subsets") or []
+        return {a["ip"] for s in subsets for a in s.get(field) or []}
+    wait_for(lambda: ip in addresses("notReadyAddresses") and ip not in addresses("addresses"),
+             what="the unready Pod to leave the endpoints")
+    line = [x for x in cluster.nsk("get", "pods").stdout.splitlines() if x.startswith(victim)][0].split()
+    assert line[1:3] == ["0/1", "Running"]
+    assert victim not in hits(cluster, "node/node-2", "10.96.0.2", 30)
+    cluster.exec("node/node-1", "curl", "-s", "-X", "POST", f"{ip}:9376/healthz/ok")
+    wait_for(lambda: ip in addresses("addresses"), what="the Pod to come back")
+    assert "Readiness probe failed" in cluster.nsk("describe", "pod", victim).stdout
+
+
+def test_tcp_exec_and_liveness_probes(cluster):
+    cluster.up("""
+apiVersion: v1
+kind: Pod
+metadata: {name: probed, labels: {app: p}}
+spec:
+  containers:
+  - name: web
+    image: x
+    ports: [{containerPort: 8080}]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+  - name: sidecar
+    image: busybox
+    command: [sh, -c, "touch /tmp/nsk-probe-$(hostname); sleep 3600"]
+    readinessProbe: {exec: {command: [sh, -c, "test -e /tmp/nsk-probe-$(hostname)"]}, periodSeconds: 1}
+    livenessProbe: {exec: {command: [sh, -c, "test -e /tmp/nsk-probe-$(hostname)"]}, periodSeconds: 1,
+                    failureThreshold: 2, initialDelaySeconds: 2}
+""")
+    import os
+    marker = "/tmp/nsk-probe-probed"
+    try:
+        pod = cluster.get("pod", "probed")
+        assert [c["ready"] for c in pod["status"]["containerStatuses"]] == [True, True]
+        os.unlink(marker)  # the exec probes now fail: unready, then restarted by liveness
+        restarted = wait_for(lambda: [c for c in cluster.get("pod", "probed")["status"]["containerStatuses"]
+                                      if c["name"] == "sidecar" and c["restartCount"] >= 1],
+                             timeout=30, what="a restart")
+        assert restarted
+        wait_for(lambda: all(c["ready"] for c in cluster.get("pod", "probed")["status"]["containerStatuses"]),
+                 timeout=30, what="ready again after the restart recreated the file")
+    finally:
+        if os.path.exists(marker):
+            os.unlink(marker)

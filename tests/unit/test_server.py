@@ -14,19 +14,29 @@ INFO = server.PodInfo("web-abc", "default", "node-1", "10.244.1.2")
 
 
 def test_text_answer_names_pod_node_and_client():
-    ctype, body = server.answer(INFO, ("10.244.2.3", 4000), "my-nginx", "/x?y=1")
-    assert ctype == "text/plain"
+    status, ctype, body = server.answer(INFO, ("10.244.2.3", 4000), "my-nginx", "/x?y=1")
+    assert (status, ctype) == (200, "text/plain")
     assert body == ("pod:       web-abc\nnamespace: default\nnode:      node-1\npod ip:    10.244.1.2\n"
                     "client:    10.244.2.3:4000\nhost:      my-nginx\npath:      /x\n")
 
 
 def test_agnhost_paths_and_json():
-    assert server.answer(INFO, ("1.2.3.4", 5), "h", "/hostname")[1] == "web-abc\n"
-    assert server.answer(INFO, ("1.2.3.4", 5), "h", "/clientip")[1] == "1.2.3.4:5\n"
-    assert server.answer(INFO, ("1.2.3.4", 5), "h", "/healthz")[1] == "ok\n"
-    ctype, body = server.answer(INFO, ("1.2.3.4", 5), "h", "/?format=json")
+    assert server.answer(INFO, ("1.2.3.4", 5), "h", "/hostname")[2] == "web-abc\n"
+    assert server.answer(INFO, ("1.2.3.4", 5), "h", "/clientip")[2] == "1.2.3.4:5\n"
+    status, ctype, body = server.answer(INFO, ("1.2.3.4", 5), "h", "/?format=json")
     assert ctype == "application/json" and json.loads(body)["client_ip"] == "1.2.3.4"
-    assert json.loads(server.answer(INFO, ("1.2.3.4", 5), "h", "/", "application/json")[1])["pod"] == "web-abc"
+    assert json.loads(server.answer(INFO, ("1.2.3.4", 5), "h", "/", "application/json")[2])["pod"] == "web-abc"
+
+
+def test_health_can_be_failed_and_healed():
+    health = server.Health()
+    client = ("1.2.3.4", 5)
+    assert server.answer(INFO, client, "h", "/healthz", health=health)[:1] == (200,)
+    assert server.answer(INFO, client, "h", "/healthz/fail", health=health)[0] == 405  # GET changes nothing
+    assert server.answer(INFO, client, "h", "/healthz/fail", method="POST", health=health)[0] == 200
+    assert server.answer(INFO, client, "h", "/healthz", health=health)[:3:2] == (503, "failing\n")
+    server.answer(INFO, client, "h", "/healthz/ok", method="POST", health=health)
+    assert server.answer(INFO, client, "h", "/healthz", health=health)[0] == 200
 
 
 def _free_port(kind):
