@@ -26,7 +26,7 @@ from nsk.kubelet.kubelet import Kubelet
 from nsk.net.plan import plan
 from nsk.proxy.iptables import NodeContext
 from nsk.proxy.model import service_ports
-from nsk.proxy.sync import IptablesProxier
+from nsk.proxy.sync import IptablesProxier, sync_all
 from nsk.store import Store, cluster_dir
 from nsk.store.sqlite import NOTIFY
 
@@ -136,20 +136,28 @@ class ControlPlane:
             return
         self._run_deployments()
         self._schedule()
+        # Services first: a deleted or unready Pod leaves the rules before the kubelets
+        # spend time tearing down and starting Pods; then again for what they changed.
+        self._services_pass()
+        before = self.store.revision()
         pods = self.store.list("Pod")
         for name, kubelet in self.kubelets.items():
             kubelet.sync([p for p in pods if p["spec"].get("nodeName") == name])
         pods = self.store.list("Pod")
         for d in self.store.list("Deployment"):
             self.store.set_status(key(d), deployment.status(d, deployment.owned_pods(d, pods)))
-        services = self.store.list("Service")
-        self._run_endpoints(services, pods)
-        self._run_load_balancers(services)
-        self._sync_proxies()
+        if self.store.revision() != before:
+            self._services_pass()
         self._seen_rev = self.store.revision()
         # what `nsk up` waits for: every write up to this revision is in the kernel's rules
         if self.store.get_meta("synced") != self._seen_rev:
             self.store.set_meta("synced", self._seen_rev)
+
+    def _services_pass(self) -> None:
+        services = self.store.list("Service")
+        self._run_endpoints(services, self.store.list("Pod"))
+        self._run_load_balancers(services)
+        self._sync_proxies()
 
     def _run_endpoints(self, services: list[dict], pods: list[dict]) -> None:
         have = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in self.store.list("Endpoints")}
@@ -171,8 +179,7 @@ class ControlPlane:
 
     def _sync_proxies(self) -> None:
         ports = service_ports(self.store.list("Service"), self.store.list("Endpoints"))
-        for proxier in self.proxiers.values():
-            proxier.sync(ports)
+        sync_all(list(self.proxiers.values()), ports)
         want = loadbalancer.router_routes(ports, {n.name: n.ip for n in self.plan.nodes})
         network.router_routes(self.plan.wire_netns, want, self.router_have)
         self.router_have = want

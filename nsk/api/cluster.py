@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from nsk.api import names
-from nsk.api.schema import ANY, BOOL, INT, STR, STRING_MAP, ListOf, Obj, OBJECT_META, check
+from nsk.api.schema import ANY, BOOL, INT, STR, STRING_MAP, ListOf, Obj, OBJECT_META, check, normalize
 from nsk.errors import FieldError, InvalidObject, invalid, required, unsupported, duplicate
 
 API_VERSION = "nsk.io/v1alpha1"
@@ -85,6 +85,7 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
     """A ClusterConfig from a Cluster document (or the defaults); raises InvalidObject."""
     if doc is None:
         return ClusterConfig(name=default_name)
+    doc = normalize(doc, SCHEMA)  # `ttl:` with nothing after it is an absent ttl, as for any manifest
     name = (doc.get("metadata") or {}).get("name", default_name) if isinstance(doc.get("metadata"), dict) else default_name
     errors = check(doc, SCHEMA, "")
     if doc.get("apiVersion") != API_VERSION:
@@ -99,7 +100,8 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
         errors.append(invalid("metadata.name", name, msg))
 
     nodes = []
-    for i, n in enumerate(spec.get("nodes") or [{"name": n.name} for n in dflt.nodes]):
+    raw_nodes = spec.get("nodes")
+    for i, n in enumerate(raw_nodes if raw_nodes is not None else [{"name": n.name} for n in dflt.nodes]):
         path = f"spec.nodes[{i}]"
         if not n.get("name"):
             errors.append(required(f"{path}.name"))
@@ -108,8 +110,11 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
             errors.append(invalid(f"{path}.name", n["name"], msg))
         if any(o.name == n["name"] for o in nodes):
             errors.append(duplicate(f"{path}.name", n["name"]))
+        for k, v in (n.get("labels") or {}).items():
+            errors += [invalid(f"{path}.labels", k, m) for m in names.label_key(k)]
+            errors += [invalid(f"{path}.labels", v, m) for m in names.label_value(v)]
         nodes.append(NodeConfig(n["name"], dict(n.get("labels") or {})))
-    if not nodes:
+    if raw_nodes == []:
         errors.append(required("spec.nodes", "a cluster needs at least one node"))
 
     def subnet(path: str, value: str | None, default: str):

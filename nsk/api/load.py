@@ -29,10 +29,43 @@ def read_file(path: str) -> str:
         raise NskError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
+
+    PyYAML keeps the last value silently; kubectl (sigs.k8s.io/yaml) rejects the file
+    ("mapping key ... already defined"). A lab's `replicas:` written twice must not pass.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<:` merges may be overridden, that is their purpose
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # an unhashable key: the base class reports it
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'mapping key "{key}" already defined at line {first.line + 1}',
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+_TYPE_WORDS = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _not_object(where: str, doc: object) -> str:
+    what = _TYPE_WORDS.get(type(doc), type(doc).__name__)
+    return f"{where} is a {what}, not a Kubernetes object (a mapping with apiVersion, kind and metadata)"
+
+
 def parse_documents(text: str, source: str) -> list[dict]:
     """The non-empty documents of a YAML stream; `kind: List` is flattened as kubectl does."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -42,9 +75,11 @@ def parse_documents(text: str, source: str) -> list[dict]:
     out = []
     for i, doc in enumerate(docs):
         if not isinstance(doc, dict):
-            raise NskError(f"{source}: document {i + 1} is a {type(doc).__name__}, not a Kubernetes object "
-                           "(a mapping with apiVersion, kind and metadata)")
+            raise NskError(f"{source}: {_not_object(f'document {i + 1}', doc)}")
         if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            for j, item in enumerate(doc["items"]):
+                if not isinstance(item, dict):
+                    raise NskError(f"{source}: {_not_object(f'document {i + 1}, items[{j}]', item)}")
             out.extend(doc["items"])
         else:
             out.append(doc)

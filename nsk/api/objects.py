@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from nsk.errors import NskError
 
 # kind -> (plural resource, API group, namespaced); the group names output like
 # kubectl's "deployment.apps/web created".
@@ -78,21 +81,60 @@ def matches(selector: dict, obj_labels: dict) -> bool:
     return True
 
 
-def parse_label_selector(text: str) -> list[tuple[str, str, str | None]]:
-    """kubectl's `-l` syntax, equality based: `a=b,c!=d,e,!f` -> [(key, op, value)]."""
-    terms = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
+_SET_TERM = re.compile(r"(?P<key>[^\s!=()]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)")
+
+
+def parse_label_selector(text: str) -> list[tuple[str, str, object]]:
+    """kubectl's `-l` syntax -> [(key, op, value)], op one of `=`, `!=`, `exists`, `!`, `in`, `notin`.
+
+        selector    = term *("," term)
+        term        = key ("=" / "==" / "!=") value / key ("in" / "notin") "(" value *("," value) ")"
+                      / key / "!" key
+
+    Commas inside the parentheses of a set term belong to it (`env in (a,b),tier`). A term
+    that is none of these raises NskError, as kubectl refuses it, rather than matching nothing.
+    """
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                break
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if depth != 0:
+        raise NskError(f'unable to parse the label selector "{text}": unbalanced parentheses')
+    parts.append(cur)
+    terms: list[tuple[str, str, object]] = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        m = _SET_TERM.fullmatch(part)
+        if m:
+            values = tuple(v.strip() for v in m["values"].split(",") if v.strip())
+            terms.append((m["key"], m["op"], values))
+            continue
         for op in ("!=", "==", "="):
             if op in part:
-                k, v = part.split(op, 1)
-                terms.append((k.strip(), "!=" if op == "!=" else "=", v.strip()))
+                k, v = (x.strip() for x in part.split(op, 1))
+                terms.append((k, "!=" if op == "!=" else "=", v))
                 break
         else:
-            terms.append((part[1:], "!", None) if part.startswith("!") else (part, "exists", None))
+            k = part[1:].strip() if part.startswith("!") else part
+            terms.append((k, "!" if part.startswith("!") else "exists", None))
+        k, v = terms[-1][0], terms[-1][2]
+        if not k or any(c.isspace() or c in "!=()" for c in k) or \
+                (isinstance(v, str) and any(c.isspace() or c in "!=()," for c in v)):
+            raise NskError(f'unable to parse the label selector "{text}": bad requirement "{part}"')
     return terms
 
 
-def selected(terms: list[tuple[str, str, str | None]], obj_labels: dict) -> bool:
+def selected(terms: list[tuple[str, str, object]], obj_labels: dict) -> bool:
     for k, op, v in terms:
         if op == "=" and obj_labels.get(k) != v:
             return False
@@ -101,5 +143,9 @@ def selected(terms: list[tuple[str, str, str | None]], obj_labels: dict) -> bool
         if op == "exists" and k not in obj_labels:
             return False
         if op == "!" and k in obj_labels:
+            return False
+        if op == "in" and (k not in obj_labels or obj_labels[k] not in v):
+            return False
+        if op == "notin" and k in obj_labels and obj_labels[k] in v:
             return False
     return True

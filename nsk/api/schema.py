@@ -145,6 +145,50 @@ KINDS: dict[str, tuple[str, Obj]] = {
 }
 
 
+INT32_MIN, INT32_MAX = -2 ** 31, 2 ** 31 - 1
+
+
+def normalize(value: object, schema: object) -> object:
+    """`value` as the API server decodes it: a null field is an absent one, a null list item
+    or map value is its type's zero value, and an integer or boolean map key is a string.
+
+    YAML makes nulls easy to write by accident (`replicas:` with nothing after it); the
+    API server's JSON decoding turns them into absent fields and zero values, so the
+    rules below never see None. Keys are turned into strings as sigs.k8s.io/yaml does.
+    """
+    if isinstance(schema, Obj) and isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            k = _key(k)
+            if v is None and k in schema.fields:
+                continue
+            out[k] = normalize(v, schema.fields[k]) if k in schema.fields else v
+        return out
+    if isinstance(schema, MapOf) and isinstance(value, dict):
+        return {_key(k): _zero(schema.value) if v is None else normalize(v, schema.value) for k, v in value.items()}
+    if isinstance(schema, ListOf) and isinstance(value, list):
+        return [_zero(schema.item) if v is None else normalize(v, schema.item) for v in value]
+    return value
+
+
+def _key(k: object) -> object:
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    if isinstance(k, (int, float)):
+        return str(k)
+    return k
+
+
+def _zero(schema: object) -> object:
+    if isinstance(schema, Obj | MapOf):
+        return {}
+    if isinstance(schema, ListOf):
+        return []
+    if isinstance(schema, Scalar):
+        return {"string": "", "integer": 0, "boolean": False, "int-or-string": 0}.get(schema.name)
+    return None
+
+
 def check(value: object, schema: object, path: str) -> list[FieldError]:
     """Structural errors of `value` against `schema`: wrong types and unknown fields."""
     if schema is ANY or value is None:
@@ -152,7 +196,9 @@ def check(value: object, schema: object, path: str) -> list[FieldError]:
     if isinstance(schema, Scalar):
         ok = {
             "string": lambda v: isinstance(v, str),
-            "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            # Kubernetes' integer fields are int32 (replicas, ports, seconds): a larger
+            # number is a decoding error there, and here it must not reach a controller.
+            "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and INT32_MIN <= v <= INT32_MAX,
             "boolean": lambda v: isinstance(v, bool),
             "int-or-string": lambda v: isinstance(v, (int, str)) and not isinstance(v, bool),
         }[schema.name](value)
@@ -162,6 +208,9 @@ def check(value: object, schema: object, path: str) -> list[FieldError]:
             return [_wrong_type(path, value, "object")]
         errors = []
         for key, item in value.items():
+            if not isinstance(key, str):
+                errors.append(FieldError(path, "Invalid value", key, "a map key must be a string"))
+                continue
             errors += check(item, schema.value, f"{path}.{key}" if path else str(key))
         return errors
     if isinstance(schema, ListOf):
@@ -187,5 +236,7 @@ def check(value: object, schema: object, path: str) -> list[FieldError]:
 
 
 def _wrong_type(path: str, value: object, expected: str) -> FieldError:
+    if expected == "integer" and isinstance(value, int) and not isinstance(value, bool):
+        return FieldError(path, "Invalid value", value, f"must be a 32-bit integer ({INT32_MIN} to {INT32_MAX})")
     got = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
     return FieldError(path, "Invalid value", value, f"must be of type {expected}, not {got.get(type(value), type(value).__name__)}")

@@ -11,15 +11,19 @@ import ipaddress
 
 from nsk.api import names
 from nsk.api.objects import matches, namespaced
-from nsk.api.schema import KINDS, check
+from nsk.api.schema import KINDS, STR as STR_SCHEMA, check, normalize
 from nsk.errors import FieldError, InvalidObject, duplicate, invalid, required, unsupported
 
-PROTOCOLS = ["TCP", "UDP", "SCTP"]
+# The supported values in the order the API server lists them in an error (sets.List
+# sorts them; restartPolicy and dnsPolicy are literal lists there).
+PROTOCOLS = ["SCTP", "TCP", "UDP"]
 RESTART_POLICIES = ["Always", "OnFailure", "Never"]
-DNS_POLICIES = ["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]
-SERVICE_TYPES = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
+DNS_POLICIES = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]
+SERVICE_TYPES = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]
 TRAFFIC_POLICIES = ["Cluster", "Local"]
-AFFINITIES = ["None", "ClientIP"]
+AFFINITIES = ["ClientIP", "None"]
+SELECTOR_OPERATORS = ["In", "NotIn", "Exists", "DoesNotExist"]
+HTTP_SCHEMES = ["HTTP", "HTTPS"]
 
 
 def admit(obj: object, source: str = "") -> dict:
@@ -29,13 +33,15 @@ def admit(obj: object, source: str = "") -> dict:
     kind = obj.get("kind")
     if not kind:
         raise InvalidObject("Object", _ref_guess(obj), [required("kind")], source)
+    if not isinstance(kind, str):
+        raise InvalidObject("Object", _ref_guess(obj), check(kind, STR_SCHEMA, "kind"), source)
     if kind not in KINDS:
-        raise InvalidObject(str(kind), _ref_guess(obj), [unsupported("kind", kind, sorted(KINDS))], source)
+        raise InvalidObject(kind, _ref_guess(obj), [unsupported("kind", kind, sorted(KINDS))], source)
     api_version, schema = KINDS[kind]
-    obj = copy.deepcopy(obj)
+    obj = normalize(copy.deepcopy(obj), schema)
     meta = obj.setdefault("metadata", {}) if isinstance(obj.get("metadata", {}), dict) else obj.get("metadata")
-    if isinstance(meta, dict) and namespaced(kind):
-        meta.setdefault("namespace", "default")
+    if isinstance(meta, dict) and namespaced(kind) and not meta.get("namespace"):
+        meta["namespace"] = "default"  # kubectl's default namespace, also for `namespace: ""`
     ref = _ref_guess(obj)
     errors = check(obj, schema, "")
     if obj.get("apiVersion") != api_version:
@@ -77,10 +83,32 @@ def _metadata(obj: dict) -> list[FieldError]:
 
 
 def _labels(labels: dict, path: str) -> list[FieldError]:
+    """ValidateLabels: both a bad key and a bad value are reported at the map's path."""
     errors = []
     for k, v in labels.items():
         errors += [invalid(path, k, m) for m in names.label_key(k)]
-        errors += [invalid(f"{path}.{k}", v, m) for m in names.label_value(v)]
+        errors += [invalid(path, v, m) for m in names.label_value(v)]
+    return errors
+
+
+def _selector(selector: dict, path: str) -> list[FieldError]:
+    """ValidateLabelSelector: matchLabels as labels, and each matchExpressions requirement."""
+    errors = _labels(selector.get("matchLabels") or {}, f"{path}.matchLabels")
+    for i, e in enumerate(selector.get("matchExpressions") or []):
+        ep = f"{path}.matchExpressions[{i}]"
+        op = e.get("operator")
+        if op in ("In", "NotIn"):
+            if not e.get("values"):
+                errors.append(required(f"{ep}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+        elif op in ("Exists", "DoesNotExist"):
+            if e.get("values"):
+                errors.append(FieldError(f"{ep}.values", "Forbidden",
+                                         detail="may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        else:
+            errors.append(invalid(f"{ep}.operator", op, "not a valid selector operator"))
+        errors += [invalid(f"{ep}.key", e.get("key", ""), m) for m in names.label_key(e.get("key", ""))]
+        for j, v in enumerate(e.get("values") or []):
+            errors += [invalid(f"{ep}.values[{j}]", v, m) for m in names.label_value(v)]
     return errors
 
 
@@ -95,12 +123,15 @@ def _default_pod_spec(spec: dict) -> None:
         for p in c.get("ports") or []:
             p.setdefault("protocol", "TCP")
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            if c.get(probe):
+            if c.get(probe) is not None:
                 pr = c[probe]
+                # SetDefaults_Probe: an unset or zero field takes the default.
                 for k, v in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1),
-                             ("failureThreshold", 3), ("initialDelaySeconds", 0)):
-                    pr.setdefault(k, v)
-                if pr.get("httpGet"):
+                             ("failureThreshold", 3)):
+                    if not pr.get(k):
+                        pr[k] = v
+                pr.setdefault("initialDelaySeconds", 0)
+                if pr.get("httpGet") is not None:
                     pr["httpGet"].setdefault("path", "/")
                     pr["httpGet"].setdefault("scheme", "HTTP")
 
@@ -117,20 +148,28 @@ def _default_deployment(obj: dict) -> None:
     _default_pod_spec(template.setdefault("spec", {}))
 
 
+def _externally_accessible(spec: dict) -> bool:
+    """apiservice.ExternallyAccessible: reachable from outside through a node port, an LB or an external IP."""
+    return spec.get("type") in ("NodePort", "LoadBalancer") or \
+        (spec.get("type") == "ClusterIP" and bool(spec.get("externalIPs")))
+
+
 def _default_service(obj: dict) -> None:
+    """SetDefaults_Service."""
     spec = obj.setdefault("spec", {})
+    spec.setdefault("sessionAffinity", "None")
+    if spec["sessionAffinity"] == "ClientIP":
+        cfg = spec.setdefault("sessionAffinityConfig", {}).setdefault("clientIP", {})
+        cfg.setdefault("timeoutSeconds", 10800)
     spec.setdefault("type", "ClusterIP")
-    if spec["type"] != "ExternalName":
-        spec.setdefault("sessionAffinity", "None")
-        spec.setdefault("internalTrafficPolicy", "Cluster")
-        if spec["type"] in ("NodePort", "LoadBalancer"):
-            spec.setdefault("externalTrafficPolicy", "Cluster")
-        if spec.get("sessionAffinity") == "ClientIP":
-            spec.setdefault("sessionAffinityConfig", {}).setdefault("clientIP", {}).setdefault("timeoutSeconds", 10800)
     for p in spec.get("ports") or []:
         p.setdefault("protocol", "TCP")
-        if "port" in p:
-            p.setdefault("targetPort", p["port"])
+        if "port" in p and p.get("targetPort") in (None, 0, ""):
+            p["targetPort"] = p["port"]  # an unset, 0 or "" targetPort means "the same as port"
+    if _externally_accessible(spec):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if spec["type"] in ("ClusterIP", "NodePort", "LoadBalancer"):
+        spec.setdefault("internalTrafficPolicy", "Cluster")
 
 
 def _default_endpoints(obj: dict) -> None:
@@ -165,14 +204,13 @@ def _pod_spec(spec: dict, path: str) -> list[FieldError]:
         port_names: set[str] = set()
         for j, p in enumerate(c.get("ports") or []):
             pp = f"{cp}.ports[{j}]"
-            if "containerPort" not in p:
+            if not p.get("containerPort"):  # 0 is the unset int32, as in validateContainerPorts
                 errors.append(required(f"{pp}.containerPort"))
             else:
                 errors += _port_range(f"{pp}.containerPort", p["containerPort"])
-            if p.get("hostPort") is not None:
+            if p.get("hostPort"):  # 0 means no host port
                 errors += _port_range(f"{pp}.hostPort", p["hostPort"])
-            if p["protocol"] not in PROTOCOLS:
-                errors.append(unsupported(f"{pp}.protocol", p["protocol"], PROTOCOLS))
+            errors += _protocol(f"{pp}.protocol", p["protocol"])
             if p.get("name"):
                 errors += [invalid(f"{pp}.name", p["name"], m) for m in names.iana_svc_name(p["name"])]
                 if p["name"] in port_names:
@@ -182,16 +220,8 @@ def _pod_spec(spec: dict, path: str) -> list[FieldError]:
             if not e.get("name"):
                 errors.append(required(f"{cp}.env[{j}].name"))
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            pr = c.get(probe)
-            if pr is None:
-                continue
-            handlers = [h for h in ("httpGet", "tcpSocket", "exec") if pr.get(h) is not None]
-            if len(handlers) != 1:
-                errors.append(FieldError(f"{cp}.{probe}", "Required value" if not handlers else "Forbidden",
-                                         detail="must specify exactly one handler: httpGet, tcpSocket or exec"))
-            for k in ("periodSeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
-                if pr[k] < 1:
-                    errors.append(invalid(f"{cp}.{probe}.{k}", pr[k], "must be greater than or equal to 1"))
+            if c.get(probe) is not None:
+                errors += _probe(c[probe], f"{cp}.{probe}", probe != "readinessProbe")
     if spec["restartPolicy"] not in RESTART_POLICIES:
         errors.append(unsupported(f"{path}.restartPolicy", spec["restartPolicy"], RESTART_POLICIES))
     if spec["dnsPolicy"] not in DNS_POLICIES:
@@ -202,6 +232,29 @@ def _pod_spec(spec: dict, path: str) -> list[FieldError]:
     for k in ("hostname", "subdomain"):
         if spec.get(k):
             errors += [invalid(f"{path}.{k}", spec[k], m) for m in names.dns1123_label(spec[k])]
+    if spec.get("nodeName"):
+        errors += [invalid(f"{path}.nodeName", spec["nodeName"], m) for m in names.dns1123_subdomain(spec["nodeName"])]
+    return errors
+
+
+def _probe(pr: dict, path: str, single_success: bool) -> list[FieldError]:
+    """validateProbe and validateHandler."""
+    errors = []
+    handlers = [h for h in ("exec", "httpGet", "tcpSocket") if pr.get(h) is not None]
+    if not handlers:
+        errors.append(required(path, "must specify a handler type"))
+    for h in handlers[1:]:
+        errors.append(FieldError(f"{path}.{h}", "Forbidden", detail="may not specify more than 1 handler type"))
+    for h in ("httpGet", "tcpSocket"):
+        if pr.get(h) is not None:
+            errors += _port_num_or_name(f"{path}.{h}.port", pr[h].get("port", 0))
+    if pr.get("httpGet") is not None and pr["httpGet"]["scheme"] not in HTTP_SCHEMES:
+        errors.append(unsupported(f"{path}.httpGet.scheme", pr["httpGet"]["scheme"], HTTP_SCHEMES))
+    for k in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"):
+        if pr[k] < 0:
+            errors.append(invalid(f"{path}.{k}", pr[k], "must be greater than or equal to 0"))
+    if single_success and pr["successThreshold"] != 1:
+        errors.append(invalid(f"{path}.successThreshold", pr["successThreshold"], "must be 1"))
     return errors
 
 
@@ -211,28 +264,49 @@ def _port_range(path: str, port: int) -> list[FieldError]:
     return []
 
 
+def _port_num_or_name(path: str, port: int | str) -> list[FieldError]:
+    """ValidatePortNumOrName: a number in range, or an IANA service name."""
+    if isinstance(port, str):
+        if not port:
+            return [required(path)]
+        return [invalid(path, port, m) for m in names.iana_svc_name(port)]
+    return _port_range(path, port)
+
+
+def _protocol(path: str, protocol: str) -> list[FieldError]:
+    if not protocol:
+        return [required(path)]
+    if protocol not in PROTOCOLS:
+        return [unsupported(path, protocol, PROTOCOLS)]
+    return []
+
+
 def _pod(obj: dict) -> list[FieldError]:
     return _pod_spec(obj["spec"], "spec")
 
 
 def _deployment(obj: dict) -> list[FieldError]:
+    """ValidateDeploymentSpec and ValidatePodTemplateSpecForReplicaSet."""
     spec = obj["spec"]
     errors = []
     if spec["replicas"] < 0:
         errors.append(invalid("spec.replicas", spec["replicas"], "must be greater than or equal to 0"))
     selector = spec.get("selector")
-    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+    selector_ok = False
+    if selector is None:
         errors.append(required("spec.selector"))
+    elif not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        errors.append(invalid("spec.selector", selector, "empty selector is invalid for deployment"))
     else:
-        for i, e in enumerate(selector.get("matchExpressions") or []):
-            if e.get("operator") not in ("In", "NotIn", "Exists", "DoesNotExist"):
-                errors.append(unsupported(f"spec.selector.matchExpressions[{i}].operator", e.get("operator"),
-                                          ["In", "NotIn", "Exists", "DoesNotExist"]))
+        selector_errors = _selector(selector, "spec.selector")
+        errors += selector_errors
+        selector_ok = not selector_errors
     tmpl_labels = spec["template"]["metadata"].get("labels") or {}
-    errors += _labels(tmpl_labels, "spec.template.metadata.labels")
-    if selector and not errors and not matches(selector, tmpl_labels):
+    # The API server checks the match whatever else is wrong, so that one run shows every error.
+    if selector_ok and not matches(selector, tmpl_labels):
         errors.append(invalid("spec.template.metadata.labels", tmpl_labels,
                               "`selector` does not match template `labels`"))
+    errors += _labels(tmpl_labels, "spec.template.metadata.labels")
     errors += _pod_spec(spec["template"]["spec"], "spec.template.spec")
     if spec["template"]["spec"]["restartPolicy"] != "Always":
         errors.append(unsupported("spec.template.spec.restartPolicy", spec["template"]["spec"]["restartPolicy"],
@@ -241,29 +315,34 @@ def _deployment(obj: dict) -> list[FieldError]:
 
 
 def _service(obj: dict) -> list[FieldError]:
+    """ValidateService, for the fields nsk serves."""
     spec = obj["spec"]
     errors = []
     stype = spec["type"]
     if stype not in SERVICE_TYPES:
         return [unsupported("spec.type", stype, SERVICE_TYPES)]
     ports = spec.get("ports") or []
+    headless = spec.get("clusterIP") == "None"
+    if not ports and not headless and stype != "ExternalName":
+        errors.append(required("spec.ports"))
+    if stype in ("NodePort", "LoadBalancer") and headless:
+        errors.append(invalid("spec.clusterIP", "None", f"may not be set to 'None' for {stype} services"))
     if stype == "ExternalName":
-        ext = spec.get("externalName")
-        if not ext:
-            errors.append(required("spec.externalName"))
-        else:
-            errors += [invalid("spec.externalName", ext, m) for m in names.dns1123_subdomain(ext.rstrip("."))]
         if spec.get("clusterIP") not in (None, ""):
             errors.append(FieldError("spec.clusterIP", "Forbidden",
                                      detail="may not be set for ExternalName services"))
-    elif not ports and spec.get("clusterIP") != "None":
-        errors.append(required("spec.ports"))
+        cname = (spec.get("externalName") or "").removesuffix(".")  # a trailing dot marks it absolute
+        if not cname:
+            errors.append(required("spec.externalName"))
+        else:
+            errors += [invalid("spec.externalName", cname, m) for m in names.dns1123_subdomain(cname)]
     port_names: set[str] = set()
+    seen_ports: set[tuple[int, str]] = set()
     for i, p in enumerate(ports):
         pp = f"spec.ports[{i}]"
         if len(ports) > 1 and not p.get("name"):
             errors.append(required(f"{pp}.name"))
-        if p.get("name"):
+        elif p.get("name"):
             errors += [invalid(f"{pp}.name", p["name"], m) for m in names.dns1123_label(p["name"])]
             if p["name"] in port_names:
                 errors.append(duplicate(f"{pp}.name", p["name"]))
@@ -272,16 +351,20 @@ def _service(obj: dict) -> list[FieldError]:
             errors.append(required(f"{pp}.port"))
         else:
             errors += _port_range(f"{pp}.port", p["port"])
-        if p["protocol"] not in PROTOCOLS:
-            errors.append(unsupported(f"{pp}.protocol", p["protocol"], PROTOCOLS))
-        tp = p.get("targetPort")
-        if isinstance(tp, int):
-            errors += _port_range(f"{pp}.targetPort", tp)
-        elif isinstance(tp, str):
-            errors += [invalid(f"{pp}.targetPort", tp, m) for m in names.iana_svc_name(tp)]
-        if p.get("nodePort") is not None and stype not in ("NodePort", "LoadBalancer"):
-            errors.append(FieldError(f"{pp}.nodePort", "Forbidden",
-                                     detail="may not be used when `type` is 'ClusterIP'"))
+        errors += _protocol(f"{pp}.protocol", p["protocol"])
+        if "targetPort" in p:
+            errors += _port_num_or_name(f"{pp}.targetPort", p["targetPort"])
+        if p.get("nodePort"):
+            if stype == "ClusterIP":
+                errors.append(FieldError(f"{pp}.nodePort", "Forbidden",
+                                         detail="may not be used when `type` is 'ClusterIP'"))
+            else:
+                errors += _port_range(f"{pp}.nodePort", p["nodePort"])
+        if "port" in p:
+            if (p["port"], p["protocol"]) in seen_ports:
+                errors.append(duplicate(pp, {"port": p["port"], "protocol": p["protocol"]}))
+            seen_ports.add((p["port"], p["protocol"]))
+    errors += _labels(spec.get("selector") or {}, "spec.selector")
     cip = spec.get("clusterIP")
     if cip not in (None, "", "None"):
         try:
@@ -289,52 +372,73 @@ def _service(obj: dict) -> list[FieldError]:
         except ValueError:
             errors.append(invalid("spec.clusterIP", cip, "must be a valid IP address, (e.g. 10.9.8.7)"))
     for i, ip in enumerate(spec.get("externalIPs") or []):
-        try:
-            ipaddress.IPv4Address(ip)
-        except ValueError:
-            errors.append(invalid(f"spec.externalIPs[{i}]", ip, "must be a valid IP address, (e.g. 10.9.8.7)"))
-    for field_name, allowed in (("sessionAffinity", AFFINITIES), ("externalTrafficPolicy", TRAFFIC_POLICIES),
-                                ("internalTrafficPolicy", TRAFFIC_POLICIES)):
-        if spec.get(field_name) is not None and spec[field_name] not in allowed:
-            errors.append(unsupported(f"spec.{field_name}", spec[field_name], allowed))
+        errors += _endpoint_ip(f"spec.externalIPs[{i}]", ip)
+    if spec["sessionAffinity"] not in AFFINITIES:
+        errors.append(unsupported("spec.sessionAffinity", spec["sessionAffinity"], AFFINITIES))
+    elif spec["sessionAffinity"] == "None" and spec.get("sessionAffinityConfig") is not None:
+        errors.append(FieldError("spec.sessionAffinityConfig", "Forbidden",
+                                 detail="must not be set when session affinity is None"))
     timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
-    if timeout is not None and not 0 < timeout <= 86400:
+    if spec["sessionAffinity"] == "ClientIP" and timeout is not None and not 0 < timeout <= 86400:
         errors.append(invalid("spec.sessionAffinityConfig.clientIP.timeoutSeconds", timeout,
                               "must be greater than 0 and less than 86400"))
+    etp = spec.get("externalTrafficPolicy")
+    if etp is not None and not _externally_accessible(spec):
+        errors.append(invalid("spec.externalTrafficPolicy", etp, "may only be set for externally-accessible services"))
+    elif etp is not None and etp not in TRAFFIC_POLICIES:
+        errors.append(unsupported("spec.externalTrafficPolicy", etp, TRAFFIC_POLICIES))
+    itp = spec.get("internalTrafficPolicy")
+    if itp is not None and itp not in TRAFFIC_POLICIES:
+        errors.append(unsupported("spec.internalTrafficPolicy", itp, TRAFFIC_POLICIES))
+    return errors
+
+
+def _endpoint_ip(path: str, value: str) -> list[FieldError]:
+    """ValidateEndpointIP: used for Endpoints addresses and, as upstream, for externalIPs."""
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        return [invalid(path, value, "must be a valid IP address, (e.g. 10.9.8.7)")]
+    errors = []
+    if ip.is_unspecified:
+        errors.append(invalid(path, value, f"may not be unspecified ({value})"))
+    if ip.is_loopback:
+        errors.append(invalid(path, value, "may not be in the loopback range (127.0.0.0/8, ::1/128)"))
+    if ip.is_link_local:
+        errors.append(invalid(path, value, "may not be in the link-local range (169.254.0.0/16, fe80::/10)"))
+    if ip in ipaddress.IPv4Network("224.0.0.0/24"):
+        errors.append(invalid(path, value, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"))
     return errors
 
 
 def _endpoints(obj: dict) -> list[FieldError]:
+    """ValidateEndpoints."""
     errors = []
     for i, subset in enumerate(obj.get("subsets") or []):
         for field_name in ("addresses", "notReadyAddresses"):
             for j, a in enumerate(subset.get(field_name) or []):
-                ap = f"subsets[{i}].{field_name}[{j}].ip"
+                ap = f"subsets[{i}].{field_name}[{j}]"
                 if not a.get("ip"):
-                    errors.append(required(ap))
-                    continue
-                try:
-                    ip = ipaddress.IPv4Address(a["ip"])
-                except ValueError:
-                    errors.append(invalid(ap, a["ip"], "must be a valid IP address, (e.g. 10.9.8.7)"))
-                    continue
-                if ip.is_loopback:
-                    errors.append(invalid(ap, a["ip"], "may not be in the loopback range (127.0.0.0/8, ::1/128)"))
-                elif ip.is_link_local or ip in ipaddress.IPv4Network("224.0.0.0/24"):
-                    errors.append(invalid(ap, a["ip"], "may not be in the link-local range (169.254.0.0/16, "
-                                                       "fe80::/10)" if ip.is_link_local else
-                                          "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"))
+                    errors.append(required(f"{ap}.ip"))
+                else:
+                    errors += _endpoint_ip(f"{ap}.ip", a["ip"])
+                if a.get("hostname"):
+                    errors += [invalid(f"{ap}.hostname", a["hostname"], m) for m in names.dns1123_label(a["hostname"])]
+                if a.get("nodeName"):
+                    errors += [invalid(f"{ap}.nodeName", a["nodeName"], m)
+                               for m in names.dns1123_subdomain(a["nodeName"])]
         ports = subset.get("ports") or []
         for j, p in enumerate(ports):
             pp = f"subsets[{i}].ports[{j}]"
             if len(ports) > 1 and not p.get("name"):
                 errors.append(required(f"{pp}.name"))
+            elif p.get("name"):
+                errors += [invalid(f"{pp}.name", p["name"], m) for m in names.dns1123_label(p["name"])]
             if "port" not in p:
                 errors.append(required(f"{pp}.port"))
             else:
                 errors += _port_range(f"{pp}.port", p["port"])
-            if p["protocol"] not in PROTOCOLS:
-                errors.append(unsupported(f"{pp}.protocol", p["protocol"], PROTOCOLS))
+            errors += _protocol(f"{pp}.protocol", p["protocol"])
     return errors
 
 

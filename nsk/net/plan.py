@@ -83,8 +83,15 @@ def netns_name(cluster: str, kind: str, *parts: str) -> str:
 
 
 def ifname(prefix: str, key: str) -> str:
-    """`prefix + key` when that fits IFNAMSIZ, else `prefix + hash(key)`: deterministic, unique."""
-    if len(prefix) + len(key) <= IFNAMSIZ and all(c.isalnum() or c in "-." for c in key):
+    """`prefix + key` when that is shorter than IFNAMSIZ, else `prefix + hash(key)`: deterministic, unique.
+
+    A hashed name is always exactly IFNAMSIZ long and a literal one shorter, so a key that
+    happens to look like another key's hash can never take that key's name. Only ASCII
+    letters, digits, '-' and '.' are used literally: the kernel counts bytes, not characters.
+    """
+    if IFNAMSIZ - len(prefix) < 8:
+        raise ValueError(f"interface name prefix {prefix!r} leaves too little room for a unique suffix")
+    if len(prefix) + len(key) < IFNAMSIZ and key and all(c.isascii() and (c.isalnum() or c in "-.") for c in key):
         return prefix + key
     return prefix + _hash(key, IFNAMSIZ - len(prefix))
 

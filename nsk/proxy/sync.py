@@ -27,20 +27,20 @@ class IptablesProxier:
         self.last_ports: dict[tuple, ServicePort] = {}
         self.last_sync_ms = 0.0
 
-    def sync(self, ports: list[ServicePort]) -> bool:
-        """Apply the rules for `ports` if they changed; True if the kernel was written."""
-        t = time.monotonic()
+    def plan(self, ports: list[ServicePort]) -> rules.Ruleset | None:
+        """The rules for `ports`, or None when the kernel already has them."""
         ruleset = rules.render(ports, self.ctx, self.previous)
-        if ruleset.text == self.last_text:
-            return False
-        iptables.restore(self.netns, ruleset.text)
+        return None if ruleset.text == self.last_text else ruleset
+
+    def applied(self, ports: list[ServicePort], ruleset: rules.Ruleset, started: float) -> None:
+        """Record a ruleset the caller has restored, and clear stale UDP conntrack entries."""
         self._clear_stale_udp(ports)
         self.previous = ruleset.nat_chains
         self.last_text = ruleset.text
-        self.last_sync_ms = (time.monotonic() - t) * 1000
+        self.last_sync_ms = (time.monotonic() - started) * 1000
         log.info("%s: synced %d service ports (%d nat, %d filter rules) in %.1f ms", self.netns, len(ports),
                  ruleset.nat_rules, ruleset.filter_rules, self.last_sync_ms)
-        return True
+
 
     def _clear_stale_udp(self, ports: list[ServicePort]) -> None:
         """UDP has no connection to end: conntrack entries keep sending a client to an
@@ -64,3 +64,14 @@ class IptablesProxier:
                     (old is None or not any(e.ready for e in old.endpoints)):
                 iptables.conntrack_delete(self.netns, "-p", "udp", "--orig-dst", new.cluster_ip)
         self.last_ports = now
+
+
+def sync_all(proxiers: list[IptablesProxier], ports: list[ServicePort]) -> int:
+    """Sync every node's rules, the restores running side by side; how many nodes changed."""
+    t = time.monotonic()
+    todo = [(p, rs) for p in proxiers if (rs := p.plan(ports)) is not None]
+    if todo:
+        iptables.restore_many([(p.netns, rs.text) for p, rs in todo])
+    for p, rs in todo:
+        p.applied(ports, rs, t)
+    return len(todo)
