@@ -44,7 +44,9 @@ def admit(obj: object, source: str = "") -> dict:
         meta["namespace"] = "default"  # kubectl's default namespace, also for `namespace: ""`
     ref = _ref_guess(obj)
     errors = check(obj, schema, "")
-    if obj.get("apiVersion") != api_version:
+    if obj.get("apiVersion") is None:
+        errors.append(required("apiVersion", f'kind "{kind}" is in version "{api_version}"'))
+    elif obj.get("apiVersion") != api_version:
         errors.append(invalid("apiVersion", obj.get("apiVersion"),
                               f'no matches for kind "{kind}" in version "{obj.get("apiVersion")}": '
                               f'use "{api_version}"'))
@@ -62,7 +64,7 @@ def _ref_guess(obj: dict) -> str:
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     name = meta.get("name") or meta.get("generateName") or ""
     ns = meta.get("namespace")
-    if ns and obj.get("kind") in KINDS and namespaced(obj["kind"]):
+    if ns and isinstance(obj.get("kind"), str) and obj["kind"] in KINDS and namespaced(obj["kind"]):
         return f"{ns}/{name}"
     return str(name)
 

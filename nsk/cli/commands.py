@@ -297,7 +297,8 @@ def describe(kind, name, namespace, all_namespaces, cluster):
     for o in objs:
         meta = o["metadata"]
         events = store.events(Key(k, meta.get("namespace", ""), meta["name"]))
-        texts.append(render(o, events, time.time()))
+        eps = store.get("Endpoints", meta.get("namespace", ""), meta["name"]) if k == "Service" else None
+        texts.append(render(o, events, time.time(), eps or ({} if k == "Service" else None)))
     click.echo("\n\n".join(texts), nl=False)
 
 

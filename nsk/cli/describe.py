@@ -30,7 +30,7 @@ def _events(events: list, now: float) -> list[str]:
     return ["Events:"] + ["  " + line for line in body.splitlines()]
 
 
-def describe(obj: dict, events: list, now: float | None = None) -> str:
+def describe(obj: dict, events: list, now: float | None = None, endpoints: dict | None = None) -> str:
     now = time.time() if now is None else now
     kind, meta = obj["kind"], obj["metadata"]
     spec, st = obj.get("spec") or {}, obj.get("status") or {}
@@ -107,7 +107,22 @@ def describe(obj: dict, events: list, now: float | None = None) -> str:
                      ("TargetPort", f"{p.get('targetPort')}/{p.get('protocol', 'TCP')}")]
             if p.get("nodePort"):
                 head.append(("NodePort", f"{p.get('name') or '<unset>'}  {p['nodePort']}/{p.get('protocol', 'TCP')}"))
+        if spec.get("externalIPs"):
+            head.append(("External IPs", ",".join(spec["externalIPs"])))
+        ingress = [i.get("ip") for i in (st.get("loadBalancer") or {}).get("ingress") or []]
+        if ingress:
+            head.append(("LoadBalancer Ingress", ", ".join(ingress)))
+        if spec.get("externalName"):
+            head.append(("External Name", spec["externalName"]))
+        if endpoints is not None:
+            pairs = [f"{a['ip']}:{p['port']}" for sub in endpoints.get("subsets") or [] for p in sub.get("ports") or []
+                     for a in sub.get("addresses") or []]
+            head.append(("Endpoints", ",".join(pairs) or "<none>"))
         head.append(("Session Affinity", spec.get("sessionAffinity", "None")))
+        if spec.get("externalTrafficPolicy"):
+            head.append(("External Traffic Policy", spec["externalTrafficPolicy"]))
+        if spec.get("internalTrafficPolicy"):
+            head.append(("Internal Traffic Policy", spec["internalTrafficPolicy"]))
         lines += _kv(head)
     else:
         head += _labels_rows("Labels", meta.get("labels"))

@@ -37,8 +37,10 @@ spec:
 
 
 def service(name: str, **spec) -> str:
+    """A Service manifest selecting the test's Pods; a field given as None is left out."""
+    full = {"selector": {"app": "MyApp"}, "ports": [{"port": 80, "targetPort": 9376}], **spec}
     body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"selector": {"app": "MyApp"}, "ports": [{"port": 80, "targetPort": 9376}], **spec}}
+            "spec": {k: v for k, v in full.items() if v is not None}}
     return "---\n" + json.dumps(body) + "\n"
 
 
@@ -335,3 +337,30 @@ spec:
     finally:
         if os.path.exists(marker):
             os.unlink(marker)
+
+
+def test_expose_headless_and_type_changes(cluster):
+    cluster.up(CLUSTER.format(replicas=2))
+    assert cluster.nsk("expose", "deployment/app", "--port", "80", "--target-port", "http").stdout == \
+        "service/app exposed\n"
+    svc = cluster.get("svc", "app")
+    assert svc["spec"]["selector"] == {"app": "MyApp"} and svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert set(hits(cluster, "node/node-1", svc["spec"]["clusterIP"], 30)) == pod_names(cluster)
+    text = cluster.nsk("describe", "svc", "app").stdout
+    assert "Endpoints:" in text and ":9376" in text
+    # headless: no virtual IP, no rules
+    cluster.apply(service("headless", clusterIP="None"))
+    assert cluster.get("svc", "headless")["spec"]["clusterIP"] == "None"
+    wait_for(lambda: len(cluster.get("endpoints", "headless").get("subsets", [{}])[0].get("addresses", [])) == 2,
+             what="headless endpoints")
+    assert "default/headless" not in cluster.nsk("rules", "--node", "node-1").stdout
+    # ExternalName -> ClusterIP -> ExternalName on a live Service
+    cluster.apply(service("db", type="ExternalName", externalName="my.database.example.com", selector=None,
+                          ports=None))
+    assert "clusterIP" not in cluster.get("svc", "db")["spec"]
+    cluster.apply(service("db"))
+    cip = cluster.get("svc", "db")["spec"]["clusterIP"]
+    wait_for(lambda: set(hits(cluster, "node/node-1", cip, 20)) == pod_names(cluster), what="db's rules")
+    cluster.apply(service("db", type="ExternalName", externalName="my.database.example.com", selector=None,
+                          ports=None))
+    wait_for(lambda: "default/db" not in cluster.nsk("rules", "--node", "node-1").stdout, what="db's rules to go")
