@@ -30,28 +30,48 @@ def read_file(path: str) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping.
+    """PyYAML's safe loader, made to read a manifest as kubectl (sigs.k8s.io/yaml) does.
 
-    PyYAML keeps the last value silently; kubectl (sigs.k8s.io/yaml) rejects the file
-    ("mapping key ... already defined"). A lab's `replicas:` written twice must not pass.
+    - A key given twice in one mapping is an error: PyYAML would keep the last value
+      silently, and a lab's `replicas:` written twice must not pass.
+    - Integer, float and boolean keys become strings (`1:` is "1", `true:` is "true"), as
+      the YAML-to-JSON conversion makes them; in a Python dict `true` and `1` would be one key.
     """
 
     def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue  # `<<:` merges may be overridden, that is their purpose
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark)
-                except TypeError:
-                    continue  # an unhashable key: the base class reports it
-                if first is not key_node.start_mark:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f'mapping key "{key}" already defined at line {first.line + 1}',
-                        key_node.start_mark)
-        return super().construct_mapping(node, deep)
+        if not isinstance(node, yaml.MappingNode):
+            return super().construct_mapping(node, deep)
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merges may be overridden, that is their purpose
+            key = _json_key(self.construct_object(key_node, deep=True))
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: reported below
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'mapping key "{key}" already defined at line {first.line + 1}', key_node.start_mark)
+        self.flatten_mapping(node)
+        mapping = {}
+        for key_node, value_node in node.value:
+            key = _json_key(self.construct_object(key_node, deep=deep))
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        "found unhashable key", key_node.start_mark) from None
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+def _json_key(key: object) -> object:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, (int, float)):
+        return str(key)
+    return key
 
 
 _TYPE_WORDS = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}

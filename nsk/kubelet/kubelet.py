@@ -160,8 +160,9 @@ class Kubelet:
             with open(os.path.join(etc_dir, fname), "w") as f:
                 f.write(text)
         bound = {**pod, "spec": {**spec, "nodeName": self.node.name}}
+        services = self.store.list("Service")  # those that exist now: a later one adds no variables
         for c in spec["containers"]:
-            env = podfiles.environment(bound, c, ip, self.node.ip, BASE_ENV)
+            env = podfiles.environment(bound, c, ip, self.node.ip, BASE_ENV, services)
             run.containers[c["name"]] = ContainerRun(c["name"], c, env)
         self.store.own("sandbox", str(k), json.dumps({
             "uid": run.uid, "netns": ns_name, "etc": etc_dir, "ip": ip, "node": self.node.name,

@@ -61,12 +61,56 @@ def hosts_file(pod: dict, pod_ip: str, cfg: ClusterConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def environment(pod: dict, container: dict, pod_ip: str, host_ip: str, base: dict) -> dict:
-    """A container's environment: the base (PATH, HOME), HOSTNAME, then its `env` in order,
-    with `$(VAR)` references expanded and the Pod fields kubelet offers through fieldRef."""
+def service_environment(services: list[dict]) -> dict:
+    """kubelet's Service variables (envvars.FromServices) for these Services, in order:
+    {SVC}_SERVICE_HOST/_PORT/_PORT_<NAME> and the Docker-links set {SVC}_PORT..."""
+    env: dict[str, str] = {}
+    for svc in sorted(services, key=lambda s: s["metadata"]["name"]):
+        spec = svc["spec"]
+        ip = spec.get("clusterIP")
+        if spec.get("type") == "ExternalName" or ip in (None, "", "None") or not spec.get("ports"):
+            continue
+        name = svc["metadata"]["name"].upper().replace("-", "_")
+        ports = spec["ports"]
+        env[f"{name}_SERVICE_HOST"] = ip
+        env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+        for p in ports:
+            if p.get("name"):
+                env[f"{name}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}"] = str(p["port"])
+        first = ports[0]
+        env[f"{name}_PORT"] = f"{first.get('protocol', 'TCP').lower()}://{ip}:{first['port']}"
+        for p in ports:
+            proto = p.get("protocol", "TCP")
+            prefix = f"{name}_PORT_{p['port']}_{proto}"
+            env[prefix] = f"{proto.lower()}://{ip}:{p['port']}"
+            env[f"{prefix}_PROTO"] = proto.lower()
+            env[f"{prefix}_PORT"] = str(p["port"])
+            env[f"{prefix}_ADDR"] = ip
+    return env
+
+
+def visible_services(pod: dict, services: list[dict]) -> list[dict]:
+    """The Services whose variables a Pod gets when it starts: those of its namespace
+    (unless enableServiceLinks is false) and the `kubernetes` Service of `default`."""
+    ns = pod["metadata"]["namespace"]
+    links = pod["spec"].get("enableServiceLinks", True)
+    out = {}
+    for s in services:
+        m = s["metadata"]
+        if (m["namespace"] == ns and links) or (m["namespace"] == "default" and m["name"] == "kubernetes"):
+            out[m["name"]] = s
+    return list(out.values())
+
+
+def environment(pod: dict, container: dict, pod_ip: str, host_ip: str, base: dict,
+                services: list[dict] = ()) -> dict:
+    """A container's environment: the base (PATH, HOME), HOSTNAME, the Service variables,
+    then its `env` in order (which wins), with `$(VAR)` references expanded and the Pod
+    fields kubelet offers through fieldRef."""
     meta, spec = pod["metadata"], pod["spec"]
     env = dict(base)
     env["HOSTNAME"] = spec.get("hostname") or meta["name"]
+    env.update(service_environment(visible_services(pod, list(services))))
     fields = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
               "metadata.uid": meta.get("uid", ""), "spec.nodeName": spec.get("nodeName", ""),
               "spec.serviceAccountName": spec.get("serviceAccountName", "default"),

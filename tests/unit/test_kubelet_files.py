@@ -58,3 +58,40 @@ def test_environment_expands_references_and_fields():
 def test_argv():
     assert podfiles.argv({"image": "nginx"}, {}) is None
     assert podfiles.argv({"command": ["sh", "-c"], "args": ["echo $(X)"]}, {"X": "1"}) == ["sh", "-c", "echo 1"]
+
+
+def svc(name, ns="prod", **spec):
+    return {"metadata": {"name": name, "namespace": ns}, "spec": {"clusterIP": "10.0.0.11", **spec}}
+
+
+def test_service_variables_as_the_source_lists_them():
+    redis = svc("redis-master", ports=[{"port": 6379, "protocol": "TCP"}])
+    env = podfiles.environment(pod(), {"name": "c"}, "10.244.1.7", "172.18.0.2", {}, [redis])
+    assert {k: v for k, v in env.items() if k.startswith("REDIS")} == {
+        "REDIS_MASTER_SERVICE_HOST": "10.0.0.11",
+        "REDIS_MASTER_SERVICE_PORT": "6379",
+        "REDIS_MASTER_PORT": "tcp://10.0.0.11:6379",
+        "REDIS_MASTER_PORT_6379_TCP": "tcp://10.0.0.11:6379",
+        "REDIS_MASTER_PORT_6379_TCP_PROTO": "tcp",
+        "REDIS_MASTER_PORT_6379_TCP_PORT": "6379",
+        "REDIS_MASTER_PORT_6379_TCP_ADDR": "10.0.0.11",
+    }
+
+
+def test_service_variables_named_ports_other_namespaces_and_links_off():
+    multi = svc("my-service", ports=[{"name": "http", "port": 80, "protocol": "TCP"},
+                                     {"name": "dns-udp", "port": 53, "protocol": "UDP"}])
+    other = svc("elsewhere", ns="default", ports=[{"port": 1}])
+    headless = svc("headless", clusterIP="None", ports=[{"port": 1}])
+    ext = svc("ext", type="ExternalName", ports=[{"port": 1}])
+    env = podfiles.environment(pod(), {"name": "c", "env": [{"name": "MY_SERVICE_SERVICE_HOST", "value": "mine"}]},
+                               "10.244.1.7", "172.18.0.2", {}, [multi, other, headless, ext])
+    assert env["MY_SERVICE_SERVICE_PORT"] == "80" and env["MY_SERVICE_SERVICE_PORT_HTTP"] == "80"
+    assert env["MY_SERVICE_SERVICE_PORT_DNS_UDP"] == "53" and env["MY_SERVICE_PORT_53_UDP_PROTO"] == "udp"
+    assert env["MY_SERVICE_SERVICE_HOST"] == "mine"  # the container's own env wins
+    assert not any(k.startswith(("ELSEWHERE", "HEADLESS", "EXT_")) for k in env)
+    off = podfiles.environment(pod(enableServiceLinks=False), {"name": "c"}, "10.244.1.7", "172.18.0.2", {},
+                               [multi, svc("kubernetes", ns="default", clusterIP="10.96.0.1",
+                                           ports=[{"name": "https", "port": 443}])])
+    assert not any(k.startswith("MY_SERVICE") for k in off)
+    assert off["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"  # the master Service stays
