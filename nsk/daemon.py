@@ -125,7 +125,9 @@ class ControlPlane:
             except InterruptedError:
                 continue
             for sel_key, _ in events:
-                sel_key.data()
+                # an earlier callback of this batch may have closed this fd (a probe timed out)
+                if self.sel.get_map().get(sel_key.fd) is sel_key:
+                    sel_key.data()
         for k in self.kubelets.values():
             k.close()
         log.info("control plane stopped")

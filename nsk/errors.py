@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 
@@ -30,7 +31,8 @@ class FieldError:
 
 def _show(value: object) -> str:
     if isinstance(value, str):
-        return f'"{value}"'
+        # Go's %q as apimachinery prints it: a quote or a newline cannot break the one-line error
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:

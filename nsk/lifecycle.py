@@ -66,6 +66,30 @@ def namespace_object(name: str) -> dict:
             "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
 
 
+def dns_objects(cfg) -> list[dict]:
+    """The cluster DNS add-on as kubeadm installs it: the `coredns` Deployment (label
+    k8s-app=kube-dns) behind the `kube-dns` Service at the Cluster's dns.clusterIP. Its
+    image, nsk/dns, is nsk's own DNS server."""
+    from nsk.api.validation import admit
+    labels = {"k8s-app": "kube-dns"}
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+              "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                       "template": {"metadata": {"labels": labels},
+                                    "spec": {"dnsPolicy": "Default", "containers": [{
+                                        "name": "coredns", "image": "nsk/dns",
+                                        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
+                                        "readinessProbe": {"tcpSocket": {"port": 53}, "periodSeconds": 2}}]}}}}
+    svc = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                        "labels": {**labels, "kubernetes.io/name": "CoreDNS"}},
+           "spec": {"selector": labels, "clusterIP": cfg.dns_cluster_ip,
+                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                              {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
+    return [admit(deploy), admit(svc)]
+
+
 def control_plane_pid(store: Store):
     from nsk.kernel import process
     refs = [process.ProcRef.from_str(n) for _, n, _ in store.owned("control-plane")]
@@ -84,6 +108,8 @@ def _fill(store: Store, m: Manifest, p: ClusterPlan, source: str) -> None:
                 store.put(namespace_object(ns))
         for n in p.nodes:
             store.put(node_object(n))
+        for obj in dns_objects(m.cluster):
+            write(store, obj, m.cluster, source)
         for obj in m.objects:
             write(store, obj, m.cluster, source)
 
@@ -166,7 +192,7 @@ def _pod_up(pod: dict) -> bool:
 
 def _expected_pods(m: Manifest) -> int:
     return sum(o["spec"]["replicas"] if o["kind"] == "Deployment" else 1
-               for o in m.objects if o["kind"] in ("Deployment", "Pod"))
+               for o in [*m.objects, *dns_objects(m.cluster)] if o["kind"] in ("Deployment", "Pod"))
 
 
 def _in_use(name: str) -> str:

@@ -136,10 +136,13 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
         errors.append(invalid("spec.networking.podSubnet", pod_s, "must be /24 or larger: every node gets a /24"))
     elif pod_net is not None and 2 ** (24 - pod_net.prefixlen) - 1 < len(nodes):
         errors.append(invalid("spec.networking.podSubnet", pod_s,
-                              f"too small for {len(nodes)} nodes: it holds {2 ** (24 - pod_net.prefixlen) - 1} "
-                              "node /24s (the first /24 is not used)"))
+                              f"too small for {_nodes(len(nodes))}: each node gets a /24 and the first /24 is not "
+                              f"used, so it must be /{24 - (len(nodes)).bit_length()} or larger"))
     if node_net is not None and node_net.num_addresses - 3 < len(nodes):
-        errors.append(invalid("spec.networking.nodeSubnet", node_s, f"too small for {len(nodes)} nodes and a router"))
+        # network, router and broadcast addresses, then one per node
+        errors.append(invalid("spec.networking.nodeSubnet", node_s,
+                              f"too small for {_nodes(len(nodes))} and a router: it must be "
+                              f"/{32 - (len(nodes) + 2).bit_length()} or larger"))
     nets = [("spec.networking.podSubnet", pod_net), ("spec.networking.serviceSubnet", svc_net),
             ("spec.networking.nodeSubnet", node_net), ("spec.external.subnet", ext_net),
             ("spec.loadBalancer.pool", lb_net)]
@@ -179,8 +182,13 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
     if dns_ip is None and svc_net is not None:
         dns_ip = str(svc_net.network_address + 10)
     if dns_ip is not None and svc_net is not None:
-        if not _ip_in(dns_ip, svc_net):
-            errors.append(invalid("spec.dns.clusterIP", dns_ip, f"must be an address in serviceSubnet {svc_s}"))
+        # the subnet's own address, its broadcast address and its first address (the
+        # `kubernetes` Service's, as the API server reserves it) cannot be kube-dns's
+        if not _ip_in(dns_ip, svc_net) or dns_ip in (str(svc_net.network_address), str(svc_net.network_address + 1),
+                                                     str(svc_net.broadcast_address)):
+            errors.append(invalid("spec.dns.clusterIP", dns_ip, f"must be an address in serviceSubnet {svc_s} "
+                                                                f"other than {svc_net.network_address + 1}, which is "
+                                                                "the kubernetes Service's"))
     ttl = dns.get("ttl", dflt.dns_ttl)
     if ttl < 0:
         errors.append(invalid("spec.dns.ttl", ttl, "must be greater than or equal to 0"))
@@ -218,6 +226,10 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
         node_port_range=port_range, node_port_addresses=npa, cluster_domain=domain, proxy_mode=mode,
         ipvs_scheduler=scheduler, dns_cluster_ip=dns_ip, dns_upstream=tuple(dns.get("upstream") or ()),
         dns_ttl=ttl, external_subnet=ext_s, hosts=tuple(hosts), lb_pool=lb_s)
+
+
+def _nodes(n: int) -> str:
+    return f"{n} node" if n == 1 else f"{n} nodes"
 
 
 def _ip_in(ip: str, net: ipaddress.IPv4Network) -> bool:

@@ -8,6 +8,7 @@ import yaml
 
 from nsk.api.cluster import ClusterConfig, parse_cluster
 from nsk.api.objects import key
+from nsk.api.schema import json_key
 from nsk.api.validation import admit
 from nsk.errors import NskError
 
@@ -38,6 +39,14 @@ class _StrictLoader(yaml.SafeLoader):
       the YAML-to-JSON conversion makes them; in a Python dict `true` and `1` would be one key.
     """
 
+    def compose_document(self):
+        node = super().compose_document()
+        if _expanded_size(node, {}) > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"the document expands to more than {MAX_NODES} values through its aliases "
+                            "(refused, as kubectl refuses excessive aliasing)", node.start_mark)
+        return node
+
     def construct_mapping(self, node, deep=False):
         if not isinstance(node, yaml.MappingNode):
             return super().construct_mapping(node, deep)
@@ -45,7 +54,7 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<:` merges may be overridden, that is their purpose
-            key = _json_key(self.construct_object(key_node, deep=True))
+            key = json_key(self.construct_object(key_node, deep=True))
             try:
                 first = seen.setdefault(key, key_node.start_mark)
             except TypeError:
@@ -56,7 +65,7 @@ class _StrictLoader(yaml.SafeLoader):
         self.flatten_mapping(node)
         mapping = {}
         for key_node, value_node in node.value:
-            key = _json_key(self.construct_object(key_node, deep=deep))
+            key = json_key(self.construct_object(key_node, deep=deep))
             try:
                 hash(key)
             except TypeError:
@@ -66,12 +75,24 @@ class _StrictLoader(yaml.SafeLoader):
         return mapping
 
 
-def _json_key(key: object) -> object:
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    if isinstance(key, (int, float)):
-        return str(key)
-    return key
+# The most values one document may stand for once its aliases are expanded: far above any
+# real manifest, and low enough that a "billion laughs" is refused before it is built and walked.
+MAX_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict) -> int:
+    """The number of values the node stands for once every alias is expanded."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a cycle counts once; PyYAML builds it as a shared object
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(n, memo) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
 
 
 _TYPE_WORDS = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
@@ -92,6 +113,8 @@ def parse_documents(text: str, source: str) -> list[dict]:
         raise NskError(f"{source}: {where}{e.problem or e.context}") from e
     except yaml.YAMLError as e:
         raise NskError(f"{source}: not valid YAML: {e}") from e
+    except RecursionError as e:  # PyYAML parses nested collections recursively
+        raise NskError(f"{source}: not valid YAML: nested too deeply") from e
     out = []
     for i, doc in enumerate(docs):
         if not isinstance(doc, dict):

@@ -154,24 +154,25 @@ def normalize(value: object, schema: object) -> object:
 
     YAML makes nulls easy to write by accident (`replicas:` with nothing after it); the
     API server's JSON decoding turns them into absent fields and zero values, so the
-    rules below never see None. Keys are turned into strings as sigs.k8s.io/yaml does.
+    validation rules never see None. Keys are turned into strings as sigs.k8s.io/yaml does.
     """
     if isinstance(schema, Obj) and isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            k = _key(k)
+            k = json_key(k)
             if v is None and k in schema.fields:
                 continue
             out[k] = normalize(v, schema.fields[k]) if k in schema.fields else v
         return out
     if isinstance(schema, MapOf) and isinstance(value, dict):
-        return {_key(k): _zero(schema.value) if v is None else normalize(v, schema.value) for k, v in value.items()}
+        return {json_key(k): _zero(schema.value) if v is None else normalize(v, schema.value) for k, v in value.items()}
     if isinstance(schema, ListOf) and isinstance(value, list):
         return [_zero(schema.item) if v is None else normalize(v, schema.item) for v in value]
     return value
 
 
-def _key(k: object) -> object:
+def json_key(k: object) -> object:
+    """A YAML mapping key as sigs.k8s.io/yaml turns it into a JSON key: 1 -> "1", true -> "true"."""
     if isinstance(k, bool):
         return "true" if k else "false"
     if isinstance(k, (int, float)):

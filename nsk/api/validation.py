@@ -22,7 +22,6 @@ DNS_POLICIES = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]
 SERVICE_TYPES = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]
 TRAFFIC_POLICIES = ["Cluster", "Local"]
 AFFINITIES = ["ClientIP", "None"]
-SELECTOR_OPERATORS = ["In", "NotIn", "Exists", "DoesNotExist"]
 HTTP_SCHEMES = ["HTTP", "HTTPS"]
 
 
@@ -247,6 +246,8 @@ def _probe(pr: dict, path: str, single_success: bool) -> list[FieldError]:
         errors.append(required(path, "must specify a handler type"))
     for h in handlers[1:]:
         errors.append(FieldError(f"{path}.{h}", "Forbidden", detail="may not specify more than 1 handler type"))
+    if pr.get("exec") is not None and not pr["exec"].get("command"):
+        errors.append(required(f"{path}.exec.command"))
     for h in ("httpGet", "tcpSocket"):
         if pr.get(h) is not None:
             errors += _port_num_or_name(f"{path}.{h}.port", pr[h].get("port", 0))

@@ -26,6 +26,7 @@ log = logging.getLogger("nsk.kubelet")
 BACKOFF_START = 10.0  # kubelet's container restart back-off: 10 s doubling to 5 min,
 BACKOFF_MAX = 300.0  # reset after 10 minutes of running
 BACKOFF_RESET = 600.0
+DNS_IMAGE = "nsk/dns"  # the image name that runs nsk's DNS server instead of the built-in HTTP server
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
@@ -193,6 +194,11 @@ class Kubelet:
         path = self.log_path(run.key, c.name)
         if argv is not None:
             ref = process.spawn(box, path, argv=argv, cwd=c.spec.get("workingDir"))
+        elif c.spec.get("image", "").split(":")[0] == DNS_IMAGE:
+            from nsk.dns.server import Server
+            dns = Server(self.run_dir, self.cfg.cluster_domain, self.cfg.dns_cluster_ip, self.cfg.dns_ttl,
+                         self.cfg.dns_upstream, f"{run.key.namespace}_{run.key.name}")
+            ref = process.spawn(box, path, target=dns.serve, comm=run.key.name)
         else:
             tcp = [p["containerPort"] for p in c.spec.get("ports") or [] if p["protocol"] == "TCP"]
             udp = [p["containerPort"] for p in c.spec.get("ports") or [] if p["protocol"] == "UDP"]

@@ -135,6 +135,8 @@ class Prober:
 
     def _connected(self, s: ProbeState) -> None:
         sock = s.sock
+        if sock is None:
+            return
         self.unwatch(sock.fileno())
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         where = f"{s.pending['host']}:{s.pending['port']}"
@@ -153,6 +155,8 @@ class Prober:
         self.watch(sock.fileno(), lambda: self._http_read(s))
 
     def _http_read(self, s: ProbeState) -> None:
+        if s.sock is None:
+            return
         try:
             chunk = s.sock.recv(4096)
         except BlockingIOError:
@@ -168,6 +172,8 @@ class Prober:
         self._result(s, 200 <= code < 400, f"HTTP probe failed with statuscode: {code}")
 
     def _exec_done(self, s: ProbeState) -> None:
+        if s.proc is None:
+            return
         code = process.exit_status(s.proc.pid)
         self._result(s, code == 0, f"command {s.spec['exec']['command']} exited with {code}")
 

@@ -26,6 +26,7 @@ from nsk.api.objects import Key, key
 
 RUN_ROOT = "/run/nsk"
 NOTIFY = "notify.sock"
+WATCH_DIR = "watch"  # one datagram socket per other watcher
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -94,8 +95,14 @@ class Store:
                 self.wake()
 
     def wake(self) -> None:
+        """Tell the control plane, and every other watcher (the DNS servers), that a write happened."""
+        paths = [os.path.join(self.dir, NOTIFY)]
+        watch = os.path.join(self.dir, WATCH_DIR)
         with contextlib.suppress(OSError):
-            self._notify.sendto(b"!", os.path.join(self.dir, NOTIFY))
+            paths += [os.path.join(watch, n) for n in os.listdir(watch)]
+        for path in paths:
+            with contextlib.suppress(OSError):
+                self._notify.sendto(b"!", path)
 
     def _bump(self) -> int:
         self._dirty = True

@@ -170,7 +170,7 @@ def test_scale_up_and_down(cluster):
         assert cluster.exec("node/node-2", "curl", "-s", "--max-time", "5", f"{ip}/healthz").stdout == "ok\n"
     cluster.nsk("scale", "deployment/web", "--replicas", "2")
     wait_for(lambda: len(cluster.pods()) == 2 and len(running(cluster.pods())) == 2, what="2 Pods")
-    netns = [n for n in os.listdir("/run/netns") if n.startswith(f"nsk_{cluster.name}_pod_")]
+    netns = [n for n in os.listdir("/run/netns") if n.startswith(f"nsk_{cluster.name}_pod_default_")]
     assert len(netns) == 2
     line = cluster.nsk("get", "deployments").stdout.splitlines()[1].split()
     assert line[:4] == ["web", "2/2", "2", "2"]

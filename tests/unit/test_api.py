@@ -344,6 +344,19 @@ def test_list_kind_is_flattened_and_empty_documents_skipped():
     assert [o["metadata"]["name"] for o in objects(text)] == ["a", "b"]
 
 
+def test_an_alias_bomb_is_refused_before_it_is_expanded():
+    """A "billion laughs" (9 levels of 9 aliases: 387 million values) fails at once instead of hanging."""
+    lines = ["apiVersion: v1", "kind: Service", "metadata:", "  name: web", "  annotations:", '    a0: &a0 "lol"']
+    lines += [f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    assert error("\n".join(lines) + "\n") == (
+        "f.yaml: line 1, column 1: the document expands to more than 100000 values through its aliases "
+        "(refused, as kubectl refuses excessive aliasing)")
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    assert error("a: " + "[" * 5000 + "]" * 5000 + "\n") == "f.yaml: not valid YAML: nested too deeply"
+
+
 def test_yaml_merge_keys_are_not_duplicates():
     text = ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
             "spec:\n  ports:\n  - &p {port: 80, name: http}\n  - <<: *p\n    port: 81\n    name: alt\n")
@@ -710,6 +723,8 @@ C = "spec.containers[0]"
      f"{C}.readinessProbe: Required value: must specify a handler type"),
     ("[{name: c, image: x, readinessProbe: {exec: {command: [cat]}, tcpSocket: {port: 80}}}]", "",
      f"{C}.readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type"),
+    ("[{name: c, image: x, startupProbe: {exec: {command: []}}}]", "",
+     f"{C}.startupProbe.exec.command: Required value"),
     ("[{name: c, image: x, readinessProbe: {httpGet: {path: /healthz}}}]", "",
      f"{C}.readinessProbe.httpGet.port: Invalid value: 0: must be between 1 and 65535, inclusive"),
     ("[{name: c, image: x, readinessProbe: {tcpSocket: {port: Web}}}]", "",
@@ -871,9 +886,6 @@ def test_invalid_object_text():
     assert isinstance(two, NskError) and two.kind == "Service" and len(two.errors) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="nsk/errors.py (outside this task's files) prints string values unquoted: "
-                                       "a name with a quote or newline breaks the one-line error; apimachinery "
-                                       "uses Go's %q")
 def test_string_values_are_quoted_like_go():
     assert str(invalid("metadata.name", 'a"b\nc', "bad")) == 'metadata.name: Invalid value: "a\\"b\\nc": bad'
 

@@ -1,0 +1,161 @@
+"""The cluster zone as data, after the Kubernetes DNS specification (kubernetes/dns
+docs/specification.md) and CoreDNS's `kubernetes` plugin (pure).
+
+Names in the zone (<zone> = cluster domain, e.g. cluster.local):
+
+    <svc>.<ns>.svc.<zone>                A  clusterIP | A per ready endpoint (headless) | CNAME (ExternalName)
+    <ep>.<svc>.<ns>.svc.<zone>           A  a headless Service's endpoint; <ep> = hostname or a-b-c-d
+    _<port>._<proto>.<svc>.<ns>.svc.<zone>  SRV per named port (per endpoint when headless)
+    a-b-c-d.<ns>.pod.<zone>              A  a.b.c.d
+    d.c.b.a.in-addr.arpa                 PTR Service IPs and headless endpoints
+    dns-version.<zone>                   TXT "1.1.0"
+    <zone>                               SOA, NS
+
+`answer()` picks the reply code in one place: NOERROR with records, NOERROR without
+(NODATA: the name exists, not that type; SOA in authority), or NXDOMAIN.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+A, NS, CNAME, SOA, PTR, TXT, SRV, AAAA, ANY = "A", "NS", "CNAME", "SOA", "PTR", "TXT", "SRV", "AAAA", "ANY"
+SCHEMA_VERSION = "1.1.0"
+
+
+@dataclass(frozen=True)
+class RR:
+    name: str  # lower case, with the trailing dot
+    type: str
+    data: str  # zone-file rdata: "10.96.0.2", "0 100 80 web.default.svc.cluster.local."
+    ttl: int
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.ttl} IN {self.type} {self.data}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    rcode: str  # NOERROR, NXDOMAIN, REFUSED
+    answer: tuple[RR, ...] = ()
+    authority: tuple[RR, ...] = ()
+    additional: tuple[RR, ...] = ()
+    authoritative: bool = True
+
+
+@dataclass
+class Zone:
+    domain: str  # "cluster.local." (lower case, trailing dot)
+    ttl: int
+    dns_ip: str
+    records: dict[tuple[str, str], list[RR]] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)  # every name that exists (also empty non-terminals)
+
+    def add(self, name: str, rtype: str, data: str) -> None:
+        name = name.lower()
+        self.records.setdefault((name, rtype), []).append(RR(name, rtype, data, self.ttl))
+        labels = name.split(".")
+        for i in range(len(labels) - 1):
+            self.names.add(".".join(labels[i:]))
+
+    def soa(self) -> RR:
+        return RR(self.domain, SOA, f"ns.dns.{self.domain} hostmaster.{self.domain} 1 7200 1800 86400 {self.ttl}",
+                  self.ttl)
+
+    def in_zone(self, qname: str) -> bool:
+        return qname == self.domain or qname.endswith("." + self.domain) or qname.endswith(".in-addr.arpa.")
+
+
+def _dashed(ip: str) -> str:
+    return ip.replace(".", "-")
+
+
+def _reverse(ip: str) -> str:
+    return ipaddress.IPv4Address(ip).reverse_pointer + "."
+
+
+def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str, ttl: int = 5) -> Zone:
+    """Every record of the cluster zone for these objects."""
+    d = domain.lower().rstrip(".") + "."
+    z = Zone(d, ttl, dns_ip)
+    z.add(d, SOA, z.soa().data)
+    z.add(d, NS, f"ns.dns.{d}")
+    z.add(f"ns.dns.{d}", A, dns_ip)
+    z.add(f"dns-version.{d}", TXT, f'"{SCHEMA_VERSION}"')
+    eps = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in endpoints}
+    for svc in services:
+        meta, spec = svc["metadata"], svc["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        base = f"{name}.{ns}.svc.{d}"
+        z.names.add(f"{ns}.svc.{d}")
+        if spec.get("type") == "ExternalName":
+            z.add(base, CNAME, spec["externalName"].rstrip(".").lower() + ".")
+            continue
+        cip = spec.get("clusterIP")
+        if cip and cip != "None":
+            z.add(base, A, cip)
+            z.add(_reverse(cip), PTR, base)
+            for p in spec.get("ports") or []:
+                if p.get("name"):
+                    z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV, f"0 100 {p['port']} {base}")
+            continue
+        # headless: the ready endpoints themselves
+        ep = eps.get((ns, name)) or {}
+        for sub in ep.get("subsets") or []:
+            for a in sub.get("addresses") or []:
+                host = f"{a.get('hostname') or _dashed(a['ip'])}.{base}"
+                z.add(base, A, a["ip"])
+                z.add(host, A, a["ip"])
+                z.add(_reverse(a["ip"]), PTR, host)
+                for p in sub.get("ports") or []:
+                    if p.get("name"):
+                        z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV,
+                              f"0 100 {p['port']} {host}")
+        z.names.add(base)  # a headless Service without ready endpoints: the name exists, NXDOMAIN for A
+    # SRV weights: an equal share of 100 each, as CoreDNS gives them
+    for (n, t), rrs in z.records.items():
+        if t == SRV and len(rrs) > 1:
+            w = max(1, 100 // len(rrs))
+            z.records[(n, t)] = [RR(r.name, r.type, " ".join([r.data.split()[0], str(w)] + r.data.split()[2:]),
+                                    r.ttl) for r in rrs]
+    return z
+
+
+def _pod_record(z: Zone, qname: str) -> list[RR]:
+    """a-b-c-d.<ns>.pod.<zone>: CoreDNS's `pods insecure` answers with the address in the name."""
+    rest = qname[: -len(z.domain) - 1]
+    labels = rest.split(".")
+    if len(labels) != 3 or labels[2] != "pod":
+        return []
+    try:
+        ip = str(ipaddress.IPv4Address(labels[0].replace("-", ".")))
+    except ValueError:
+        return []
+    return [RR(qname, A, ip, z.ttl)]
+
+
+def answer(z: Zone, qname: str, qtype: str) -> Reply:
+    """The reply to one question; REFUSED outside the zone (the server forwards those if it can)."""
+    q = qname.lower()
+    if not q.endswith("."):
+        q += "."
+    if not z.in_zone(q):
+        return Reply("REFUSED", authoritative=False)
+    found = z.records.get((q, qtype), [])
+    if qtype == ANY:
+        found = [rr for (n, _), rrs in z.records.items() if n == q for rr in rrs]
+    if not found and qtype in (A, ANY):
+        found = _pod_record(z, q)
+    if not found and qtype != CNAME and (q, CNAME) in z.records:
+        found = z.records[(q, CNAME)]  # the CNAME answers every type; the client follows it
+    additional: list[RR] = []
+    if qtype == SRV:
+        for rr in found:
+            target = rr.data.split()[3]
+            additional += z.records.get((target, A), [])
+    if found:
+        return Reply("NOERROR", tuple(found), (), tuple(additional))
+    exists = q in z.names or any(n == q for n, _ in z.records) or bool(_pod_record(z, q))
+    return Reply("NOERROR" if exists else "NXDOMAIN", (), (z.soa(),))

@@ -1,0 +1,238 @@
+"""The cluster DNS server (dnslib wire format), run as the kube-dns Pods' container.
+
+It reads Services and Endpoints from the cluster's store and rebuilds the zone when the
+store says something changed (a datagram on its watch socket), so answers follow the
+cluster within milliseconds. UDP and TCP on port 53, one thread, one selector. Malformed
+queries get FORMERR or are dropped; nothing a client sends can stop it.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+from dnslib import CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSHeader, DNSRecord
+from dnslib.dns import DNSError
+
+from nsk.dns import records
+
+MAX_TCP = 65535
+
+
+def _rdata(rr: records.RR):
+    f = rr.data.split()
+    if rr.type == records.A:
+        return A(rr.data)
+    if rr.type == records.CNAME:
+        return CNAME(rr.data)
+    if rr.type == records.PTR:
+        return PTR(rr.data)
+    if rr.type == records.NS:
+        return NS(rr.data)
+    if rr.type == records.TXT:
+        return TXT(rr.data.strip('"'))
+    if rr.type == records.SRV:
+        return SRV(int(f[0]), int(f[1]), int(f[2]), f[3])
+    if rr.type == records.SOA:
+        return SOA(f[0], f[1], tuple(int(x) for x in f[2:7]))
+    raise ValueError(rr.type)
+
+
+def _rr(rr: records.RR) -> RR:
+    return RR(rr.name, getattr(QTYPE, rr.type), rdata=_rdata(rr), ttl=rr.ttl)
+
+
+def respond(zone: records.Zone, data: bytes, upstream=None) -> bytes | None:
+    """The wire reply to a wire query (pure but for the optional upstream); None = drop."""
+    try:
+        query = DNSRecord.parse(data)
+    except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
+        if len(data) >= 2:  # an ID to answer: FORMERR, as a server should
+            hdr = DNSHeader(id=struct.unpack("!H", data[:2])[0], qr=1, rcode=RCODE.FORMERR)
+            return DNSRecord(hdr).pack()
+        return None
+    if query.header.qr or len(query.questions) != 1:
+        reply = query.reply()
+        reply.header.rcode = RCODE.FORMERR
+        return reply.pack()
+    q = query.questions[0]
+    qtype = QTYPE.get(q.qtype, str(q.qtype))
+    ans = records.answer(zone, str(q.qname), qtype)
+    if ans.rcode == "REFUSED" and upstream is not None:
+        forwarded = upstream(data)
+        if forwarded is not None:
+            return forwarded
+    reply = query.reply(aa=int(ans.authoritative), ra=1)  # as CoreDNS, which forwards
+    reply.header.rcode = getattr(RCODE, ans.rcode)
+    for rr in ans.answer:
+        reply.add_answer(_rr(rr))
+    for rr in ans.authority:
+        reply.add_auth(_rr(rr))
+    for rr in ans.additional:
+        reply.add_ar(_rr(rr))
+    return reply.pack()
+
+
+class Server:
+    def __init__(self, store_dir: str, domain: str, dns_ip: str, ttl: int, upstream: tuple[str, ...], name: str):
+        self.store_dir, self.domain, self.dns_ip, self.ttl = store_dir, domain, dns_ip, ttl
+        self.upstream_servers = upstream
+        self.sel: selectors.BaseSelector | None = None  # made in serve(): this object is built before a fork
+        self.watch_path = os.path.join(store_dir, "watch", f"{name}.sock")
+        self.zone = records.build([], [], domain, dns_ip, ttl)
+        self.cache: dict[bytes, bytes] = {}
+        self.conns: dict[int, tuple[socket.socket, bytearray, float]] = {}
+
+    def load(self) -> None:
+        from nsk.store import Store
+        store = Store(self.store_dir)
+        try:
+            self.zone = records.build(store.list("Service"), store.list("Endpoints"), self.domain, self.dns_ip,
+                                      self.ttl)
+        finally:
+            store.close()
+        self.cache.clear()
+
+    def upstream(self, data: bytes) -> bytes | None:
+        for server in self.upstream_servers:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            try:
+                s.sendto(data, (server, 53))
+                return s.recv(65535)
+            except OSError:
+                continue
+            finally:
+                s.close()
+        return None
+
+    def answer(self, data: bytes) -> bytes | None:
+        # replies differ only in their ID: cache them by the query without its ID
+        key = data[2:]
+        hit = self.cache.get(key)
+        if hit is not None:
+            return data[:2] + hit
+        out = respond(self.zone, data, self.upstream if self.upstream_servers else None)
+        if out is not None and len(self.cache) < 50000:
+            self.cache[key] = out[2:]
+        return out
+
+    def serve(self, port: int = 53) -> None:
+        self.sel = selectors.DefaultSelector()
+        os.makedirs(os.path.dirname(self.watch_path), exist_ok=True)
+        if os.path.exists(self.watch_path):
+            os.unlink(self.watch_path)
+        watch = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        watch.bind(self.watch_path)
+        watch.setblocking(False)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("0.0.0.0", port))
+        udp.setblocking(False)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind(("0.0.0.0", port))
+        tcp.listen(128)
+        tcp.setblocking(False)
+        self.sel.register(watch, selectors.EVENT_READ, "watch")
+        self.sel.register(udp, selectors.EVENT_READ, "udp")
+        self.sel.register(tcp, selectors.EVENT_READ, "tcp")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        self.load()
+        print(f"nsk dns: serving {self.domain} on :{port} (udp, tcp)", flush=True)
+        try:
+            while True:
+                for key, _ in self.sel.select(timeout=1.0):
+                    self._event(key)
+                self._expire_conns()
+        finally:
+            os.unlink(self.watch_path)
+
+    def _event(self, key) -> None:
+        sock, what = key.fileobj, key.data
+        if what == "watch":
+            while True:
+                try:
+                    sock.recv(64)
+                except BlockingIOError:
+                    break
+            self.load()
+        elif what == "udp":
+            for _ in range(64):  # drain a burst without starving TCP
+                try:
+                    data, addr = sock.recvfrom(4096)
+                except BlockingIOError:
+                    return
+                out = self.answer(data)
+                if out is not None:
+                    if len(out) > 512:  # no EDNS here: truncate, the client retries over TCP
+                        hdr = DNSRecord.parse(out)
+                        hdr.rr, hdr.auth, hdr.ar = [], [], []
+                        hdr.header.tc = 1
+                        out = hdr.pack()
+                    try:
+                        sock.sendto(out, addr)
+                    except OSError:
+                        pass
+        elif what == "tcp":
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.setblocking(False)
+            self.conns[conn.fileno()] = (conn, bytearray(), time.monotonic() + 5)
+            self.sel.register(conn, selectors.EVENT_READ, "conn")
+        else:
+            self._tcp_read(sock)
+
+    def _tcp_read(self, conn: socket.socket) -> None:
+        entry = self.conns.get(conn.fileno())
+        if entry is None:
+            return
+        try:
+            chunk = conn.recv(MAX_TCP + 2)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(conn)
+            return
+        buf = entry[1]
+        buf += chunk
+        while len(buf) >= 2:
+            n = struct.unpack("!H", buf[:2])[0]
+            if len(buf) < 2 + n:
+                break
+            msg = bytes(buf[2:2 + n])
+            del buf[:2 + n]
+            out = self.answer(msg)
+            if out is not None:
+                try:
+                    conn.setblocking(True)
+                    conn.settimeout(2)
+                    conn.sendall(struct.pack("!H", len(out)) + out)
+                    conn.setblocking(False)
+                except OSError:
+                    self._close(conn)
+                    return
+        if len(buf) > MAX_TCP + 2:
+            self._close(conn)
+
+    def _close(self, conn: socket.socket) -> None:
+        self.conns.pop(conn.fileno(), None)
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def _expire_conns(self) -> None:
+        now = time.monotonic()
+        for conn, _, deadline in list(self.conns.values()):
+            if now > deadline:
+                self._close(conn)

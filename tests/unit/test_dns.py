@@ -1,0 +1,123 @@
+"""Cluster DNS answers, written as zone-file lines (pure), and the server's robustness."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from nsk.dns.records import answer, build
+from nsk.dns.server import respond
+
+SERVICES = [
+    {"metadata": {"namespace": "default", "name": "my-nginx"},
+     "spec": {"clusterIP": "10.96.0.2", "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                                                  {"name": "dns", "port": 53, "protocol": "UDP"}]}},
+    {"metadata": {"namespace": "default", "name": "db"},
+     "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}},
+    {"metadata": {"namespace": "default", "name": "empty"}, "spec": {"clusterIP": "None", "ports": []}},
+    {"metadata": {"namespace": "prod", "name": "my-service"},
+     "spec": {"type": "ExternalName", "externalName": "my.database.example.com"}},
+    {"metadata": {"namespace": "prod", "name": "by-ip"}, "spec": {"type": "ExternalName", "externalName": "1.2.3.4"}},
+]
+ENDPOINTS = [
+    {"metadata": {"namespace": "default", "name": "db"},
+     "subsets": [{"addresses": [{"ip": "10.244.1.5", "hostname": "db-0"}, {"ip": "10.244.2.6"}],
+                  "notReadyAddresses": [{"ip": "10.244.2.9"}],
+                  "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}]},
+]
+ZONE = build(SERVICES, ENDPOINTS, "cluster.local", "10.96.0.10", ttl=5)
+SOA = ("cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5",)
+
+CASES = [
+    # (qname, qtype, rcode, answer, additional)
+    ("my-nginx.default.svc.cluster.local.", "A", "NOERROR",
+     ["my-nginx.default.svc.cluster.local. 5 IN A 10.96.0.2"], []),
+    ("My-Nginx.DEFAULT.svc.cluster.local.", "A", "NOERROR",
+     ["my-nginx.default.svc.cluster.local. 5 IN A 10.96.0.2"], []),
+    ("_http._tcp.my-nginx.default.svc.cluster.local.", "SRV", "NOERROR",
+     ["_http._tcp.my-nginx.default.svc.cluster.local. 5 IN SRV 0 100 80 my-nginx.default.svc.cluster.local."],
+     ["my-nginx.default.svc.cluster.local. 5 IN A 10.96.0.2"]),
+    ("_dns._udp.my-nginx.default.svc.cluster.local.", "SRV", "NOERROR",
+     ["_dns._udp.my-nginx.default.svc.cluster.local. 5 IN SRV 0 100 53 my-nginx.default.svc.cluster.local."],
+     ["my-nginx.default.svc.cluster.local. 5 IN A 10.96.0.2"]),
+    ("db.default.svc.cluster.local.", "A", "NOERROR",
+     ["db.default.svc.cluster.local. 5 IN A 10.244.1.5", "db.default.svc.cluster.local. 5 IN A 10.244.2.6"], []),
+    ("db-0.db.default.svc.cluster.local.", "A", "NOERROR", ["db-0.db.default.svc.cluster.local. 5 IN A 10.244.1.5"],
+     []),
+    ("10-244-2-6.db.default.svc.cluster.local.", "A", "NOERROR",
+     ["10-244-2-6.db.default.svc.cluster.local. 5 IN A 10.244.2.6"], []),
+    ("_pg._tcp.db.default.svc.cluster.local.", "SRV", "NOERROR",
+     ["_pg._tcp.db.default.svc.cluster.local. 5 IN SRV 0 50 5432 db-0.db.default.svc.cluster.local.",
+      "_pg._tcp.db.default.svc.cluster.local. 5 IN SRV 0 50 5432 10-244-2-6.db.default.svc.cluster.local."],
+     ["db-0.db.default.svc.cluster.local. 5 IN A 10.244.1.5",
+      "10-244-2-6.db.default.svc.cluster.local. 5 IN A 10.244.2.6"]),
+    ("my-service.prod.svc.cluster.local.", "A", "NOERROR",
+     ["my-service.prod.svc.cluster.local. 5 IN CNAME my.database.example.com."], []),
+    ("by-ip.prod.svc.cluster.local.", "A", "NOERROR", ["by-ip.prod.svc.cluster.local. 5 IN CNAME 1.2.3.4."], []),
+    ("2.0.96.10.in-addr.arpa.", "PTR", "NOERROR",
+     ["2.0.96.10.in-addr.arpa. 5 IN PTR my-nginx.default.svc.cluster.local."], []),
+    ("5.1.244.10.in-addr.arpa.", "PTR", "NOERROR",
+     ["5.1.244.10.in-addr.arpa. 5 IN PTR db-0.db.default.svc.cluster.local."], []),
+    ("10-244-1-7.default.pod.cluster.local.", "A", "NOERROR",
+     ["10-244-1-7.default.pod.cluster.local. 5 IN A 10.244.1.7"], []),
+    ("dns-version.cluster.local.", "TXT", "NOERROR", ['dns-version.cluster.local. 5 IN TXT "1.1.0"'], []),
+    ("cluster.local.", "NS", "NOERROR", ["cluster.local. 5 IN NS ns.dns.cluster.local."], []),
+]
+NEGATIVE = [
+    ("nothing.default.svc.cluster.local.", "A", "NXDOMAIN"),
+    ("my-nginx.nowhere.svc.cluster.local.", "A", "NXDOMAIN"),
+    ("my-nginx.default.svc.cluster.local.", "AAAA", "NOERROR"),  # NODATA: the name exists
+    ("my-nginx.default.svc.cluster.local.", "TXT", "NOERROR"),
+    ("_nope._tcp.my-nginx.default.svc.cluster.local.", "SRV", "NXDOMAIN"),
+    ("empty.default.svc.cluster.local.", "A", "NOERROR"),  # headless, no endpoints: NODATA
+    ("default.svc.cluster.local.", "A", "NOERROR"),  # an empty non-terminal
+    ("svc.cluster.local.", "A", "NOERROR"),
+    ("10-244-1-999.default.pod.cluster.local.", "A", "NXDOMAIN"),
+]
+
+
+@pytest.mark.parametrize("qname,qtype,rcode,ans,additional", CASES, ids=[f"{c[0]} {c[1]}" for c in CASES])
+def test_answers(qname, qtype, rcode, ans, additional):
+    r = answer(ZONE, qname, qtype)
+    assert (r.rcode, [str(x) for x in r.answer], [str(x) for x in r.additional]) == (rcode, ans, additional)
+    assert r.authority == ()
+
+
+@pytest.mark.parametrize("qname,qtype,rcode", NEGATIVE, ids=[f"{c[0]} {c[1]}" for c in NEGATIVE])
+def test_nxdomain_and_nodata_carry_the_soa(qname, qtype, rcode):
+    r = answer(ZONE, qname, qtype)
+    assert (r.rcode, r.answer, tuple(str(x) for x in r.authority)) == (rcode, (), SOA)
+
+
+def test_outside_the_zone_is_refused_not_answered():
+    assert answer(ZONE, "example.com.", "A").rcode == "REFUSED"
+
+
+def wire(qname: str, qtype: str) -> DNSRecord:
+    return DNSRecord.parse(respond(ZONE, DNSRecord.question(qname, qtype).pack()))
+
+
+def test_wire_replies():
+    r = wire("my-nginx.default.svc.cluster.local", "A")
+    assert r.header.aa == 1 and r.header.rcode == RCODE.NOERROR and str(r.rr[0].rdata) == "10.96.0.2"
+    r = wire("nothing.default.svc.cluster.local", "A")
+    assert r.header.rcode == RCODE.NXDOMAIN and QTYPE[r.auth[0].rtype] == "SOA"
+    r = wire("example.com", "A")
+    assert r.header.rcode == RCODE.REFUSED and r.header.aa == 0
+
+
+def test_garbage_never_crashes_the_server():
+    rng = random.Random(7)
+    good = DNSRecord.question("my-nginx.default.svc.cluster.local", "A").pack()
+    loop = good[:12] + b"\xc0\x0c" + good[-4:]  # a name that points at itself
+    samples = [b"", b"\x00", good[:5], good[:-1], good + b"\xff" * 10, loop, b"\xff" * 600]
+    samples += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))) for _ in range(500)]
+    samples += [bytearray(good) for _ in range(200)]
+    for i, s in enumerate(samples[-200:]):
+        s[rng.randrange(len(s))] = rng.randrange(256)
+    for s in samples:
+        out = respond(ZONE, bytes(s))
+        assert out is None or isinstance(out, (bytes, bytearray))
+    assert str(wire("my-nginx.default.svc.cluster.local", "A").rr[0].rdata) == "10.96.0.2"
