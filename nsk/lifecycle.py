@@ -66,11 +66,22 @@ def namespace_object(name: str) -> dict:
             "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
 
 
-def dns_objects(cfg) -> list[dict]:
-    """The cluster DNS add-on as kubeadm installs it: the `coredns` Deployment (label
-    k8s-app=kube-dns) behind the `kube-dns` Service at the Cluster's dns.clusterIP. Its
-    image, nsk/dns, is nsk's own DNS server."""
+def system_objects(cfg) -> list[dict]:
+    """What every cluster has before the user's objects.
+
+    The `kubernetes` Service (the first address of the service range, port 443): Pods see
+    its variables, as in the source's `printenv`; nsk has no API server behind it, so it has
+    no endpoints and connections to it are refused. The cluster DNS add-on as kubeadm
+    installs it: the `coredns` Deployment (label k8s-app=kube-dns) behind the `kube-dns`
+    Service at the Cluster's dns.clusterIP; its image, nsk/dns, is nsk's own DNS server.
+    """
+    import ipaddress
     from nsk.api.validation import admit
+    api = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "kubernetes", "namespace": "default",
+                        "labels": {"component": "apiserver", "provider": "kubernetes"}},
+           "spec": {"clusterIP": str(ipaddress.IPv4Network(cfg.service_subnet).network_address + 1),
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}
     labels = {"k8s-app": "kube-dns"}
     deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
               "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
@@ -87,7 +98,7 @@ def dns_objects(cfg) -> list[dict]:
            "spec": {"selector": labels, "clusterIP": cfg.dns_cluster_ip,
                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
-    return [admit(deploy), admit(svc)]
+    return [admit(api), admit(deploy), admit(svc)]
 
 
 def control_plane_pid(store: Store):
@@ -108,7 +119,7 @@ def _fill(store: Store, m: Manifest, p: ClusterPlan, source: str) -> None:
                 store.put(namespace_object(ns))
         for n in p.nodes:
             store.put(node_object(n))
-        for obj in dns_objects(m.cluster):
+        for obj in system_objects(m.cluster):
             write(store, obj, m.cluster, source)
         for obj in m.objects:
             write(store, obj, m.cluster, source)
@@ -192,7 +203,7 @@ def _pod_up(pod: dict) -> bool:
 
 def _expected_pods(m: Manifest) -> int:
     return sum(o["spec"]["replicas"] if o["kind"] == "Deployment" else 1
-               for o in [*m.objects, *dns_objects(m.cluster)] if o["kind"] in ("Deployment", "Pod"))
+               for o in [*m.objects, *system_objects(m.cluster)] if o["kind"] in ("Deployment", "Pod"))
 
 
 def _in_use(name: str) -> str:
