@@ -90,8 +90,7 @@ def system_objects(cfg) -> list[dict]:
                                     "spec": {"dnsPolicy": "Default", "containers": [{
                                         "name": "coredns", "image": "nsk/dns",
                                         "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
-                                        "readinessProbe": {"tcpSocket": {"port": 53}, "periodSeconds": 2}}]}}}}
+                                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}}}}
     svc = {"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": "kube-dns", "namespace": "kube-system",
                         "labels": {**labels, "kubernetes.io/name": "CoreDNS"}},

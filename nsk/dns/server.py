@@ -87,15 +87,25 @@ class Server:
         self.zone = records.build([], [], domain, dns_ip, ttl)
         self.cache: dict[bytes, bytes] = {}
         self.conns: dict[int, tuple[socket.socket, bytearray, float]] = {}
+        self.store = None
+        self.seen: tuple | None = None
 
     def load(self) -> None:
-        from nsk.store import Store
-        store = Store(self.store_dir)
-        try:
-            self.zone = records.build(store.list("Service"), store.list("Endpoints"), self.domain, self.dns_ip,
-                                      self.ttl)
-        finally:
-            store.close()
+        """Rebuild the zone if a Service or an Endpoints changed since the last build.
+
+        Every write to the store wakes us (a Pod's status too), so first a cheap look:
+        a write to these kinds raises their highest resourceVersion, a delete lowers their count.
+        """
+        if self.store is None:
+            from nsk.store import Store
+            self.store = Store(self.store_dir)
+        mark = self.store.db.execute("SELECT count(*), max(rv) FROM objects WHERE kind IN ('Service', 'Endpoints')"
+                                     ).fetchone()
+        if mark == self.seen:
+            return
+        self.seen = mark
+        self.zone = records.build(self.store.list("Service"), self.store.list("Endpoints"), self.domain,
+                                  self.dns_ip, self.ttl)
         self.cache.clear()
 
     def upstream(self, data: bytes) -> bytes | None:
