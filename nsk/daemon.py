@@ -77,7 +77,8 @@ class ControlPlane:
 
     def bootstrap(self) -> None:
         """Build the cluster network once (root); a restarted control plane finds it made."""
-        if self.store.get_meta("network") == "ready":
+        self.fresh = self.store.get_meta("network") != "ready"
+        if not self.fresh:
             return
         t = time.monotonic()
         network.build(self.plan, self.store.own)
@@ -94,7 +95,7 @@ class ControlPlane:
             log.warning("proxy mode %s is not implemented yet: using iptables", self.cfg.proxy_mode)
         for n in self.plan.nodes:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses)
-            self.proxiers[n.name] = IptablesProxier(n.netns, ctx)
+            self.proxiers[n.name] = IptablesProxier(n.netns, ctx, fresh=self.fresh)
 
     # ---- the loop -----------------------------------------------------------------------
 

@@ -15,14 +15,18 @@ _CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z0-9]{16}) ")
 
 
 class IptablesProxier:
-    def __init__(self, netns: str, ctx: rules.NodeContext):
+    def __init__(self, netns: str, ctx: rules.NodeContext, fresh: bool = False):
+        """`fresh`: the node's namespace was just made, its tables are empty: the base jumps
+        go out with the first sync instead of costing an iptables-save and a restore now."""
         self.netns, self.ctx = netns, ctx
-        saved = iptables.save(netns)
-        # chains a previous control plane left: rewritten or deleted by the first sync
-        self.previous = frozenset(m.group(1) for line in saved.splitlines() if (m := _CHAIN.match(line)))
-        jumps = rules.missing_jumps(saved)
-        if jumps:
-            iptables.restore(netns, jumps)
+        if fresh:
+            self.previous: frozenset[str] = frozenset()
+            self.pending_jumps = rules.missing_jumps("")
+        else:
+            saved = iptables.save(netns)
+            # chains a previous control plane left: rewritten or deleted by the first sync
+            self.previous = frozenset(m.group(1) for line in saved.splitlines() if (m := _CHAIN.match(line)))
+            self.pending_jumps = rules.missing_jumps(saved)
         self.last_text: str | None = None
         self.last_ports: dict[tuple, ServicePort] = {}
         self.last_sync_ms = 0.0
@@ -71,7 +75,9 @@ def sync_all(proxiers: list[IptablesProxier], ports: list[ServicePort]) -> int:
     t = time.monotonic()
     todo = [(p, rs) for p in proxiers if (rs := p.plan(ports)) is not None]
     if todo:
-        iptables.restore_many([(p.netns, rs.text) for p, rs in todo])
+        # the jumps first: they create the chains, which the ruleset then declares (flushes) and fills
+        iptables.restore_many([(p.netns, p.pending_jumps + rs.text) for p, rs in todo])
     for p, rs in todo:
         p.applied(ports, rs, t)
+        p.pending_jumps = ""
     return len(todo)
