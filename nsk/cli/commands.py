@@ -227,7 +227,7 @@ def get(kind, names, namespace, all_namespaces, output, selector, cluster):
     ns = None if all_namespaces or not namespaced(k) else namespace
     if k == "EndpointSlice":  # derived from Endpoints, as the EndpointSlice controller mirrors them
         from nsk.controllers.endpoints import endpoint_slice
-        items = [endpoint_slice(e, None) for e in store.list("Endpoints", ns)]
+        items = [endpoint_slice(e) for e in store.list("Endpoints", ns)]
     else:
         items = store.list(k, ns)
     if names:

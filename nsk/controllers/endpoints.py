@@ -90,7 +90,7 @@ def wanted(services: list[dict], pods: list[dict]) -> dict[tuple[str, str], dict
     return out
 
 
-def endpoint_slice(ep: dict, svc: dict | None) -> dict:
+def endpoint_slice(ep: dict) -> dict:
     """The EndpointSlice the EndpointSlice controller would derive (shown by `nsk get endpointslices`)."""
     meta = ep["metadata"]
     endpoints, ports = [], []

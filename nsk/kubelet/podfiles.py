@@ -149,7 +149,5 @@ def expand(text: str, env: dict) -> str:
 def argv(container: dict, env: dict) -> list[str] | None:
     """The command line of a container, or None when it runs nsk's built-in server."""
     if not container.get("command"):
-        if container.get("args"):
-            return None  # args for the image's entrypoint: the built-in server takes none
-        return None
+        return None  # the image's entrypoint: nsk's built-in server (it takes no args)
     return [expand(a, env) for a in container["command"] + (container.get("args") or [])]
