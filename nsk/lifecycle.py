@@ -18,7 +18,7 @@ from nsk.net.plan import ClusterPlan, plan
 from nsk.store import RUN_ROOT, Store, cluster_dir
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-Progress = Callable[[str, str], None]  # (stage, text)
+Progress = Callable[..., None]  # (stage, text, final=True): final = the stage is done
 
 
 def need_root(what: str) -> None:
@@ -152,6 +152,7 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
         store.close()
         shutil.rmtree(d)  # nothing was created in the kernel yet: leave no trace
         raise
+    progress("start", f'Creating cluster "{name}" ...')
     from nsk.kernel import process
     log = open(os.path.join(d, "control-plane.log"), "ab")
     child = subprocess.Popen([sys.executable, "-m", "nsk.daemon", name], stdin=subprocess.DEVNULL, stdout=log,
@@ -171,12 +172,13 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
                            f"(see {os.path.join(d, 'control-plane.log')}; `nsk down --cluster {name}` cleans up)")
         if not network_done and store.get_meta("network") == "ready":
             network_done = True
-            progress("network", f"network: {len(p.nodes)} nodes, {len(p.hosts)} external hosts")
+            hosts = f"{len(p.hosts)} external host" + ("" if len(p.hosts) == 1 else "s")
+            progress("network", f"network: {len(p.nodes)} nodes, {hosts}")
         pods = store.list("Pod")
         running = sum(1 for pod in pods if _pod_up(pod))
         if network_done and (running, len(pods)) != last:
             last = (running, len(pods))
-            progress("pods", f"pods: {running}/{expected} running")
+            progress("pods", f"pods: {running}/{expected} running", final=running >= expected)
         if network_done and running >= expected and len(pods) >= expected:
             rev = store.revision()
             synced = store.get_meta("synced") or 0

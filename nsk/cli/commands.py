@@ -101,29 +101,22 @@ def up(file, cluster, dry_run, timeout):
     lifecycle.need_root("nsk up")
     tty = sys.stderr.isatty()
     name = m.cluster.name
-    click.echo(f'Creating cluster "{name}" ...', err=True)
-    state = {"stage": None}
+    line_open = [False]  # a tty line being rewritten in place
 
-    def progress(stage, text):
-        if tty and stage == state["stage"] == "pods":
-            click.echo(f"\r • {text}", err=True, nl=False)
-            return
-        if tty and state["stage"] == "pods":
-            click.echo("", err=True)
-        state["stage"] = stage
-        if stage == "pods" and tty:
-            click.echo(f" • {text}", err=True, nl=False)
-        elif stage != "pods" or text.split()[1].split("/")[0] == text.split()[1].split("/")[1]:
+    def progress(stage: str, text: str, final: bool = True) -> None:
+        if stage == "start":
+            click.echo(text, err=True)
+        elif tty:  # rewrite the line until the stage is done
+            click.echo(f"\r • {text}", err=True, nl=final)
+            line_open[0] = not final
+        elif final:
             click.echo(f" • {text}", err=True)
 
     try:
         res = lifecycle.up(m, progress, timeout, file)
-    except NskError:
-        if tty and state["stage"] == "pods":
+    finally:
+        if line_open[0]:
             click.echo("", err=True)
-        raise
-    if tty and state["stage"] == "pods":
-        click.echo("", err=True)
     click.echo(f'Cluster "{name}" is up: {len(res.plan.nodes)} nodes, {res.pods} Pods in {res.seconds:.2f} s.',
                err=True)
     click.echo(_summary(res.plan, name), nl=False)
