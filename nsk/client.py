@@ -9,25 +9,12 @@ from nsk.api.cluster import parse_cluster
 from nsk.api.load import Manifest
 from nsk.api.objects import Key, key, type_name
 from nsk.errors import NskError
-from nsk.lifecycle import namespace_object
+from nsk.lifecycle import ensure_namespaces
 from nsk.store import Store
 
 
 def live_config(store: Store):
     return parse_cluster(store.get_meta("cluster"))
-
-
-def check_nodes(store: Store, m: Manifest, source: str) -> None:
-    """nodeName must name a node of the running cluster."""
-    nodes = {n.name for n in live_config(store).nodes}
-    for obj in m.objects:
-        spec = obj.get("spec") or {}
-        pod_spec = spec.get("template", {}).get("spec", {}) if obj["kind"] == "Deployment" else spec
-        node = pod_spec.get("nodeName") if obj["kind"] in ("Pod", "Deployment") else None
-        if node and node not in nodes:
-            path = "spec.template.spec.nodeName" if obj["kind"] == "Deployment" else "spec.nodeName"
-            raise NskError(f'{source}: {obj["kind"]} "{key(obj)}" is invalid: {path}: Not found: "{node}": '
-                           f"the cluster's nodes are {', '.join(sorted(nodes))}")
 
 
 def write(store: Store, obj: dict, cfg, source: str = "") -> str:
@@ -44,13 +31,9 @@ def apply(store: Store, m: Manifest, source: str) -> list[str]:
     if m.has_cluster_doc and m.cluster.to_dict() != live_config(store).to_dict():
         raise NskError(f"{source}: the Cluster document differs from the running cluster "
                        f'"{live_config(store).name}"; a cluster\'s shape is fixed at `nsk up`')
-    check_nodes(store, m, source)
     lines = []
     with store.tx():
-        for ns in sorted({o["metadata"]["namespace"] for o in m.objects if o["metadata"].get("namespace")}):
-            if store.get("Namespace", "", ns) is None:
-                store.put(namespace_object(ns))
-                lines.append(f"namespace/{ns} created")
+        lines += [f"namespace/{ns} created" for ns in ensure_namespaces(store, m.objects)]
         for obj in m.objects:
             k = key(obj)
             if k.kind == "Pod":

@@ -61,6 +61,17 @@ def node_object(n) -> dict:
             "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]}}
 
 
+def ensure_namespaces(store: Store, objects) -> list[str]:
+    """Create the namespaces `objects` live in that do not exist yet (nsk does it for the
+    user, where kubectl would say "namespaces not found"); the names it created."""
+    made = []
+    for ns in sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")}):
+        if store.get("Namespace", "", ns) is None:
+            store.put(namespace_object(ns))
+            made.append(ns)
+    return made
+
+
 def namespace_object(name: str) -> dict:
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
@@ -113,9 +124,7 @@ def _fill(store: Store, m: Manifest, p: ClusterPlan, source: str) -> None:
         store.set_meta("cluster", m.cluster.to_dict())
         for ns in SYSTEM_NAMESPACES:
             store.put(namespace_object(ns))
-        for ns in sorted({o["metadata"]["namespace"] for o in m.objects if o["metadata"].get("namespace")}):
-            if store.get("Namespace", "", ns) is None:
-                store.put(namespace_object(ns))
+        ensure_namespaces(store, m.objects)
         for n in p.nodes:
             store.put(node_object(n))
         for obj in system_objects(m.cluster):

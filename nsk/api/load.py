@@ -129,13 +129,19 @@ def parse_documents(text: str, source: str) -> list[dict]:
     return out
 
 
-def load(text: str, source: str, default_name: str = "nsk") -> Manifest:
-    """Parse and admit every object of a topology file; raises NskError, changes nothing."""
+def load(text: str, source: str, default_name: str = "nsk", live: ClusterConfig | None = None) -> Manifest:
+    """Parse and admit every object of a topology file; raises NskError, changes nothing.
+
+    `live`: the running cluster a file is applied to; without a Cluster document, its
+    nodes (not the defaults) are what a nodeName must name."""
     docs = parse_documents(text, source)
     cluster_docs = [d for d in docs if d.get("kind") == "Cluster"]
     if len(cluster_docs) > 1:
         raise NskError(f"{source}: more than one Cluster document; a file describes one cluster")
-    cluster = parse_cluster(cluster_docs[0] if cluster_docs else None, default_name, source)
+    if cluster_docs or live is None:
+        cluster = parse_cluster(cluster_docs[0] if cluster_docs else None, default_name, source)
+    else:
+        cluster = live
     objects, seen = [], {}
     for i, doc in enumerate(d for d in docs if d.get("kind") != "Cluster"):
         obj = admit(doc, source)

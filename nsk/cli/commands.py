@@ -69,10 +69,11 @@ def _store(cluster: str | None):
     return open_store(resolve(cluster))
 
 
-def _load(path: str, default_name: str = "nsk"):
+def _load(path: str, live=None):
+    """A manifest file (or stdin); `live` is the running cluster's config for apply/delete."""
     from nsk.api.load import load, read_file
     text = sys.stdin.read() if path == "-" else read_file(path)
-    return load(text, "<stdin>" if path == "-" else path, default_name)
+    return load(text, "<stdin>" if path == "-" else path, live=live)
 
 
 # ---- up / down / status ----------------------------------------------------------------
@@ -300,10 +301,10 @@ def describe(kind, name, namespace, all_namespaces, cluster):
 @cluster_option
 def apply(files, cluster):
     """Create or update the objects of FILE on the running cluster."""
-    from nsk.client import apply as do_apply
+    from nsk.client import apply as do_apply, live_config
     store = _store(cluster)
     for f in files:
-        m = _load(f)
+        m = _load(f, live_config(store))
         for line in do_apply(store, m, f):
             click.echo(line)
 
@@ -317,9 +318,11 @@ def delete(args, files, namespace, all_namespaces, cluster):
     """Delete objects: `delete -f FILE`, `delete KIND NAME...` or `delete KIND/NAME`."""
     from nsk.api.objects import Key, key, kind_of, namespaced
     from nsk.client import delete as do_delete
+    from nsk.client import live_config
+    store = _store(cluster)
     keys: list[Key] = []
     for f in files:
-        keys += [key(o) for o in _load(f).objects]
+        keys += [key(o) for o in _load(f, live_config(store)).objects]
     words = list(args)
     while words:
         word = words.pop(0)
@@ -337,7 +340,7 @@ def delete(args, files, namespace, all_namespaces, cluster):
         keys += [Key(k, namespace if namespaced(k) else "", n) for n in names]
     if not keys:
         raise NskError("you must provide one or more resources by argument or filename (-f FILE, KIND NAME)")
-    res = do_delete(_store(cluster), keys)
+    res = do_delete(store, keys)
     for line in res.lines:
         click.echo(line)
     for m in res.missing:

@@ -87,8 +87,11 @@ class Kubelet:
                 try:
                     self.start(pod)
                 except OSError as e:
+                    # undo what was made (a namespace, files, records); the next sync retries
                     log.exception("pod %s: sandbox failed", k)
                     self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{e}")
+                    if k in self.pods:
+                        self.remove(k)
                     continue
             self.write_status(pod)
 

@@ -67,3 +67,20 @@ def test_bad_cluster_name(tmp_path, monkeypatch):
     r = run(["up", "--dry-run", str(f), "--cluster", "Bad_Name"], monkeypatch)
     assert r.exit_code == 1
     assert r.output.startswith('Error: --cluster: Invalid value: "Bad_Name": a lowercase RFC 1123 label')
+
+
+def test_apply_checks_node_names_against_the_running_cluster():
+    """A file without a Cluster document names the live cluster's nodes, not the defaults."""
+    import pytest
+
+    from nsk.api.cluster import ClusterConfig, NodeConfig
+    from nsk.api.load import load
+    from nsk.errors import NskError
+    pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  nodeName: worker-a\n" \
+          "  containers: [{name: c, image: x}]\n"
+    live = ClusterConfig(name="lab", nodes=(NodeConfig("worker-a"), NodeConfig("worker-b")))
+    assert load(pod, "p.yaml", live=live).objects[0]["spec"]["nodeName"] == "worker-a"
+    with pytest.raises(NskError, match="the cluster's nodes are node-1, node-2"):
+        load(pod, "p.yaml")
+    with pytest.raises(NskError, match='Not found: "node-1": the cluster\'s nodes are worker-a, worker-b'):
+        load(pod.replace("worker-a", "node-1"), "p.yaml", live=live)
