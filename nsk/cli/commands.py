@@ -47,7 +47,8 @@ def cli(ctx, debug):
     Pods are network namespaces, nodes are namespaces with a bridge. Start with:
       sudo nsk up topologies/quickstart.yaml
       sudo nsk get pods -o wide
-      sudo nsk exec host/client -- curl -s 172.18.0.2
+      sudo nsk expose deployment/my-nginx
+      sudo nsk exec POD -- curl -s my-nginx
       sudo nsk down
     """
     ctx.ensure_object(dict)
