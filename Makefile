@@ -8,7 +8,7 @@ NSK = $(VENV)/bin/nsk
 # never for nsk itself), the proxy backends, and the tools labs use from inside Pods.
 APT_PACKAGES = python3 python3-venv python3-pip iproute2 iptables nftables conntrack curl dnsutils \
 	iputils-ping procps iperf3 tcpdump netcat-openbsd
-BENCH_PACKAGES = mininet bridge-utils hyperfine
+BENCH_PACKAGES = mininet bridge-utils hyperfine dnsperf dnsmasq-base util-linux
 STAMP = .make
 
 .PHONY: up test install deps venv bench clean
@@ -24,6 +24,9 @@ test: install
 
 bench: install $(STAMP)/bench-deps
 	$(VENV)/bin/python bench/up_down.py --pods 50 200 --repeat 3
+	$(VENV)/bin/python bench/proxy_sync.py --services 1000 10000 --repeat 3
+	$(VENV)/bin/python bench/datapath.py --changes 20
+	$(VENV)/bin/python bench/dns.py --services 200 --seconds 10
 
 install: deps venv
 	ln -sf $(abspath $(NSK)) /usr/local/bin/nsk

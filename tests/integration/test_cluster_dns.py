@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tests.integration.test_foundation import WEB, wait_for
@@ -62,3 +64,41 @@ spec:
     cluster.nsk("delete", "svc", "late")
     wait_for(lambda: "NXDOMAIN" in cluster.exec(pod, "dig", "late.default.svc.cluster.local").stdout,
              what="NXDOMAIN after the delete")
+
+
+GARBAGE = r"""
+import random, socket, struct, sys
+from dnslib import DNSRecord
+dns = sys.argv[1]
+rng = random.Random(1)
+good = DNSRecord.question("my-nginx.default.svc.cluster.local", "A").pack()
+loop = good[:12] + b"\xc0\x0c" + good[-4:]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(2)
+answered = 0
+for i in range(3000):
+    junk = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 600))), loop, good[:7],
+            good + b"\xff" * 40][i % 4]
+    u.sendto(junk, (dns, 53))
+    if i % 100 == 0:
+        t = socket.create_connection((dns, 53), 2)  # a TCP client that sends half a message and leaves
+        t.sendall(struct.pack("!H", 500) + good[:10])
+        t.close()
+        u.sendto(good, (dns, 53))
+        while True:  # skip replies to junk (FORMERR) until the good one
+            r = DNSRecord.parse(u.recv(4096))
+            if r.header.id == DNSRecord.parse(good).header.id and r.rr:
+                answered += 1
+                break
+print(answered)
+"""
+
+
+def test_the_server_survives_garbage_and_keeps_answering(cluster):
+    cluster.up(WEB.format(replicas=1) + SVC)
+    dns = [p for p in cluster.pods(namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
+    # nsk's own interpreter: it has dnslib, which the host's python3 may lack
+    out = cluster.exec("node/node-1", sys.executable, "-c", GARBAGE, dns["status"]["podIP"]).stdout
+    assert out.strip() == "30"  # every good query among 3,000 bad packets was answered
+    after = cluster.get("pod", dns["metadata"]["name"], namespace="kube-system")
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 0
