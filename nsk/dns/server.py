@@ -9,6 +9,7 @@ queries get FORMERR or are dropped; nothing a client sends can stop it.
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import signal
 import socket
@@ -47,8 +48,12 @@ def _rr(rr: records.RR) -> RR:
     return RR(rr.name, getattr(QTYPE, rr.type), rdata=_rdata(rr), ttl=rr.ttl)
 
 
-def respond(zone: records.Zone, data: bytes, upstream=None) -> bytes | None:
-    """The wire reply to a wire query (pure but for the optional upstream); None = drop."""
+FORWARD = b"forward"  # respond()'s word for "not ours: ask the upstream"
+
+
+def respond(zone: records.Zone, data: bytes, forward: bool = False) -> bytes | None:
+    """The wire reply to a wire query (pure); None = drop; FORWARD = a name outside the
+    cluster that an upstream server should answer (when `forward`)."""
     try:
         query = DNSRecord.parse(data)
     except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
@@ -63,10 +68,8 @@ def respond(zone: records.Zone, data: bytes, upstream=None) -> bytes | None:
     q = query.questions[0]
     qtype = QTYPE.get(q.qtype, str(q.qtype))
     ans = records.answer(zone, str(q.qname), qtype)
-    if ans.rcode == "REFUSED" and upstream is not None:
-        forwarded = upstream(data)
-        if forwarded is not None:
-            return forwarded
+    if ans.rcode == "REFUSED" and forward:
+        return FORWARD
     reply = query.reply(aa=int(ans.authoritative), ra=1)  # as CoreDNS, which forwards
     reply.header.rcode = getattr(RCODE, ans.rcode)
     for rr in ans.answer:
@@ -89,6 +92,10 @@ class Server:
         self.conns: dict[int, tuple[socket.socket, bytearray, float]] = {}
         self.store = None
         self.seen: tuple | None = None
+        self.up_sock: socket.socket | None = None
+        # forwarded queries: our ID -> (the client's ID, where the reply goes, deadline)
+        self.pending: dict[int, tuple[bytes, object, float]] = {}
+        self._next_id = random.randrange(65536)
 
     def load(self) -> None:
         """Rebuild the zone if a Service or an Endpoints changed since the last build.
@@ -108,29 +115,50 @@ class Server:
                                   self.dns_ip, self.ttl)
         self.cache.clear()
 
-    def upstream(self, data: bytes) -> bytes | None:
-        for server in self.upstream_servers:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(2)
-            try:
-                s.sendto(data, (server, 53))
-                return s.recv(65535)
-            except OSError:
-                continue
-            finally:
-                s.close()
-        return None
-
-    def answer(self, data: bytes) -> bytes | None:
+    def answer(self, data: bytes, reply) -> None:
+        """Answer `data` by calling reply(bytes), now or, for a forwarded query, when the
+        upstream answers (never blocking the loop)."""
         # replies differ only in their ID: cache them by the query without its ID
         key = data[2:]
         hit = self.cache.get(key)
         if hit is not None:
-            return data[:2] + hit
-        out = respond(self.zone, data, self.upstream if self.upstream_servers else None)
-        if out is not None and len(self.cache) < 50000:
-            self.cache[key] = out[2:]
-        return out
+            reply(data[:2] + hit)
+            return
+        out = respond(self.zone, data, forward=bool(self.upstream_servers))
+        if out is FORWARD:
+            self._forward(data, reply)
+        elif out is not None:
+            if len(self.cache) < 50000:
+                self.cache[key] = out[2:]
+            reply(out)
+
+    def _forward(self, data: bytes, reply) -> None:
+        self._next_id = (self._next_id + 1) % 65536
+        qid = self._next_id
+        self.pending[qid] = (data[:2], reply, time.monotonic() + 2)
+        try:
+            self.up_sock.sendto(struct.pack("!H", qid) + data[2:], (self.upstream_servers[0], 53))
+        except OSError:
+            self._fail(qid)
+
+    def _upstream_reply(self) -> None:
+        while True:
+            try:
+                data = self.up_sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            if len(data) < 2:
+                continue
+            entry = self.pending.pop(struct.unpack("!H", data[:2])[0], None)
+            if entry is not None:
+                entry[1](entry[0] + data[2:])
+
+    def _fail(self, qid: int) -> None:
+        """SERVFAIL for a forwarded query the upstream did not answer in time."""
+        client_id, reply, _ = self.pending.pop(qid)
+        reply(client_id + b"\x81\x82" + b"\x00" * 8)  # QR RD RA, rcode 2, no sections
 
     def serve(self, port: int = 53) -> None:
         self.sel = selectors.DefaultSelector()
@@ -151,14 +179,17 @@ class Server:
         self.sel.register(watch, selectors.EVENT_READ, "watch")
         self.sel.register(udp, selectors.EVENT_READ, "udp")
         self.sel.register(tcp, selectors.EVENT_READ, "tcp")
+        self.up_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.up_sock.setblocking(False)
+        self.sel.register(self.up_sock, selectors.EVENT_READ, "upstream")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         self.load()
         print(f"nsk dns: serving {self.domain} on :{port} (udp, tcp)", flush=True)
         try:
             while True:
-                for key, _ in self.sel.select(timeout=1.0):
+                for key, _ in self.sel.select(timeout=0.5):
                     self._event(key)
-                self._expire_conns()
+                self._expire()
         finally:
             os.unlink(self.watch_path)
 
@@ -171,23 +202,15 @@ class Server:
                 except BlockingIOError:
                     break
             self.load()
+        elif what == "upstream":
+            self._upstream_reply()
         elif what == "udp":
             for _ in range(64):  # drain a burst without starving TCP
                 try:
                     data, addr = sock.recvfrom(4096)
                 except BlockingIOError:
                     return
-                out = self.answer(data)
-                if out is not None:
-                    if len(out) > 512:  # no EDNS here: truncate, the client retries over TCP
-                        hdr = DNSRecord.parse(out)
-                        hdr.rr, hdr.auth, hdr.ar = [], [], []
-                        hdr.header.tc = 1
-                        out = hdr.pack()
-                    try:
-                        sock.sendto(out, addr)
-                    except OSError:
-                        pass
+                self.answer(data, lambda out, a=addr: self._udp_reply(sock, out, a))
         elif what == "tcp":
             try:
                 conn, _ = sock.accept()
@@ -198,6 +221,32 @@ class Server:
             self.sel.register(conn, selectors.EVENT_READ, "conn")
         else:
             self._tcp_read(sock)
+
+    @staticmethod
+    def _udp_reply(sock: socket.socket, out: bytes, addr) -> None:
+        if len(out) > 512:  # no EDNS here: truncate, the client retries over TCP
+            try:
+                hdr = DNSRecord.parse(out)
+                hdr.rr, hdr.auth, hdr.ar = [], [], []
+                hdr.header.tc = 1
+                out = hdr.pack()
+            except (DNSError, ValueError, IndexError, struct.error):
+                return
+        try:
+            sock.sendto(out, addr)
+        except OSError:
+            pass
+
+    def _tcp_reply(self, conn: socket.socket, out: bytes) -> None:
+        if conn.fileno() not in self.conns:
+            return  # the client went away while the upstream was asked
+        try:
+            conn.setblocking(True)
+            conn.settimeout(2)
+            conn.sendall(struct.pack("!H", len(out)) + out)
+            conn.setblocking(False)
+        except OSError:
+            self._close(conn)
 
     def _tcp_read(self, conn: socket.socket) -> None:
         entry = self.conns.get(conn.fileno())
@@ -220,16 +269,9 @@ class Server:
                 break
             msg = bytes(buf[2:2 + n])
             del buf[:2 + n]
-            out = self.answer(msg)
-            if out is not None:
-                try:
-                    conn.setblocking(True)
-                    conn.settimeout(2)
-                    conn.sendall(struct.pack("!H", len(out)) + out)
-                    conn.setblocking(False)
-                except OSError:
-                    self._close(conn)
-                    return
+            self.answer(msg, lambda out, c=conn: self._tcp_reply(c, out))
+            if conn.fileno() not in self.conns:
+                return
         if len(buf) > MAX_TCP + 2:
             self._close(conn)
 
@@ -241,8 +283,10 @@ class Server:
             pass
         conn.close()
 
-    def _expire_conns(self) -> None:
+    def _expire(self) -> None:
         now = time.monotonic()
         for conn, _, deadline in list(self.conns.values()):
             if now > deadline:
                 self._close(conn)
+        for qid in [q for q, (_, _, deadline) in self.pending.items() if now > deadline]:
+            self._fail(qid)

@@ -102,3 +102,54 @@ def test_the_server_survives_garbage_and_keeps_answering(cluster):
     assert out.strip() == "30"  # every good query among 3,000 bad packets was answered
     after = cluster.get("pod", dns["metadata"]["name"], namespace="kube-system")
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+UPSTREAM = r"""
+import socket, sys
+from dnslib import A, QTYPE, RR, DNSRecord
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+while True:
+    data, addr = s.recvfrom(4096)
+    q = DNSRecord.parse(data)
+    r = q.reply()
+    r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("203.0.113.7"), ttl=60))
+    s.sendto(r.pack(), addr)
+"""
+
+
+def test_names_outside_the_cluster_go_upstream_or_are_refused(cluster):
+    import subprocess
+
+    from tests.conftest import ROOT
+    cluster.up("""
+apiVersion: nsk.io/v1alpha1
+kind: Cluster
+metadata: {name: x}
+spec:
+  dns: {upstream: [192.0.2.53]}
+  external:
+    hosts: [{name: client, ip: 192.0.2.10}, {name: resolver, ip: 192.0.2.53}]
+""" + "---\n" + WEB.format(replicas=1))
+    pod = cluster.pods("app=web")[0]["metadata"]["name"]
+    # the upstream is not answering yet: SERVFAIL after the server's 2 s wait, not a hang
+    r = cluster.exec(pod, "dig", "+tries=1", "+time=6", "example.org")
+    assert "status: SERVFAIL" in r.stdout
+    upstream = subprocess.Popen([sys.executable, "-m", "nsk", "exec", "--cluster", cluster.name, "host/resolver",
+                                 "--", sys.executable, "-c", UPSTREAM, "192.0.2.53"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: cluster.exec(pod, "dig", "+short", "+tries=1", "+time=3", "example.org").stdout.strip()
+                 == "203.0.113.7", timeout=20, what="the upstream's answer")
+        # the cluster's own names are still answered by the cluster
+        assert cluster.exec(pod, "dig", "+short", "kube-dns.kube-system.svc.cluster.local").stdout.strip() == \
+            "10.96.0.10"
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=5)
+
+
+def test_without_an_upstream_outside_names_are_refused(cluster):
+    cluster.up(WEB.format(replicas=1))
+    pod = cluster.pods("app=web")[0]["metadata"]["name"]
+    assert "status: REFUSED" in cluster.exec(pod, "dig", "+tries=1", "+time=3", "example.org").stdout
