@@ -7,7 +7,7 @@ Names in the zone (<zone> = cluster domain, e.g. cluster.local):
     <ep>.<svc>.<ns>.svc.<zone>           A  a headless Service's endpoint; <ep> = hostname or a-b-c-d
     _<port>._<proto>.<svc>.<ns>.svc.<zone>  SRV per named port (per endpoint when headless)
     a-b-c-d.<ns>.pod.<zone>              A  a.b.c.d
-    d.c.b.a.in-addr.arpa                 PTR Service IPs and headless endpoints
+    d.c.b.a.in-addr.arpa                 PTR Service IPs, headless endpoints, Pod IPs
     dns-version.<zone>                   TXT "1.1.0"
     <zone>                               SOA, NS
 
@@ -76,7 +76,8 @@ def _reverse(ip: str) -> str:
     return ipaddress.IPv4Address(ip).reverse_pointer + "."
 
 
-def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str, ttl: int = 5) -> Zone:
+def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str, ttl: int = 5,
+          pods: list[dict] = ()) -> Zone:
     """Every record of the cluster zone for these objects."""
     d = domain.lower().rstrip(".") + "."
     z = Zone(d, ttl, dns_ip)
@@ -114,6 +115,11 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
                         z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV,
                               f"0 100 {p['port']} {host}")
         z.names.add(base)  # a headless Service without ready endpoints: the name exists, NXDOMAIN for A
+    # a Pod's address points back to its pod record, unless an endpoint name claims it
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and not pod["spec"].get("hostNetwork") and (_reverse(ip), PTR) not in z.records:
+            z.add(_reverse(ip), PTR, f"{_dashed(ip)}.{pod['metadata']['namespace']}.pod.{d}")
     # SRV weights: an equal share of 100 each, as CoreDNS gives them
     for (n, t), rrs in z.records.items():
         if t == SRV and len(rrs) > 1:

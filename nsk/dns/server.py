@@ -23,6 +23,7 @@ from dnslib.dns import DNSError
 from nsk.dns import records
 
 MAX_TCP = 65535
+RELOAD_DELAY = 0.01  # seconds between a store write's announcement and the zone rebuild
 
 
 def _rdata(rr: records.RR):
@@ -95,24 +96,29 @@ class Server:
         self.up_sock: socket.socket | None = None
         # forwarded queries: our ID -> (the client's ID, where the reply goes, deadline)
         self.pending: dict[int, tuple[bytes, object, float]] = {}
+        self.reload_at = 0.0  # a write was announced: look at the store then
         self._next_id = random.randrange(65536)
 
     def load(self) -> None:
-        """Rebuild the zone if a Service or an Endpoints changed since the last build.
+        """Rebuild the zone if a Service or an Endpoints changed, or the set of Pod IPs.
 
-        Every write to the store wakes us (a Pod's status too), so first a cheap look:
-        a write to these kinds raises their highest resourceVersion, a delete lowers their count.
+        Every write to the store wakes us (each Pod status update too), so first a cheap
+        look: a write to a Service or Endpoints raises their highest resourceVersion, a
+        delete lowers their count; Pods matter only through their IPs (PTR records).
         """
         if self.store is None:
             from nsk.store import Store
             self.store = Store(self.store_dir)
-        mark = self.store.db.execute("SELECT count(*), max(rv) FROM objects WHERE kind IN ('Service', 'Endpoints')"
-                                     ).fetchone()
+        mark = self.store.db.execute(
+            "SELECT (SELECT count(*) FROM objects WHERE kind IN ('Service', 'Endpoints')),"
+            " (SELECT max(rv) FROM objects WHERE kind IN ('Service', 'Endpoints')),"
+            " (SELECT group_concat(namespace || ' ' || json_extract(status, '$.podIP')) FROM objects"
+            "  WHERE kind = 'Pod')").fetchone()
         if mark == self.seen:
             return
         self.seen = mark
         self.zone = records.build(self.store.list("Service"), self.store.list("Endpoints"), self.domain,
-                                  self.dns_ip, self.ttl)
+                                  self.dns_ip, self.ttl, self.store.list("Pod"))
         self.cache.clear()
 
     def answer(self, data: bytes, reply) -> None:
@@ -187,8 +193,12 @@ class Server:
         print(f"nsk dns: serving {self.domain} on :{port} (udp, tcp)", flush=True)
         try:
             while True:
-                for key, _ in self.sel.select(timeout=0.5):
+                timeout = 0.5 if not self.reload_at else max(0.0, self.reload_at - time.monotonic())
+                for key, _ in self.sel.select(timeout=timeout):
                     self._event(key)
+                if self.reload_at and time.monotonic() >= self.reload_at:
+                    self.reload_at = 0.0
+                    self.load()
                 self._expire()
         finally:
             os.unlink(self.watch_path)
@@ -201,7 +211,10 @@ class Server:
                     sock.recv(64)
                 except BlockingIOError:
                     break
-            self.load()
+            # writes come in bursts (nsk up, a scale): one look at the store after a short
+            # quiet moment, instead of one per write, keeps answers fresh within RELOAD_DELAY
+            if not self.reload_at:
+                self.reload_at = time.monotonic() + RELOAD_DELAY
         elif what == "upstream":
             self._upstream_reply()
         elif what == "udp":

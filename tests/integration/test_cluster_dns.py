@@ -36,6 +36,10 @@ def test_pods_resolve_services_like_kubernetes_pods(cluster):
     assert srv.strip() == "0 100 80 my-nginx.default.svc.cluster.local."
     assert cluster.exec(pod, "dig", "+tcp", "+short", "my-nginx.default.svc.cluster.local").stdout.strip() == ip
     assert cluster.exec(pod, "getent", "hosts", "my-nginx.default").stdout.split()[0] == ip
+    assert cluster.exec(pod, "dig", "+short", "-x", ip).stdout.strip() == "my-nginx.default.svc.cluster.local."
+    pod_ip = cluster.pods("app=web")[0]["status"]["podIP"]
+    assert cluster.exec(pod, "dig", "+short", "-x", pod_ip).stdout.strip() == \
+        f"{pod_ip.replace('.', '-')}.default.pod.cluster.local."
     r = cluster.exec(pod, "dig", "nothing.default.svc.cluster.local")
     assert "status: NXDOMAIN" in r.stdout
     # a Python resolver sees the same

@@ -27,7 +27,11 @@ ENDPOINTS = [
                   "notReadyAddresses": [{"ip": "10.244.2.9"}],
                   "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}]},
 ]
-ZONE = build(SERVICES, ENDPOINTS, "cluster.local", "10.96.0.10", ttl=5)
+PODS = [{"metadata": {"namespace": "default", "name": "web-1"}, "spec": {}, "status": {"podIP": "10.244.1.7"}},
+        {"metadata": {"namespace": "default", "name": "db-0"}, "spec": {}, "status": {"podIP": "10.244.1.5"}},
+        {"metadata": {"namespace": "kube-system", "name": "agent"}, "spec": {"hostNetwork": True},
+         "status": {"podIP": "172.18.0.2"}}]
+ZONE = build(SERVICES, ENDPOINTS, "cluster.local", "10.96.0.10", ttl=5, pods=PODS)
 SOA = ("cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5",)
 
 CASES = [
@@ -60,6 +64,8 @@ CASES = [
      ["2.0.96.10.in-addr.arpa. 5 IN PTR my-nginx.default.svc.cluster.local."], []),
     ("5.1.244.10.in-addr.arpa.", "PTR", "NOERROR",
      ["5.1.244.10.in-addr.arpa. 5 IN PTR db-0.db.default.svc.cluster.local."], []),
+    ("7.1.244.10.in-addr.arpa.", "PTR", "NOERROR",
+     ["7.1.244.10.in-addr.arpa. 5 IN PTR 10-244-1-7.default.pod.cluster.local."], []),
     ("10-244-1-7.default.pod.cluster.local.", "A", "NOERROR",
      ["10-244-1-7.default.pod.cluster.local. 5 IN A 10.244.1.7"], []),
     ("dns-version.cluster.local.", "TXT", "NOERROR", ['dns-version.cluster.local. 5 IN TXT "1.1.0"'], []),
@@ -75,6 +81,7 @@ NEGATIVE = [
     ("default.svc.cluster.local.", "A", "NOERROR"),  # an empty non-terminal
     ("svc.cluster.local.", "A", "NOERROR"),
     ("10-244-1-999.default.pod.cluster.local.", "A", "NXDOMAIN"),
+    ("2.0.18.172.in-addr.arpa.", "PTR", "NXDOMAIN"),  # a hostNetwork Pod's IP is its node's
 ]
 
 
