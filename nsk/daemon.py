@@ -110,6 +110,9 @@ class ControlPlane:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
         self.bootstrap()
+        if not self.fresh:  # a restarted control plane: the Pods are still there
+            n = sum(k.adopt() for k in self.kubelets.values())
+            log.info("adopted %d running Pods from the previous control plane", n)
         self.start_proxies()
         last_resync = time.monotonic()
         while not self.stopping:

@@ -117,6 +117,50 @@ def control_plane_pid(store: Store):
     return next((r for r in refs if process.alive(r)), None), refs
 
 
+def start_control_plane(store: Store, name: str) -> subprocess.Popen:
+    """Start `python -m nsk.daemon NAME`, detached, logging to control-plane.log; recorded first."""
+    from nsk.kernel import process
+    d = cluster_dir(name)
+    store.set_meta("fatal", None)
+    with open(os.path.join(d, "control-plane.log"), "ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "nsk.daemon", name], stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    ref = process.ProcRef(child.pid, process.start_time(child.pid) or 0)
+    store.own("control-plane", ref.to_str())
+    return child
+
+
+def resume(name: str, timeout: float = 30) -> int:
+    """Start a new control plane for a cluster whose control plane died (root); it adopts
+    the running Pods and catches up with what changed meanwhile. Returns its PID."""
+    need_root("nsk resume")
+    from nsk.kernel import process
+    try:
+        store = Store(cluster_dir(name))
+    except FileNotFoundError:
+        raise NskError(f'cluster "{name}" is not up (clusters up: {", ".join(clusters()) or "none"})') from None
+    alive, refs = control_plane_pid(store)
+    if alive:
+        raise NskError(f'cluster "{name}" has a running control plane (pid {alive.pid})')
+    if store.get_meta("network") != "ready":
+        raise NskError(f'cluster "{name}" was never fully created: `sudo nsk down --cluster {name}` removes it')
+    for _, ref_s, _ in store.owned("control-plane"):
+        store.disown("control-plane", ref_s)  # the dead one
+    store.set_meta("synced", None)
+    child = start_control_plane(store, name)
+    deadline = time.monotonic() + timeout
+    start_rev = store.revision()
+    while (store.get_meta("synced") or -1) < start_rev:
+        if store.get_meta("fatal") or child.poll() is not None:
+            raise NskError(f'cluster "{name}": the control plane failed: {store.get_meta("fatal") or "exited"} '
+                           f"(see {os.path.join(cluster_dir(name), 'control-plane.log')})")
+        if time.monotonic() > deadline:
+            raise NskError(f'cluster "{name}": the control plane has not caught up after {timeout:.0f} s')
+        time.sleep(0.02)
+    store.close()
+    return child.pid
+
+
 def _fill(store: Store, m: Manifest, p: ClusterPlan, source: str) -> None:
     """The store's first objects: config, namespaces, nodes, the file's objects (atomic)."""
     from nsk.client import write
@@ -162,13 +206,7 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
         shutil.rmtree(d)  # nothing was created in the kernel yet: leave no trace
         raise
     progress("start", f'Creating cluster "{name}" ...')
-    from nsk.kernel import process
-    log = open(os.path.join(d, "control-plane.log"), "ab")
-    child = subprocess.Popen([sys.executable, "-m", "nsk.daemon", name], stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    log.close()
-    ref = process.ProcRef(child.pid, process.start_time(child.pid) or 0)
-    store.own("control-plane", ref.to_str())
+    child = start_control_plane(store, name)
     progress("control-plane", f"control plane started (pid {child.pid})")
 
     expected = _expected_pods(m)
@@ -227,8 +265,8 @@ def _in_use(name: str) -> str:
     if alive:
         return (f'cluster "{name}" is already up (control plane pid {alive.pid}): `sudo nsk down --cluster {name}` '
                 "removes it, or choose another name with --cluster")
-    return (f'cluster "{name}" exists but its control plane is not running: '
-            f"`sudo nsk down --cluster {name}` removes what is left of it")
+    return (f'cluster "{name}" exists but its control plane is not running: `sudo nsk resume --cluster {name}` '
+            f"starts a new one, `sudo nsk down --cluster {name}` removes the cluster")
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,16 @@ def down(cluster):
 
 @cli.command(context_settings=CONTEXT)
 @cluster_option
+def resume(cluster):
+    """Start a new control plane for a cluster whose control plane died (it adopts the Pods)."""
+    from nsk import lifecycle
+    name = lifecycle.resolve(cluster)
+    pid = lifecycle.resume(name)
+    click.echo(f'cluster "{name}": control plane running again (pid {pid})')
+
+
+@cli.command(context_settings=CONTEXT)
+@cluster_option
 def status(cluster):
     """The cluster at a glance: control plane, nodes, and each Pod's kernel names."""
     from nsk.cli.output import table

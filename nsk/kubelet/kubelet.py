@@ -75,6 +75,61 @@ class Kubelet:
         except OSError:
             self._host_resolv = ""
 
+    def adopt(self) -> int:
+        """Take over the Pods a previous control plane of this cluster started on this node
+        (root): their sandboxes and processes outlive it, as containers outlive a kubelet.
+        A container whose process died meanwhile is started again. Returns how many Pods."""
+        procs: dict[str, process.ProcRef] = {}
+        for _, ref, detail in self.store.owned("process"):
+            procs[detail] = process.ProcRef.from_str(ref)
+        adopted = 0
+        for _, ref, detail in self.store.owned("sandbox"):
+            box = json.loads(detail)
+            if box["node"] != self.node.name:
+                continue
+            ns, name = ref.split("/", 1)
+            k = Key("Pod", ns, name)
+            pod = self.store.get("Pod", ns, name)
+            if pod is None or pod["metadata"]["uid"] != box["uid"]:
+                # deleted while no one watched: take it over only to tear it down
+                gone = PodRun(k, box["uid"], box["netns"], box["etc"], box["ip"], box["netns"] == self.node.netns)
+                for cname in box["env"]:
+                    ref_ = procs.get(f"{k}/{cname}")
+                    gone.containers[cname] = ContainerRun(cname, {}, {}, ref=ref_)
+                self.pods[k] = gone
+                self.remove(k)
+                continue
+            run = PodRun(k, box["uid"], box["netns"], box["etc"], box["ip"], box["netns"] == self.node.netns,
+                         start_time=(pod.get("status") or {}).get("startTime", ""))
+            statuses = {c["name"]: c for c in (pod.get("status") or {}).get("containerStatuses") or []}
+            for c in pod["spec"]["containers"]:
+                cr = ContainerRun(c["name"], c, box["env"].get(c["name"], {}))
+                st = statuses.get(c["name"], {})
+                cr.restarts = st.get("restartCount", 0)
+                cr.last_terminated = (st.get("lastState") or {}).get("terminated")
+                cr.started_at = ((st.get("state") or {}).get("running") or {}).get("startedAt", now_iso())
+                cr.started_mono = time.monotonic()
+                ref_ = procs.get(f"{k}/{c['name']}")
+                run.containers[c["name"]] = cr
+                if ref_ is not None and process.alive(ref_):
+                    cr.ref = ref_
+                    cr.pidfd = process.pidfd(ref_.pid)
+                    if cr.pidfd is not None:
+                        self.watch_fd(cr.pidfd, lambda r=run, c_=cr: self._exited(r, c_))
+                else:
+                    cr.next_start = time.monotonic()  # it died meanwhile: start it again
+            if any(c.get("readinessProbe") or c.get("livenessProbe") for c in pod["spec"]["containers"]):
+                first = next(iter(run.containers.values()))
+                run.prober = Prober(self.node.netns, run.ip, pod["spec"]["containers"],
+                                    process.Sandbox(run.netns, box["hostname"], first.env, run.etc_dir),
+                                    self.watch_fd, self.unwatch_fd,
+                                    lambda kind, cname, ok, r=run: self._probe_changed(r, kind, cname, ok))
+            self.pods[k] = run
+            if not run.host_network:
+                self._cursor = max(self._cursor, int(ipaddress.IPv4Address(run.ip)) - int(self.cidr.network_address))
+            adopted += 1
+        return adopted
+
     # ---- the loop's entry points ------------------------------------------------------
 
     def sync(self, pods: list[dict]) -> None:
@@ -240,9 +295,11 @@ class Kubelet:
         if c.ref is None or self.pods.get(run.key) is not run:
             return
         code = process.exit_status(c.ref.pid)
-        code = 0 if code is None else code
+        # None: a process adopted from a previous control plane, not our child: its code is lost
+        reason = "Unknown" if code is None else ("Completed" if code == 0 else "Error")
+        code = 255 if code is None else code
         self.store.disown("process", c.ref.to_str())
-        term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+        term = {"exitCode": code, "reason": reason,
                 "startedAt": c.started_at, "finishedAt": now_iso(), "containerID": f"nsk://{c.ref.pid}"}
         c.ref = None
         if run.prober is not None:

@@ -80,13 +80,46 @@ def test_down_after_kill_9_of_the_control_plane(cluster):
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: "NOT running" in cluster.nsk("status").stdout, what="status to see the dead control plane")
     r = cluster.up(WEB.format(replicas=1), check=False)
-    assert r.returncode == 1 and "control plane is not running" in r.stderr
+    assert r.returncode == 1 and "control plane is not running" in r.stderr and "nsk resume" in r.stderr
     # the Pods live on without their control plane, as containers outlive a kubelet
     pod = cluster.pods()[0]
     out = cluster.exec("node/node-1", "curl", "-s", "--max-time", "5", pod["status"]["podIP"] + "/hostname").stdout
     assert out.strip() == pod["metadata"]["name"]
     cluster.nsk("down")
     assert leftovers(cluster.name) == {}
+
+
+def test_resume_adopts_the_pods_and_catches_up(cluster):
+    cluster.up(WEB.format(replicas=2) + """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+""")
+    before = {p["metadata"]["name"]: p["status"]["podIP"] for p in cluster.pods()}
+    pid = int(cluster.nsk("status").stdout.split("running (pid ")[1].split(")")[0])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: "NOT running" in cluster.nsk("status").stdout, what="status to see the dead control plane")
+    victim = sorted(before)[0]
+    cluster.nsk("delete", "pod", victim)  # a change while no one watches: the store keeps it
+    out = cluster.nsk("resume").stdout
+    assert out.startswith(f'cluster "{cluster.name}": control plane running again (pid ')
+    # the surviving Pod was adopted (same IP, no restart), the deleted one replaced
+    after = wait_for(lambda: len([p for p in cluster.pods() if p["status"].get("phase") == "Running"]) == 2
+                     and {p["metadata"]["name"]: p for p in cluster.pods()}, what="2 Pods again")
+    survivor = sorted(before)[1]
+    assert after[survivor]["status"]["podIP"] == before[survivor]
+    assert after[survivor]["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert victim not in after
+    assert not os.path.exists(f"/run/netns/nsk_{cluster.name}_pod_default_{victim}")
+    wait_for(lambda: len(cluster.get("endpoints", "web")["subsets"][0]["addresses"]) == 2, what="2 endpoints")
+    got = cluster.exec("node/node-1", "sh", "-c", "for i in $(seq 30); do curl -s --max-time 2 "
+                                                  "10.96.0.2/hostname; echo; done").stdout.split()
+    assert set(got) == set(after)
+    assert cluster.nsk("resume", check=False).stderr.startswith(f'Error: cluster "{cluster.name}" has a running')
 
 
 def test_down_after_kill_9_of_up_half_way(cluster, tmp_path):
