@@ -59,6 +59,49 @@ def dnsperf(server: str, port: int, queries: str, seconds: int) -> tuple[float, 
     return qps, lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
 
 
+LOOPBACK_SERVER = """
+import sys
+from nsk.dns.server import Server
+Server(sys.argv[1], "cluster.local", "10.96.0.10", 5, (), "bench-loopback").serve(port=5300)
+"""
+
+
+def loopback(hosts: str, queries: str, seconds: int) -> list[tuple[str, float, float]]:
+    """Both servers on 127.0.0.1 of a throw-away namespace, each pinned to core 1, dnsperf on
+    core 0: the servers' own cost, without the cluster's veths and rules in the way."""
+    from nsk.kernel import links, netns
+    from nsk.store import cluster_dir
+    ns = f"nsk_bench_dns_{os.getpid()}"
+    netns.create(ns)
+    procs = []
+    try:
+        with links.ipr(ns) as r:
+            links.lo_up(r)
+        with netns.entered(ns):  # children inherit the namespace of the thread that forks them
+            procs.append(subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", LOOPBACK_SERVER,
+                                           cluster_dir(NAME)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen(["taskset", "-c", "1", "dnsmasq", "--keep-in-foreground", "--no-resolv",
+                                           "--no-hosts", f"--addn-hosts={hosts}", "--listen-address=127.0.0.1",
+                                           "--bind-interfaces", "--port=5301", "--cache-size=10000",
+                                           "--user=root", "--pid-file="],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.5)
+        rows = []
+        for what, port in (("nsk DNS server", 5300), ("dnsmasq 2.90", 5301)):
+            with netns.entered(ns):
+                out = subprocess.run(["taskset", "-c", "0", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
+                                      queries, "-l", str(seconds), "-c", "4", "-q", "200"],
+                                     capture_output=True, text=True).stdout
+            rows.append((what, float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))))
+        return rows
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=5)
+        netns.remove(ns)
+
+
 def freshness(dns_ip: str, rounds: int) -> list[float]:
     """Milliseconds from a Service's creation in the store (what `nsk apply` writes) until
     the DNS server answers its A record, asked every millisecond from node-1 (sorted)."""
@@ -134,10 +177,15 @@ def main() -> int:
                 ("dnsmasq 2.90, same names", *dnsperf("172.18.0.3", 5353, queries, args.seconds)),
                 ("nsk DNS through the kube-dns ClusterIP (2 Pods)", *dnsperf("10.96.0.10", 53, queries, args.seconds))]
         fresh = freshness(target, rounds=20)
+        loop = loopback(hosts, queries, args.seconds)
         print(f"| server ({len(svcs)} names, A queries, dnsperf -c 4 -q 200, {args.seconds} s) | queries/s | p99 (ms) |")
         print("|---|---:|---:|")
         for what, qps, p99 in rows:
             print(f"| {what} | {qps:,.0f} | {p99:.2f} |")
+        print("\n| on loopback in a throw-away namespace, each server on core 1 | queries/s |")
+        print("|---|---:|")
+        for what, qps in loop:
+            print(f"| {what} | {qps:,.0f} |")
         print("\n| a new Service, from its store write to the first correct A answer | runs | p50 (ms) | p95 (ms) |")
         print("|---|---:|---:|---:|")
         print(f"| nsk DNS server | {len(fresh)} | {fresh[len(fresh) // 2]:.1f} | {fresh[int(len(fresh) * .95)]:.1f} |")
