@@ -7,7 +7,8 @@ import time
 
 def _kv(rows: list[tuple[str, str]], indent: int = 0) -> list[str]:
     width = max((len(k) for k, _ in rows), default=0) + 2
-    return [" " * indent + f"{k + ':':<{width}}{v}" for k, v in rows]
+    # an empty key continues the row above (a second label), as kubectl prints it
+    return [" " * indent + f"{(k + ':') if k else '':<{width}}{v}" for k, v in rows]
 
 
 def _map(m: dict | None) -> str:
