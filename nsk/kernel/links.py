@@ -15,11 +15,18 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nsk.kernel import netns
 
 
+def open_route(ns: str) -> IPRoute:
+    """An IPRoute bound to the named namespace (root), subscribed to no multicast group:
+    nsk only asks and never listens, and a long-lived socket (a node's) would otherwise
+    queue an event for every interface and address the namespace gains."""
+    with netns.entered(ns):
+        return IPRoute(groups=0)
+
+
 @contextlib.contextmanager
 def ipr(ns: str):
-    """An IPRoute bound to the named namespace (root)."""
-    with netns.entered(ns):
-        route = IPRoute()
+    """An IPRoute bound to the named namespace (root), closed after the block."""
+    route = open_route(ns)
     try:
         yield route
     finally:

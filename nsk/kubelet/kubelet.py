@@ -176,9 +176,7 @@ class Kubelet:
     def _node_route(self):
         """The node's netlink socket and cbr0's index, opened once."""
         if self._route is None:
-            with netns.entered(self.node.netns):
-                from pyroute2 import IPRoute
-                self._route = IPRoute()
+            self._route = links.open_route(self.node.netns)
             self._bridge_index = links.index(self._route, NODE_BRIDGE)
         return self._route
 
