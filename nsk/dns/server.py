@@ -17,12 +17,14 @@ import struct
 import sys
 import time
 
-from dnslib import CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSHeader, DNSRecord
+from dnslib import CNAME, EDNS0, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSHeader, DNSRecord
 from dnslib.dns import DNSError
 
 from nsk.dns import records
 
 MAX_TCP = 65535
+UDP_PLAIN = 512  # the largest UDP answer without EDNS0 (RFC 1035)
+EDNS_SIZE = 1232  # what nsk offers with EDNS0: the DNS flag day 2020 size, no IP fragments
 RELOAD_DELAY = 0.01  # seconds between a store write's announcement and the zone rebuild
 
 
@@ -79,7 +81,21 @@ def respond(zone: records.Zone, data: bytes, forward: bool = False) -> bytes | N
         reply.add_auth(_rr(rr))
     for rr in ans.additional:
         reply.add_ar(_rr(rr))
+    if any(rr.rtype == QTYPE.OPT for rr in query.ar):  # EDNS0: answer with our own OPT
+        reply.add_ar(EDNS0(udp_len=EDNS_SIZE))
     return reply.pack()
+
+
+def udp_limit(query: bytes) -> int:
+    """How large a UDP answer to this query may be: 512, or with EDNS0 what the client
+    offers, up to EDNS_SIZE."""
+    try:
+        for rr in DNSRecord.parse(query).ar:
+            if rr.rtype == QTYPE.OPT:
+                return max(UDP_PLAIN, min(rr.rclass, EDNS_SIZE))
+    except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
+        pass
+    return UDP_PLAIN
 
 
 class Server:
@@ -134,7 +150,8 @@ class Server:
         if out is FORWARD:
             self._forward(data, reply)
         elif out is not None:
-            if len(self.cache) < 50000:
+            # only answers that fit any UDP client: the receive loop sends cached ones as they are
+            if len(out) <= UDP_PLAIN and len(self.cache) < 50000:
                 self.cache[key] = out[2:]
             reply(out)
 
@@ -248,11 +265,11 @@ class Server:
                 except OSError:
                     pass
                 continue
-            self.answer(data, lambda out, a=addr: self._udp_reply(sock, out, a))
+            self.answer(data, lambda out, a=addr, q=data: self._udp_reply(sock, out, a, q))
 
     @staticmethod
-    def _udp_reply(sock: socket.socket, out: bytes, addr) -> None:
-        if len(out) > 512:  # no EDNS here: truncate, the client retries over TCP
+    def _udp_reply(sock: socket.socket, out: bytes, addr, query: bytes) -> None:
+        if len(out) > UDP_PLAIN and len(out) > udp_limit(query):  # too big: TC set, the client asks over TCP
             try:
                 hdr = DNSRecord.parse(out)
                 hdr.rr, hdr.auth, hdr.ar = [], [], []

@@ -157,3 +157,22 @@ def test_without_an_upstream_outside_names_are_refused(cluster):
     cluster.up(WEB.format(replicas=1))
     pod = cluster.pods("app=web")[0]["metadata"]["name"]
     assert "status: REFUSED" in cluster.exec(pod, "dig", "+tries=1", "+time=3", "example.org").stdout
+
+
+def test_large_answers_use_edns0_or_fall_back_to_tcp(cluster):
+    cluster.up(WEB.format(replicas=40) + """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: many}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+""")
+    pod = cluster.pods("app=web")[0]["metadata"]["name"]
+    name = "many.default.svc.cluster.local"
+    wait_for(lambda: len(cluster.exec(pod, "dig", "+short", name).stdout.split()) == 40, what="40 A records")
+    plain = cluster.exec(pod, "dig", "+noedns", "+ignore", name).stdout  # 40 records do not fit 512 bytes
+    assert "flags: qr aa tc" in plain.replace(" rd", "").replace(" ra", "")
+    assert len(cluster.exec(pod, "dig", "+short", "+noedns", name).stdout.split()) == 40  # dig retried over TCP

@@ -128,3 +128,23 @@ def test_garbage_never_crashes_the_server():
         out = respond(ZONE, bytes(s))
         assert out is None or isinstance(out, (bytes, bytearray))
     assert str(wire("my-nginx.default.svc.cluster.local", "A").rr[0].rdata) == "10.96.0.2"
+
+
+def test_edns0_and_truncation():
+    from dnslib import EDNS0
+
+    from nsk.dns.server import UDP_PLAIN, udp_limit
+    big = build([{"metadata": {"namespace": "default", "name": "many"},
+                  "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}}],
+                [{"metadata": {"namespace": "default", "name": "many"},
+                  "subsets": [{"addresses": [{"ip": f"10.244.1.{i}"} for i in range(2, 52)],
+                               "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]}],
+                "cluster.local", "10.96.0.10")
+    plain = DNSRecord.question("many.default.svc.cluster.local", "A")
+    edns = DNSRecord.question("many.default.svc.cluster.local", "A")
+    edns.add_ar(EDNS0(udp_len=4096))
+    assert udp_limit(plain.pack()) == UDP_PLAIN and udp_limit(edns.pack()) == 1232
+    reply = DNSRecord.parse(respond(big, edns.pack()))
+    assert len(reply.rr) == 50 and any(QTYPE[rr.rtype] == "OPT" for rr in reply.ar)
+    assert len(respond(big, plain.pack())) > UDP_PLAIN  # the server truncates it when it goes out over UDP
+    assert not any(QTYPE[rr.rtype] == "OPT" for rr in DNSRecord.parse(respond(big, plain.pack())).ar)
