@@ -82,7 +82,7 @@ u.settimeout(2)
 answered = 0
 for i in range(3000):
     junk = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 600))), loop, good[:7],
-            good + b"\xff" * 40][i % 4]
+            good + b"\xff" * 40, good + b"\x00" * 6000][i % 5]
     u.sendto(junk, (dns, 53))
     if i % 100 == 0:
         t = socket.create_connection((dns, 53), 2)  # a TCP client that sends half a message and leaves
@@ -97,6 +97,28 @@ for i in range(3000):
 print(answered)
 """
 
+BURST = r"""
+import select, socket, sys, time
+from dnslib import DNSRecord
+dns, names = sys.argv[1], sys.argv[2:]
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+asked = {}  # (socket, id) -> the name asked
+for i in range(1000):  # sent back to back: the server takes them in batches
+    s, name = socks[i % 4], names[i % len(names)]
+    q = DNSRecord.question(name, "A")
+    q.header.id = i
+    s.sendto(q.pack(), (dns, 53))
+    asked[(s.fileno(), i)] = name
+wrong = 0
+deadline = time.monotonic() + 10
+while asked and time.monotonic() < deadline:
+    for s in select.select(socks, [], [], 1)[0]:
+        r = DNSRecord.parse(s.recv(4096))
+        name = asked.pop((s.fileno(), r.header.id), None)  # a reply to another socket would be unknown
+        wrong += name is None or str(r.q.qname).rstrip(".") != name or not r.rr
+print(len(asked), wrong)
+"""
+
 
 def test_the_server_survives_garbage_and_keeps_answering(cluster):
     cluster.up(WEB.format(replicas=1) + SVC)
@@ -104,6 +126,10 @@ def test_the_server_survives_garbage_and_keeps_answering(cluster):
     # nsk's own interpreter: it has dnslib, which the host's python3 may lack
     out = cluster.exec("node/node-1", sys.executable, "-c", GARBAGE, dns["status"]["podIP"]).stdout
     assert out.strip() == "30"  # every good query among 3,000 bad packets was answered
+    # a burst of 1,000 queries from 4 clients: each gets its own answer, to its own socket
+    out = cluster.exec("node/node-1", sys.executable, "-c", BURST, dns["status"]["podIP"],
+                       "my-nginx.default.svc.cluster.local", "kube-dns.kube-system.svc.cluster.local").stdout
+    assert out.split() == ["0", "0"]  # none unanswered, none wrong
     after = cluster.get("pod", dns["metadata"]["name"], namespace="kube-system")
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
 
