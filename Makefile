@@ -26,7 +26,7 @@ bench: install $(STAMP)/bench-deps
 	$(VENV)/bin/python bench/up_down.py --pods 50 200 --repeat 3
 	$(VENV)/bin/python bench/proxy_sync.py --services 1000 10000 --repeat 3
 	$(VENV)/bin/python bench/datapath.py --changes 20
-	$(VENV)/bin/python bench/dns.py --services 200 --seconds 10
+	$(VENV)/bin/python bench/dns.py --services 200 --seconds 10 --rounds 3
 
 install: deps venv
 	ln -sf $(abspath $(NSK)) /usr/local/bin/nsk

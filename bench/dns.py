@@ -1,7 +1,7 @@
 """Cluster DNS throughput with dnsperf: nsk's DNS server against dnsmasq serving the same
 names, each pinned to one core, in one run; and through the kube-dns ClusterIP (root).
 
-Run: `.venv/bin/python bench/dns.py --services 200 --seconds 10`
+Run: `.venv/bin/python bench/dns.py --services 200 --seconds 10 --rounds 3`
 
 A cluster with N ClusterIP Services; dnsperf (Debian) on node-1, pinned to core 0, asks
 for their A records. nsk's server is a coredns Pod on node-2, pinned to core 1; dnsmasq
@@ -13,6 +13,7 @@ p99 latency comes from dnsperf's per-query report (-v).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -40,24 +41,65 @@ def topology(n: int) -> str:
     return "---\n".join(docs)
 
 
-def _dnsperf(server: str, port: int, queries: str, seconds: int, *extra: str) -> str:
-    return nsk("exec", "node/node-1", "--", "taskset", "-c", "0", "dnsperf", "-s", server, "-p", str(port),
-               "-d", queries, "-l", str(seconds), "-c", "4", "-q", "200", *extra).stdout
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (its threads included), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def dnsperf(server: str, port: int, queries: str, seconds: int) -> tuple[float, float]:
-    """(queries per second at full load, p99 latency in ms at half that rate) from node-1 on core 0.
+def qps_of(out: str, where: str) -> float:
+    m = re.search(r"Queries per second:\s+([\d.]+)", out)
+    if m is None:
+        raise SystemExit(f"dnsperf against {where} gave no result:\n{out}")
+    lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
+    if lost:
+        print(f"  ({lost} queries lost against {where})", file=sys.stderr)
+    return float(m.group(1))
 
-    The latency run reports every query (-v), which costs dnsperf itself; so it runs apart,
-    at half the measured rate, where queueing does not dominate."""
-    out = _dnsperf(server, port, queries, seconds)
-    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
-    lost = re.search(r"Queries lost:\s+(\d+)", out).group(1)
-    if int(lost):
-        print(f"  ({lost} queries lost against {server}:{port})", file=sys.stderr)
-    out = _dnsperf(server, port, queries, max(2, seconds // 2), "-Q", str(int(qps / 2)), "-v")
-    lat = sorted(float(m.group(1)) for m in re.finditer(r"^> \S+ .* ([\d.]+)$", out, re.M))
-    return qps, lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
+
+class Target:
+    """A DNS server under test: where dnsperf sends, how, and the server's PIDs (for its CPU time)."""
+
+    def __init__(self, what: str, server: str, port: int, pids: list[int], run):
+        self.what, self.server, self.port, self.pids, self.run = what, server, port, pids, run
+        self.qps: list[float] = []
+        self.cpu_us: list[float] = []  # the server's CPU time per query answered
+        self.p99 = float("nan")
+
+    def measure(self, queries: str, seconds: int) -> None:
+        """One full-load run of dnsperf: queries per second and the server's CPU per query."""
+        cpu = sum(cpu_seconds(p) for p in self.pids)
+        out = self.run(["dnsperf", "-s", self.server, "-p", str(self.port), "-d", queries, "-l", str(seconds),
+                        "-c", "4", "-q", "200"])
+        qps = qps_of(out, f"{self.server}:{self.port}")
+        self.qps.append(qps)
+        self.cpu_us.append((sum(cpu_seconds(p) for p in self.pids) - cpu) / (qps * seconds) * 1e6)
+
+    def latency(self, queries: str, seconds: int) -> None:
+        """p99 latency at half the median rate, every query reported (-v): reporting costs
+        dnsperf itself, so it runs apart from the throughput runs, where queueing does not
+        dominate."""
+        out = self.run(["dnsperf", "-s", self.server, "-p", str(self.port), "-d", queries, "-l", str(seconds),
+                        "-c", "4", "-q", "200", "-Q", str(int(median(self.qps) / 2)), "-v"])
+        lat = sorted(float(m.group(1)) for m in re.finditer(r"^> \S+ .* ([\d.]+)$", out, re.M))
+        self.p99 = lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def rounds(targets: list[Target], queries: str, seconds: int, n: int) -> None:
+    """n rounds, each target once a round, the order turned every round: the machine's
+    drift (other work, the kernel's own) falls on every server alike."""
+    for r in range(n):
+        for t in (targets if r % 2 == 0 else targets[::-1]):
+            t.measure(queries, seconds)
+
+
+def in_node1(cmd: list[str]) -> str:
+    return nsk("exec", "node/node-1", "--", "taskset", "-c", "0", *cmd).stdout
 
 
 LOOPBACK_SERVER = """
@@ -67,7 +109,23 @@ Server(sys.argv[1], "cluster.local", "10.96.0.10", 5, (), "bench-loopback").serv
 """
 
 
-def loopback(hosts: str, queries: str, seconds: int) -> list[tuple[str, float, float]]:
+def dnsmasq_argv(hosts: str, address: str, port: int, pid_file: str) -> list[str]:
+    return ["taskset", "-c", "1", "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+            f"--addn-hosts={hosts}", f"--listen-address={address}", "--bind-interfaces", f"--port={port}",
+            "--cache-size=10000", "--user=root", f"--pid-file={pid_file}"]
+
+
+def read_pid(path: str, timeout: float = 5) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            with open(path) as f:
+                return int(f.read())
+        time.sleep(0.05)
+    raise SystemExit(f"dnsmasq wrote no pid file {path}")
+
+
+def loopback(tmp: str, hosts: str, queries: str, seconds: int, n: int) -> list[Target]:
     """Both servers on 127.0.0.1 of a throw-away namespace, each pinned to core 1, dnsperf on
     core 0: the servers' own cost, without the cluster's veths and rules in the way."""
     from nsk.kernel import links, netns
@@ -78,24 +136,22 @@ def loopback(hosts: str, queries: str, seconds: int) -> list[tuple[str, float, f
     try:
         with links.ipr(ns) as r:
             links.lo_up(r)
+        pid_file = os.path.join(tmp, "dnsmasq-loopback.pid")
         with netns.entered(ns):  # children inherit the namespace of the thread that forks them
             procs.append(subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", LOOPBACK_SERVER,
                                            cluster_dir(NAME)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen(["taskset", "-c", "1", "dnsmasq", "--keep-in-foreground", "--no-resolv",
-                                           "--no-hosts", f"--addn-hosts={hosts}", "--listen-address=127.0.0.1",
-                                           "--bind-interfaces", "--port=5301", "--cache-size=10000",
-                                           "--user=root", "--pid-file="],
+            procs.append(subprocess.Popen(dnsmasq_argv(hosts, "127.0.0.1", 5301, pid_file),
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1.5)
-        rows = []
-        for what, port in (("nsk DNS server", 5300), ("dnsmasq 2.90", 5301)):
+
+        def run(cmd: list[str]) -> str:
             with netns.entered(ns):
-                out = subprocess.run(["taskset", "-c", "0", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
-                                      queries, "-l", str(seconds), "-c", "4", "-q", "200"],
-                                     capture_output=True, text=True).stdout
-            rows.append((what, float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))))
-        return rows
+                return subprocess.run(["taskset", "-c", "0", *cmd], capture_output=True, text=True).stdout
+        targets = [Target("nsk DNS server", "127.0.0.1", 5300, [procs[0].pid], run),
+                   Target("dnsmasq 2.90", "127.0.0.1", 5301, [read_pid(pid_file)], run)]
+        rounds(targets, queries, seconds, n)
+        return targets
     finally:
         for p in procs:
             p.terminate()
@@ -145,10 +201,15 @@ def freshness(dns_ip: str, rounds: int) -> list[float]:
     return sorted(out)
 
 
+def pid_of(pod: dict) -> int:
+    return int(pod["status"]["containerStatuses"][0]["containerID"].split("//")[1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=200)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="throughput runs of each server, interleaved")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="nsk-bench-dns-")
     topo, queries, hosts = (os.path.join(tmp, f) for f in ("topology.yaml", "queries.txt", "hosts"))
@@ -165,33 +226,42 @@ def main() -> int:
             f.writelines(f"{s['spec']['clusterIP']} {s['metadata']['name']}.default.svc.cluster.local\n" for s in svcs)
         pods = json.loads(nsk("get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
         for p in pods:  # both DNS Pods on core 1: the ClusterIP run spreads over them
-            pid = p["status"]["containerStatuses"][0]["containerID"].split("//")[1]
-            subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
+            subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid_of(p))], check=True, capture_output=True)
         target_pod = next(p for p in pods if p["spec"]["nodeName"] == "node-2")
         target = target_pod["status"]["podIP"]
         # dnsmasq in the same Pod's network namespace: its queries and answers cross the
         # same veths, bridge and rules as nsk's (in node-2's own namespace they would skip
-        # the Pod's veth and node-2's forwarding, a third of the datapath's cost)
+        # the Pod's veth and node-2's forwarding, a good part of the datapath's cost)
+        pid_file = os.path.join(tmp, "dnsmasq.pid")
         dnsmasq = subprocess.Popen([sys.executable, "-m", "nsk", "exec", "--cluster", NAME, "-n", "kube-system",
                                     target_pod["metadata"]["name"], "--",
-                                    "taskset", "-c", "1", "dnsmasq", "--keep-in-foreground", "--no-resolv",
-                                    "--no-hosts", f"--addn-hosts={hosts}", f"--listen-address={target}",
-                                    "--bind-interfaces", "--port=5353", "--cache-size=10000", "--user=root",
-                                    "--pid-file="], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1)
-        rows = [("nsk DNS server, the coredns Pod's IP", *dnsperf(target, 53, queries, args.seconds)),
-                ("dnsmasq 2.90 in the same Pod, same names", *dnsperf(target, 5353, queries, args.seconds)),
-                ("nsk DNS through the kube-dns ClusterIP (2 Pods)", *dnsperf("10.96.0.10", 53, queries, args.seconds))]
+                                    *dnsmasq_argv(hosts, target, 5353, pid_file)],
+                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        nsk_pids = {p["metadata"]["name"]: pid_of(p) for p in pods}
+        targets = [Target("nsk DNS server, the coredns Pod's IP", target, 53,
+                          [nsk_pids[target_pod["metadata"]["name"]]], in_node1),
+                   Target("dnsmasq 2.90 in the same Pod, same names", target, 5353, [read_pid(pid_file)], in_node1),
+                   Target("nsk DNS through the kube-dns ClusterIP (2 Pods)", "10.96.0.10", 53,
+                          list(nsk_pids.values()), in_node1)]
+        time.sleep(0.5)
+        rounds(targets, queries, args.seconds, args.rounds)
+        for t in targets:
+            t.latency(queries, max(2, args.seconds // 2))
         fresh = freshness(target, rounds=20)
-        loop = loopback(hosts, queries, args.seconds)
-        print(f"| server ({len(svcs)} names, A queries, dnsperf -c 4 -q 200, {args.seconds} s) | queries/s | p99 (ms) |")
+        loop = loopback(tmp, hosts, queries, args.seconds, args.rounds)
+        print(f"dnsperf -c 4 -q 200, {len(svcs)} names, A queries, {args.seconds} s a run, {args.rounds} rounds;"
+              " median (lowest-highest); CPU: the server's user + system time per query\n")
+        print("| in the cluster | queries/s | CPU µs/query | p99 ms at half load |")
+        print("|---|---:|---:|---:|")
+        for t in targets:
+            print(f"| {t.what} | {median(t.qps):,.0f} ({min(t.qps):,.0f}-{max(t.qps):,.0f}) | "
+                  f"{median(t.cpu_us):.1f} | {t.p99:.2f} |")
+        print("\n| on loopback in a throw-away namespace, each server on core 1 | queries/s | CPU µs/query |")
         print("|---|---:|---:|")
-        for what, qps, p99 in rows:
-            print(f"| {what} | {qps:,.0f} | {p99:.2f} |")
-        print("\n| on loopback in a throw-away namespace, each server on core 1 | queries/s |")
-        print("|---|---:|")
-        for what, qps in loop:
-            print(f"| {what} | {qps:,.0f} |")
+        for t in loop:
+            print(f"| {t.what} | {median(t.qps):,.0f} ({min(t.qps):,.0f}-{max(t.qps):,.0f}) | {median(t.cpu_us):.1f} |")
+        print(f"\nnsk / dnsmasq, median queries/s: in the cluster {median(targets[0].qps) / median(targets[1].qps):.2f}×, "
+              f"on loopback {median(loop[0].qps) / median(loop[1].qps):.2f}×")
         print("\n| a new Service, from its store write to the first correct A answer | runs | p50 (ms) | p95 (ms) |")
         print("|---|---:|---:|---:|")
         print(f"| nsk DNS server | {len(fresh)} | {fresh[len(fresh) // 2]:.1f} | {fresh[int(len(fresh) * .95)]:.1f} |")
