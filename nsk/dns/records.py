@@ -5,6 +5,7 @@ Names in the zone (<zone> = cluster domain, e.g. cluster.local):
 
     <svc>.<ns>.svc.<zone>                A  clusterIP | A per ready endpoint (headless) | CNAME (ExternalName)
     <ep>.<svc>.<ns>.svc.<zone>           A  a headless Service's endpoint; <ep> = hostname or a-b-c-d
+    <svc>.<ns>.svc.<zone>                SRV per port, named or not (per endpoint × port when headless)
     _<port>._<proto>.<svc>.<ns>.svc.<zone>  SRV per named port (per endpoint when headless)
     a-b-c-d.<ns>.pod.<zone>              A  a.b.c.d
     d.c.b.a.in-addr.arpa                 PTR Service IPs, headless endpoints, Pod IPs
@@ -99,6 +100,7 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
             z.add(base, A, cip)
             z.add(_reverse(cip), PTR, base)
             for p in spec.get("ports") or []:
+                z.add(base, SRV, f"0 100 {p['port']} {base}")
                 if p.get("name"):
                     z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV, f"0 100 {p['port']} {base}")
             continue
@@ -111,10 +113,11 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
                 z.add(host, A, a["ip"])
                 z.add(_reverse(a["ip"]), PTR, host)
                 for p in sub.get("ports") or []:
+                    z.add(base, SRV, f"0 100 {p['port']} {host}")
                     if p.get("name"):
                         z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV,
                               f"0 100 {p['port']} {host}")
-        z.names.add(base)  # a headless Service without ready endpoints: the name exists, NXDOMAIN for A
+        # no ready endpoint: no record, and so no name (NXDOMAIN), as CoreDNS answers
     # a Pod's address points back to its pod record, unless an endpoint name claims it
     for pod in pods:
         ip = (pod.get("status") or {}).get("podIP")
@@ -157,9 +160,8 @@ def answer(z: Zone, qname: str, qtype: str) -> Reply:
     if not found and qtype != CNAME and (q, CNAME) in z.records:
         found = z.records[(q, CNAME)]  # the CNAME answers every type; the client follows it
     additional: list[RR] = []
-    if qtype == SRV:
-        for rr in found:
-            target = rr.data.split()[3]
+    if qtype == SRV:  # each target's address once, however many ports point at it
+        for target in dict.fromkeys(rr.data.split()[3] for rr in found if rr.type == SRV):
             additional += z.records.get((target, A), [])
     if found:
         return Reply("NOERROR", tuple(found), (), tuple(additional))

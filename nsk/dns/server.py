@@ -72,7 +72,13 @@ def respond(zone: records.Zone, data: bytes, forward: bool = False) -> bytes | N
         return reply.pack()
     q = query.questions[0]
     qtype = QTYPE.get(q.qtype, str(q.qtype))
-    ans = records.answer(zone, str(q.qname), qtype)
+    try:
+        ans = records.answer(zone, str(q.qname), qtype)
+    except Exception as exc:  # noqa: BLE001 - as CoreDNS recovers a panic: this query fails, not the server
+        print(f"nsk dns: error answering {q.qname} {qtype}: {exc!r}", file=sys.stderr, flush=True)
+        reply = query.reply()
+        reply.header.rcode = RCODE.SERVFAIL
+        return reply.pack()
     if ans.rcode == "REFUSED" and forward:
         return FORWARD
     reply = query.reply(aa=int(ans.authoritative), ra=1)  # as CoreDNS, which forwards

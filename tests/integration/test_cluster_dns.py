@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.integration.test_foundation import WEB, wait_for
+from tests.integration.test_foundation import WEB, running, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -33,6 +33,8 @@ def test_pods_resolve_services_like_kubernetes_pods(cluster):
     assert out in {p["metadata"]["name"] for p in cluster.pods("app=web")}
     assert f"Address: {ip}" in cluster.exec(pod, "nslookup", "my-nginx").stdout
     srv = cluster.exec(pod, "dig", "+short", "SRV", "_http._tcp.my-nginx.default.svc.cluster.local").stdout
+    assert srv.strip() == "0 100 80 my-nginx.default.svc.cluster.local."
+    srv = cluster.exec(pod, "dig", "+short", "SRV", "my-nginx.default.svc.cluster.local").stdout  # CoreDNS's too
     assert srv.strip() == "0 100 80 my-nginx.default.svc.cluster.local."
     assert cluster.exec(pod, "dig", "+tcp", "+short", "my-nginx.default.svc.cluster.local").stdout.strip() == ip
     assert cluster.exec(pod, "getent", "hosts", "my-nginx.default").stdout.split()[0] == ip
@@ -65,6 +67,15 @@ spec:
     cluster.nsk("scale", "deployment/web", "--replicas", "2")
     wait_for(lambda: len(cluster.exec(pod, "dig", "+short", "late.default.svc.cluster.local").stdout.split()) == 2,
              what="two A records")
+    # no ready endpoint: the name is gone (asked from the node: the Pods are gone too)
+    cluster.nsk("scale", "deployment/web", "--replicas", "0")
+    late = ("dig", "@10.96.0.10", "late.default.svc.cluster.local")
+    wait_for(lambda: "NXDOMAIN" in cluster.exec("node/node-1", *late).stdout,
+             what="NXDOMAIN for a headless Service without endpoints")
+    cluster.nsk("scale", "deployment/web", "--replicas", "1")
+    wait_for(lambda: len(cluster.exec("node/node-1", *late, "+short").stdout.split()) == 1,
+             what="the headless Service back with one A record")
+    pod = wait_for(lambda: running(cluster.pods()), what="a running Pod")[0]["metadata"]["name"]
     cluster.nsk("delete", "svc", "late")
     wait_for(lambda: "NXDOMAIN" in cluster.exec(pod, "dig", "late.default.svc.cluster.local").stdout,
              what="NXDOMAIN after the delete")

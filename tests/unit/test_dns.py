@@ -57,9 +57,21 @@ CASES = [
       "_pg._tcp.db.default.svc.cluster.local. 5 IN SRV 0 50 5432 10-244-2-6.db.default.svc.cluster.local."],
      ["db-0.db.default.svc.cluster.local. 5 IN A 10.244.1.5",
       "10-244-2-6.db.default.svc.cluster.local. 5 IN A 10.244.2.6"]),
+    # SRV at a Service's own name, as CoreDNS answers it: one per port, named or not
+    ("my-nginx.default.svc.cluster.local.", "SRV", "NOERROR",
+     ["my-nginx.default.svc.cluster.local. 5 IN SRV 0 50 80 my-nginx.default.svc.cluster.local.",
+      "my-nginx.default.svc.cluster.local. 5 IN SRV 0 50 53 my-nginx.default.svc.cluster.local."],
+     ["my-nginx.default.svc.cluster.local. 5 IN A 10.96.0.2"]),
+    ("db.default.svc.cluster.local.", "SRV", "NOERROR",
+     ["db.default.svc.cluster.local. 5 IN SRV 0 50 5432 db-0.db.default.svc.cluster.local.",
+      "db.default.svc.cluster.local. 5 IN SRV 0 50 5432 10-244-2-6.db.default.svc.cluster.local."],
+     ["db-0.db.default.svc.cluster.local. 5 IN A 10.244.1.5",
+      "10-244-2-6.db.default.svc.cluster.local. 5 IN A 10.244.2.6"]),
     ("my-service.prod.svc.cluster.local.", "A", "NOERROR",
      ["my-service.prod.svc.cluster.local. 5 IN CNAME my.database.example.com."], []),
     ("by-ip.prod.svc.cluster.local.", "A", "NOERROR", ["by-ip.prod.svc.cluster.local. 5 IN CNAME 1.2.3.4."], []),
+    ("my-service.prod.svc.cluster.local.", "SRV", "NOERROR",  # the CNAME answers every type
+     ["my-service.prod.svc.cluster.local. 5 IN CNAME my.database.example.com."], []),
     ("2.0.96.10.in-addr.arpa.", "PTR", "NOERROR",
      ["2.0.96.10.in-addr.arpa. 5 IN PTR my-nginx.default.svc.cluster.local."], []),
     ("5.1.244.10.in-addr.arpa.", "PTR", "NOERROR",
@@ -77,7 +89,10 @@ NEGATIVE = [
     ("my-nginx.default.svc.cluster.local.", "AAAA", "NOERROR"),  # NODATA: the name exists
     ("my-nginx.default.svc.cluster.local.", "TXT", "NOERROR"),
     ("_nope._tcp.my-nginx.default.svc.cluster.local.", "SRV", "NXDOMAIN"),
-    ("empty.default.svc.cluster.local.", "A", "NOERROR"),  # headless, no endpoints: NODATA
+    # headless without a ready endpoint: no records, so no name (CoreDNS's errNoItems)
+    ("empty.default.svc.cluster.local.", "A", "NXDOMAIN"),
+    ("empty.default.svc.cluster.local.", "SRV", "NXDOMAIN"),
+    ("db.default.svc.cluster.local.", "AAAA", "NOERROR"),  # NODATA: the endpoints' name exists
     ("default.svc.cluster.local.", "A", "NOERROR"),  # an empty non-terminal
     ("svc.cluster.local.", "A", "NOERROR"),
     ("10-244-1-999.default.pod.cluster.local.", "A", "NXDOMAIN"),
@@ -113,6 +128,17 @@ def test_wire_replies():
     assert r.header.rcode == RCODE.NXDOMAIN and QTYPE[r.auth[0].rtype] == "SOA"
     r = wire("example.com", "A")
     assert r.header.rcode == RCODE.REFUSED and r.header.aa == 0
+
+
+def test_a_failing_answer_is_servfail_not_a_dead_server(monkeypatch, capsys):
+    from nsk.dns import records
+
+    def broken(*_):
+        raise IndexError("a bug")
+    monkeypatch.setattr(records, "answer", broken)
+    r = wire("my-nginx.default.svc.cluster.local", "SRV")
+    assert r.header.rcode == RCODE.SERVFAIL and not r.rr
+    assert "error answering my-nginx.default.svc.cluster.local. SRV: IndexError('a bug')" in capsys.readouterr().err
 
 
 def test_garbage_never_crashes_the_server():
