@@ -34,8 +34,32 @@ def nsk(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=check)
 
 
+HEADLESS_PODS = 3
+HEADLESS = f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: hl}}
+spec:
+  replicas: {HEADLESS_PODS}
+  selector: {{matchLabels: {{app: hl}}}}
+  template:
+    metadata: {{labels: {{app: hl}}}}
+    spec:
+      containers: [{{name: web, image: nginx, ports: [{{containerPort: 80}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: hl}}
+spec:
+  clusterIP: None
+  selector: {{app: hl}}
+  ports: [{{port: 80}}]
+"""
+
+
 def topology(n: int) -> str:
-    docs = [f"apiVersion: nsk.io/v1alpha1\nkind: Cluster\nmetadata: {{name: {NAME}}}\n"]
+    """The Cluster, n ClusterIP Services named svc-<i>, and a headless Service over 3 Pods."""
+    docs = [f"apiVersion: nsk.io/v1alpha1\nkind: Cluster\nmetadata: {{name: {NAME}}}\n", HEADLESS]
     docs += [f"apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}}}\nspec:\n  ports: [{{port: 80}}]\n"
              for i in range(n)]
     return "---\n".join(docs)
@@ -159,13 +183,19 @@ def loopback(tmp: str, hosts: str, queries: str, seconds: int, n: int) -> list[T
         netns.remove(ns)
 
 
-def freshness(dns_ip: str, rounds: int) -> list[float]:
-    """Milliseconds from a Service's creation in the store (what `nsk apply` writes) until
-    the DNS server answers its A record, asked every millisecond from node-1 (sorted)."""
+def freshness(dns_ip: str, rounds: int) -> dict[str, list[float]]:
+    """Milliseconds from a change in the store until the DNS server's answer shows it, asked
+    every millisecond from node-1 (sorted), for two changes:
+
+    - a Service's creation (what `nsk apply` writes), until its A record is answered;
+    - a Pod's deletion (what `nsk delete pod` writes) behind the headless Service `hl`,
+      until its IP has left the Service's A records (the endpoints controller's update).
+    """
     import socket
 
     from dnslib import QTYPE, DNSRecord
 
+    from nsk.api.objects import Key
     from nsk.api.validation import admit
     from nsk.client import live_config, write
     from nsk.kernel import netns
@@ -175,30 +205,47 @@ def freshness(dns_ip: str, rounds: int) -> list[float]:
     with netns.entered(f"nsk_{NAME}_node_node-1"):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.05)
-    out = []
-    for i in range(rounds):
-        name = f"fresh-{i}"
-        q = DNSRecord.question(f"{name}.default.svc.cluster.local", "A").pack()
-        svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                     "spec": {"ports": [{"port": 80}]}})
-        t = time.perf_counter()
-        with store.tx():
-            write(store, svc, cfg)
+
+    def until(qname: str, shown, t: float) -> float:
+        q = DNSRecord.question(qname, "A").pack()
         while time.perf_counter() - t < 5:
             sock.sendto(q, (dns_ip, 53))
             try:
                 reply = DNSRecord.parse(sock.recv(4096))
             except OSError:
                 continue
-            if any(QTYPE[rr.rtype] == "A" for rr in reply.rr):
-                out.append((time.perf_counter() - t) * 1000)
-                break
+            if shown({str(rr.rdata) for rr in reply.rr if QTYPE[rr.rtype] == "A"}):
+                return (time.perf_counter() - t) * 1000
             time.sleep(0.001)
-        else:
-            raise SystemExit(f"{name} was not answered within 5 s")
+        raise SystemExit(f"{qname}: the change did not show within 5 s")
+
+    def ready_hl() -> list[dict]:
+        return [p for p in store.list("Pod", "default") if p["metadata"].get("labels", {}).get("app") == "hl"
+                and any(c.get("ready") for c in (p.get("status") or {}).get("containerStatuses", []))]
+
+    out: dict[str, list[float]] = {"service": [], "endpoint": []}
+    for i in range(rounds):
+        svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"fresh-{i}"},
+                     "spec": {"ports": [{"port": 80}]}})
+        t = time.perf_counter()
+        with store.tx():
+            write(store, svc, cfg)
+        out["service"].append(until(f"fresh-{i}.default.svc.cluster.local", bool, t))
+    for _ in range(rounds):
+        deadline = time.monotonic() + 30
+        while len(ready_hl()) < HEADLESS_PODS:  # every round starts from all endpoints ready
+            if time.monotonic() > deadline:
+                raise SystemExit("the hl Pods did not come back within 30 s")
+            time.sleep(0.05)
+        until("hl.default.svc.cluster.local", lambda ips: len(ips) == HEADLESS_PODS, time.perf_counter())
+        pod = ready_hl()[0]
+        ip = pod["status"]["podIP"]
+        t = time.perf_counter()
+        store.delete(Key("Pod", "default", pod["metadata"]["name"]))
+        out["endpoint"].append(until("hl.default.svc.cluster.local", lambda ips: ips and ip not in ips, t))
     sock.close()
     store.close()
-    return sorted(out)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def pid_of(pod: dict) -> int:
@@ -262,9 +309,12 @@ def main() -> int:
             print(f"| {t.what} | {median(t.qps):,.0f} ({min(t.qps):,.0f}-{max(t.qps):,.0f}) | {median(t.cpu_us):.1f} |")
         print(f"\nnsk / dnsmasq, median queries/s: in the cluster {median(targets[0].qps) / median(targets[1].qps):.2f}×, "
               f"on loopback {median(loop[0].qps) / median(loop[1].qps):.2f}×")
-        print("\n| a new Service, from its store write to the first correct A answer | runs | p50 (ms) | p95 (ms) |")
+        print("\n| from the store write to the first answer that shows it | runs | p50 (ms) | p95 (ms) |")
         print("|---|---:|---:|---:|")
-        print(f"| nsk DNS server | {len(fresh)} | {fresh[len(fresh) // 2]:.1f} | {fresh[int(len(fresh) * .95)]:.1f} |")
+        for what, key in (("a new Service: its A record", "service"),
+                          ("a headless Service's Pod deleted: its IP gone from the A records", "endpoint")):
+            xs = fresh[key]
+            print(f"| {what} | {len(xs)} | {xs[len(xs) // 2]:.1f} | {xs[int(len(xs) * .95)]:.1f} |")
     finally:
         if dnsmasq is not None:
             dnsmasq.terminate()

@@ -140,6 +140,7 @@ class ControlPlane:
         rev = self.store.revision()
         if rev == self._seen_rev and not force:
             return
+        own = self.store.own_revisions
         self._run_deployments()
         self._schedule()
         # Services first: a deleted or unready Pod leaves the rules before the kubelets
@@ -154,7 +155,13 @@ class ControlPlane:
             self.store.set_status(key(d), deployment.status(d, deployment.owned_pods(d, pods)))
         if self.store.revision() != before:
             self._services_pass()
-        self._seen_rev = self.store.revision()
+        # Seen is what this pass read. Another process may have written while it ran, after
+        # the pass had read what that write changed (a Pod deleted while the rules were
+        # restored): then its wake-up must find the pass not caught up, or the change would
+        # wait for the next resync. Only when every revision taken meanwhile was our own
+        # has the pass seen them all.
+        end = self.store.revision()
+        self._seen_rev = end if end - rev == self.store.own_revisions - own else rev
         # what `nsk up` waits for: every write up to this revision is in the kernel's rules
         if self.store.get_meta("synced") != self._seen_rev:
             self.store.set_meta("synced", self._seen_rev)

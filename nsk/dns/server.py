@@ -49,8 +49,14 @@ def _rdata(rr: records.RR):
     raise ValueError(rr.type)
 
 
-def _rr(rr: records.RR) -> RR:
-    return RR(rr.name, getattr(QTYPE, rr.type), rdata=_rdata(rr), ttl=rr.ttl)
+def _rr(rr: records.RR, asked: str) -> RR:
+    """The record on the wire, its owner spelled as the asker spelled it when the name ends
+    the question (the name itself, the zone's apex): CoreDNS preserves case so, and
+    resolvers that randomize the case of their questions (0x20) see their own spelling."""
+    name = rr.name
+    if asked.lower().endswith(name) and (len(asked) == len(name) or asked[-len(name) - 1] == "."):
+        name = asked[len(asked) - len(name):]
+    return RR(name, getattr(QTYPE, rr.type), rdata=_rdata(rr), ttl=rr.ttl)
 
 
 FORWARD = b"forward"  # respond()'s word for "not ours: ask the upstream"
@@ -83,12 +89,13 @@ def respond(zone: records.Zone, data: bytes, forward: bool = False) -> bytes | N
         return FORWARD
     reply = query.reply(aa=int(ans.authoritative), ra=1)  # as CoreDNS, which forwards
     reply.header.rcode = getattr(RCODE, ans.rcode)
+    asked = str(q.qname)
     for rr in ans.answer:
-        reply.add_answer(_rr(rr))
+        reply.add_answer(_rr(rr, asked))
     for rr in ans.authority:
-        reply.add_auth(_rr(rr))
+        reply.add_auth(_rr(rr, asked))
     for rr in ans.additional:
-        reply.add_ar(_rr(rr))
+        reply.add_ar(_rr(rr, asked))
     if any(rr.rtype == QTYPE.OPT for rr in query.ar):  # EDNS0: answer with our own OPT
         reply.add_ar(EDNS0(udp_len=EDNS_SIZE))
     return reply.pack()

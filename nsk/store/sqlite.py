@@ -64,6 +64,8 @@ class Store:
             self.db.executescript(_SCHEMA)
         self._depth = 0
         self._dirty = False
+        self._tx_revisions = 0  # revisions the open transaction has taken
+        self.own_revisions = 0  # revisions this connection's committed writes took
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.setblocking(False)
 
@@ -86,10 +88,13 @@ class Store:
             if self._depth == 0:
                 self.db.execute("ROLLBACK")
                 self._dirty = False
+                self._tx_revisions = 0
             raise
         self._depth -= 1
         if self._depth == 0:
             self.db.execute("COMMIT")
+            self.own_revisions += self._tx_revisions
+            self._tx_revisions = 0
             if self._dirty:
                 self._dirty = False
                 self.wake()
@@ -106,6 +111,7 @@ class Store:
 
     def _bump(self) -> int:
         self._dirty = True
+        self._tx_revisions += 1
         cur = self.db.execute("SELECT v FROM meta WHERE k='revision'").fetchone()
         rev = int(cur[0]) + 1 if cur else 1
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (str(rev),))

@@ -130,6 +130,16 @@ def test_wire_replies():
     assert r.header.rcode == RCODE.REFUSED and r.header.aa == 0
 
 
+def test_answers_keep_the_askers_spelling_of_the_name():
+    r = wire("My-Nginx.DEFAULT.svc.cluster.local", "A")
+    assert [(str(x.rname), str(x.rdata)) for x in r.rr] == [("My-Nginx.DEFAULT.svc.cluster.local.", "10.96.0.2")]
+    r = wire("nothing.default.svc.CLUSTER.Local", "A")
+    assert r.header.rcode == RCODE.NXDOMAIN and str(r.auth[0].rname) == "CLUSTER.Local."
+    r = wire("_HTTP._tcp.my-nginx.default.svc.cluster.local", "SRV")  # the additional A is another name
+    assert str(r.rr[0].rname) == "_HTTP._tcp.my-nginx.default.svc.cluster.local."
+    assert str(r.ar[0].rname) == "my-nginx.default.svc.cluster.local."
+
+
 def test_a_failing_answer_is_servfail_not_a_dead_server(monkeypatch, capsys):
     from nsk.dns import records
 
