@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 from dnslib import CNAME, EDNS0, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSHeader, DNSRecord
@@ -25,9 +26,11 @@ from nsk.dns import records
 from nsk.kernel.mmsg import Batch
 
 MAX_TCP = 65535
+TCP_IDLE = 5.0  # seconds a TCP client may stay silent before it is dropped
+TCP_PENDING = 256 * 1024  # bytes of answers a TCP client may leave unread before it is dropped
 UDP_PLAIN = 512  # the largest UDP answer without EDNS0 (RFC 1035)
 EDNS_SIZE = 1232  # what nsk offers with EDNS0: the DNS flag day 2020 size, no IP fragments
-RELOAD_DELAY = 0.01  # seconds between a store write's announcement and the zone rebuild
+RELOAD_DELAY = 0.01  # seconds: at most one look at the store per this time
 
 
 def _rdata(rr: records.RR):
@@ -113,16 +116,28 @@ def udp_limit(query: bytes) -> int:
     return UDP_PLAIN
 
 
+@dataclass(eq=False)
+class _Conn:
+    """A client's TCP connection: what it sent that is not a whole message yet, and the
+    answers it has not taken yet."""
+    sock: socket.socket
+    deadline: float  # closed when idle past this (monotonic)
+    inbuf: bytearray = field(default_factory=bytearray)
+    outbuf: bytearray = field(default_factory=bytearray)
+    writing: bool = False  # waiting for EPOLLOUT
+    closed: bool = False
+
+
 class Server:
     def __init__(self, store_dir: str, domain: str, dns_ip: str, ttl: int, upstream: tuple[str, ...], name: str):
         self.store_dir, self.domain, self.dns_ip, self.ttl = store_dir, domain, dns_ip, ttl
         self.upstream_servers = upstream
         self.poll: select.epoll | None = None  # made in serve(): this object is built before a fork
-        self.handlers: dict[int, Callable[[], None]] = {}  # what to do when a socket is readable
+        self.handlers: dict[int, Callable[[int], None]] = {}  # fd -> what to do with its epoll events
         self.watch_path = os.path.join(store_dir, "watch", f"{name}.sock")
         self.zone = records.build([], [], domain, dns_ip, ttl)
         self.cache: dict[bytes, bytes] = {}
-        self.conns: dict[int, tuple[socket.socket, bytearray, float]] = {}
+        self.conns: dict[int, _Conn] = {}
         self.store = None
         self.seen: tuple | None = None
         self.up_sock: socket.socket | None = None
@@ -130,6 +145,7 @@ class Server:
         # forwarded queries: our ID -> (the client's ID, where the reply goes, deadline)
         self.pending: dict[int, tuple[bytes, object, float]] = {}
         self.reload_at = 0.0  # a write was announced: look at the store then
+        self.loaded_at = -RELOAD_DELAY  # when we last looked
         self._next_id = random.randrange(65536)
 
     def load(self) -> None:
@@ -221,10 +237,10 @@ class Server:
         self.up_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.up_sock.setblocking(False)
         self.batch = Batch(udp)
-        self._on_readable(watch, lambda: self._watch_event(watch))
-        self._on_readable(udp, lambda: self._udp_burst(udp))
-        self._on_readable(tcp, lambda: self._accept(tcp))
-        self._on_readable(self.up_sock, self._upstream_reply)
+        self._on_readable(watch, lambda _: self._watch_event(watch))
+        self._on_readable(udp, lambda _: self._udp_burst(udp))
+        self._on_readable(tcp, lambda _: self._accept(tcp))
+        self._on_readable(self.up_sock, lambda _: self._upstream_reply())
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         self.load()
         print(f"nsk dns: serving {self.domain} on :{port} (udp, tcp)", flush=True)
@@ -234,19 +250,19 @@ class Server:
         try:
             while True:
                 timeout = 0.5 if not self.reload_at else max(0.0, self.reload_at - time.monotonic())
-                for fd, _ in poll(timeout):
+                for fd, events in poll(timeout):
                     handler = handlers.get(fd)  # None: closed by an earlier handler of this turn
                     if handler is not None:
-                        handler()
+                        handler(events)
                 if self.reload_at and time.monotonic() >= self.reload_at:
-                    self.reload_at = 0.0
+                    self.reload_at, self.loaded_at = 0.0, time.monotonic()
                     self.load()
                 if self.conns or self.pending:
                     self._expire()
         finally:
             os.unlink(self.watch_path)
 
-    def _on_readable(self, sock: socket.socket, handler: Callable[[], None]) -> None:
+    def _on_readable(self, sock: socket.socket, handler: Callable[[int], None]) -> None:
         self.handlers[sock.fileno()] = handler
         self.poll.register(sock.fileno(), select.EPOLLIN)
 
@@ -256,10 +272,10 @@ class Server:
                 sock.recv(64)
             except BlockingIOError:
                 break
-        # writes come in bursts (nsk up, a scale): one look at the store after a short
-        # quiet moment, instead of one per write, keeps answers fresh within RELOAD_DELAY
+        # a write alone is looked at at once; writes come in bursts too (nsk up, a scale),
+        # and then one look per RELOAD_DELAY, instead of one per write, takes them all
         if not self.reload_at:
-            self.reload_at = time.monotonic() + RELOAD_DELAY
+            self.reload_at = max(time.monotonic(), self.loaded_at + RELOAD_DELAY)
 
     def _accept(self, sock: socket.socket) -> None:
         try:
@@ -267,8 +283,9 @@ class Server:
         except OSError:
             return
         conn.setblocking(False)
-        self.conns[conn.fileno()] = (conn, bytearray(), time.monotonic() + 5)
-        self._on_readable(conn, lambda: self._tcp_read(conn))
+        c = _Conn(conn, time.monotonic() + TCP_IDLE)
+        self.conns[conn.fileno()] = c
+        self._on_readable(conn, lambda events: self._tcp_event(c, events))
 
     def _udp_burst(self, sock: socket.socket) -> None:
         """Answer the queries waiting on the UDP socket, a few batches at most so that TCP
@@ -305,31 +322,48 @@ class Server:
         except OSError:
             pass
 
-    def _tcp_reply(self, conn: socket.socket, out: bytes) -> None:
-        if conn.fileno() not in self.conns:
-            return  # the client went away while the upstream was asked
-        try:
-            conn.setblocking(True)
-            conn.settimeout(2)
-            conn.sendall(struct.pack("!H", len(out)) + out)
-            conn.setblocking(False)
-        except OSError:
-            self._close(conn)
+    def _tcp_event(self, c: _Conn, events: int) -> None:
+        if events & select.EPOLLOUT:
+            self._tcp_flush(c)
+        if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and not c.closed:
+            self._tcp_read(c)
 
-    def _tcp_read(self, conn: socket.socket) -> None:
-        entry = self.conns.get(conn.fileno())
-        if entry is None:
-            return
+    def _tcp_reply(self, c: _Conn, out: bytes) -> None:
+        """Queue an answer on a TCP connection and send what the socket takes now: a client
+        that does not read must not stall the server (a blocking send would), so its answers
+        wait in its own buffer, and a client that lets too many wait is dropped."""
+        if c.closed:
+            return  # the client went away while the upstream was asked
+        c.outbuf += struct.pack("!H", len(out)) + out
+        if len(c.outbuf) > TCP_PENDING:
+            self._close(c)
+        else:
+            self._tcp_flush(c)
+
+    def _tcp_flush(self, c: _Conn) -> None:
         try:
-            chunk = conn.recv(MAX_TCP + 2)
+            del c.outbuf[:c.sock.send(c.outbuf)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._close(c)
+            return
+        if bool(c.outbuf) != c.writing:  # epoll tells when the socket takes more
+            c.writing = bool(c.outbuf)
+            self.poll.modify(c.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if c.writing else 0))
+
+    def _tcp_read(self, c: _Conn) -> None:
+        try:
+            chunk = c.sock.recv(MAX_TCP + 2)
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
         if not chunk:
-            self._close(conn)
+            self._close(c)
             return
-        buf = entry[1]
+        c.deadline = time.monotonic() + TCP_IDLE
+        buf = c.inbuf
         buf += chunk
         while len(buf) >= 2:
             n = struct.unpack("!H", buf[:2])[0]
@@ -337,22 +371,27 @@ class Server:
                 break
             msg = bytes(buf[2:2 + n])
             del buf[:2 + n]
-            self.answer(msg, lambda out, c=conn: self._tcp_reply(c, out))
-            if conn.fileno() not in self.conns:
+            self.answer(msg, lambda out: self._tcp_reply(c, out))
+            if c.closed:
                 return
         if len(buf) > MAX_TCP + 2:
-            self._close(conn)
+            self._close(c)
 
-    def _close(self, conn: socket.socket) -> None:
-        self.conns.pop(conn.fileno(), None)
-        if self.handlers.pop(conn.fileno(), None) is not None:
-            self.poll.unregister(conn.fileno())
-        conn.close()
+    def _close(self, c: _Conn) -> None:
+        if c.closed:
+            return
+        c.closed = True
+        fd = c.sock.fileno()
+        if self.conns.get(fd) is c:
+            del self.conns[fd]
+            self.handlers.pop(fd, None)
+            self.poll.unregister(fd)
+        c.sock.close()
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for conn, _, deadline in list(self.conns.values()):
-            if now > deadline:
-                self._close(conn)
+        for c in list(self.conns.values()):
+            if now > c.deadline:
+                self._close(c)
         for qid in [q for q, (_, _, deadline) in self.pending.items() if now > deadline]:
             self._fail(qid)

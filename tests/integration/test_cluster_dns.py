@@ -145,6 +145,42 @@ def test_the_server_survives_garbage_and_keeps_answering(cluster):
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
+HOG = r"""
+import socket, struct, sys, time
+from dnslib import DNSRecord
+dns = sys.argv[1]
+q = DNSRecord.question("my-nginx.default.svc.cluster.local", "A").pack()
+hog = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that takes answers slowly...
+hog.connect((dns, 53))
+hog.sendall((struct.pack("!H", len(q)) + q) * 5000)  # ...asks 5,000 questions and reads none
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(1)  # a resolver's patience
+answered = 0
+for i in range(20):
+    u.sendto(q, (dns, 53))
+    try:
+        answered += bool(DNSRecord.parse(u.recv(4096)).rr)
+    except socket.timeout:
+        pass
+hog.settimeout(5)
+got = 0
+try:
+    while chunk := hog.recv(65536):
+        got += len(chunk)
+except OSError:
+    pass
+print(answered, got < 5000 * (2 + len(q) + 16))  # everyone else answered; the hog cut off
+"""
+
+
+def test_a_client_that_does_not_read_stalls_nobody_and_is_dropped(cluster):
+    cluster.up(WEB.format(replicas=1) + SVC)
+    dns = [p for p in cluster.pods(namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
+    out = cluster.exec("node/node-1", sys.executable, "-c", HOG, dns["status"]["podIP"]).stdout
+    assert out.split() == ["20", "True"]
+
+
 UPSTREAM = r"""
 import socket, sys
 from dnslib import A, QTYPE, RR, DNSRecord
