@@ -190,6 +190,10 @@ def freshness(dns_ip: str, rounds: int) -> dict[str, list[float]]:
     - a Service's creation (what `nsk apply` writes), until its A record is answered;
     - a Pod's deletion (what `nsk delete pod` writes) behind the headless Service `hl`,
       until its IP has left the Service's A records (the endpoints controller's update).
+
+    Each change comes once the control plane has caught up with the one before (its
+    `synced` revision): a change that lands while the rules of the last are still being
+    restored waits for that restore, and the server shares the two cores with it.
     """
     import socket
 
@@ -223,8 +227,17 @@ def freshness(dns_ip: str, rounds: int) -> dict[str, list[float]]:
         return [p for p in store.list("Pod", "default") if p["metadata"].get("labels", {}).get("app") == "hl"
                 and any(c.get("ready") for c in (p.get("status") or {}).get("containerStatuses", []))]
 
+    def settle() -> None:
+        """Until the control plane has caught up with every write (its `synced` revision)."""
+        deadline = time.monotonic() + 30
+        while store.get_meta("synced") != store.revision():
+            if time.monotonic() > deadline:
+                raise SystemExit("the control plane did not settle within 30 s")
+            time.sleep(0.01)
+
     out: dict[str, list[float]] = {"service": [], "endpoint": []}
     for i in range(rounds):
+        settle()
         svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"fresh-{i}"},
                      "spec": {"ports": [{"port": 80}]}})
         t = time.perf_counter()
@@ -238,6 +251,7 @@ def freshness(dns_ip: str, rounds: int) -> dict[str, list[float]]:
                 raise SystemExit("the hl Pods did not come back within 30 s")
             time.sleep(0.05)
         until("hl.default.svc.cluster.local", lambda ips: len(ips) == HEADLESS_PODS, time.perf_counter())
+        settle()
         pod = ready_hl()[0]
         ip = pod["status"]["podIP"]
         t = time.perf_counter()

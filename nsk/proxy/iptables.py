@@ -106,10 +106,28 @@ class NodeContext:
 
 @dataclass(frozen=True)
 class Ruleset:
-    text: str  # iptables-restore input, for --noflush
+    text: str  # iptables-restore input, for --noflush: every chain, the full sync
     nat_chains: frozenset[str]  # the per-Service chains it declares, to delete when gone
     filter_rules: int
     nat_rules: int
+    filter_text: str = ""  # the *filter part of `text` (small: kube-proxy writes it whole)
+    nat_base: tuple[str, ...] = ()  # the base nat chains' declarations, then their rules
+    chains: tuple[tuple[str, tuple[str, ...]], ...] = ()  # each per-Service chain and its rules
+
+    def since(self, old: "Ruleset") -> str:
+        """The restore that takes a node whose kernel has `old` to this ruleset: the base
+        chains whole, and of the per-Service chains only those that are new or changed,
+        with the ones gone deleted. kube-proxy's partial sync (MinimizeIPTablesRestore):
+        one endpoint change then restores a few rules, not every Service's chains."""
+        have = dict(old.chains)
+        changed = [(c, rs) for c, rs in self.chains if have.get(c) != rs]
+        gone = sorted(old.nat_chains - self.nat_chains)
+        decls = [line for line in self.nat_base if line.startswith(":")]
+        lines = [self.filter_text, "*nat", *decls]  # every chain declared before any rule jumps to it
+        lines += [f":{c} - [0:0]" for c, _ in changed] + [f":{c} - [0:0]" for c in gone]
+        lines += self.nat_base[len(decls):]
+        lines += [r for _, rs in changed for r in rs] + [f"-X {c}" for c in gone] + ["COMMIT", ""]
+        return "\n".join(lines)
 
 
 def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] = frozenset()) -> Ruleset:
@@ -147,7 +165,9 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
         match = f"-m {proto} -p {proto}"
         ready = [e for e in sp.endpoints if e.ready]
         local = [e for e in ready if e.node == ctx.node]
-        uses_cluster = not sp.internal_local or (sp.externally_accessible and not sp.external_local)
+        # kube-proxy's UsesClusterEndpoints: with external traffic at all, even under eTP
+        # Local, since a Pod's traffic to an external address short-circuits to all endpoints
+        uses_cluster = not sp.internal_local or sp.externally_accessible
         uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
         cluster_eps = ready if uses_cluster else []
         local_eps = local if uses_local else []
@@ -181,7 +201,10 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
             chains_here.append(svc)
         if has_endpoints and uses_local and local_eps:
             chains_here.append(svl)
-        if has_endpoints and sp.externally_accessible and external_filter is None:
+        # the EXT chain whenever there are endpoints anywhere: even with none for external
+        # traffic here (eTP Local), a Pod's or the node's own traffic short-circuits through
+        # it to the Service (kube-proxy's usesExternalTrafficChain)
+        if has_endpoints and sp.externally_accessible:
             chains_here.append(ext)
             if not sp.external_local:
                 svc_rules.append(f"-A {ext} {_comment(f'masquerade traffic for {name} external destinations')} "
@@ -193,7 +216,8 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
                                  f"-m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}")
                 svc_rules.append(f"-A {ext} {_comment(f'route LOCAL traffic for {name} external destinations')} "
                                  f"-m addrtype --src-type LOCAL -j {svc}")
-            svc_rules.append(f"-A {ext} -j {external_policy_chain}")
+            if external_filter is None:  # the rest to the policy's chain; else KUBE-EXTERNAL-SERVICES drops it
+                svc_rules.append(f"-A {ext} -j {external_policy_chain}")
 
         dport = f"--dport {sp.port}"
         # ClusterIP
@@ -204,20 +228,20 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
         else:
             target, comment = internal_filter
             f_rules.append(f"-A {KUBE_SERVICES} {_comment(comment)} {match} -d {sp.cluster_ip}/32 {dport} -j {target}")
-        # externalIPs and load-balancer IPs
+        # externalIPs and load-balancer IPs: to EXT (or FW) when there are endpoints; what
+        # EXT does not short-circuit is then rejected or dropped in the filter table
+        uses_fw = has_endpoints and bool(sp.lb_ips) and bool(sp.lb_source_ranges)
         for kind, ips in (("external IP", sp.external_ips), ("loadbalancer IP", sp.lb_ips)):
             for ip in ips:
-                if external_filter is None:
-                    to = ext
-                    if kind == "loadbalancer IP" and sp.lb_source_ranges:
-                        to = fw
+                if has_endpoints:
+                    to = fw if kind == "loadbalancer IP" and uses_fw else ext
                     n_rules.append(f"-A {KUBE_SERVICES} {_comment(f'{name} {kind}')} {match} -d {ip}/32 {dport} "
                                    f"-j {to}")
-                else:
+                if external_filter is not None:
                     target, comment = external_filter
                     ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} {match} -d {ip}/32 "
                                         f"{dport} -j {target}")
-        if sp.lb_ips and sp.lb_source_ranges and external_filter is None:
+        if uses_fw:
             chains_here.append(fw)
             for src in sp.lb_source_ranges:
                 svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {src} -j {ext}")
@@ -227,9 +251,9 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
                                f"{match} -d {ip}/32 {dport} -j DROP")
         # NodePort
         if sp.node_port:
-            if external_filter is None:
+            if has_endpoints:
                 nodeports.append(f"-A {KUBE_NODEPORTS} {_comment(name)} {match} --dport {sp.node_port} -j {ext}")
-            else:
+            if external_filter is not None:
                 target, comment = external_filter
                 ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} -m addrtype --dst-type LOCAL "
                                     f"{match} --dport {sp.node_port} -j {target}")
@@ -251,14 +275,19 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     n_rules += nodeports_tail(ctx)
     declared = sorted(set(n_chains))
     stale = sorted(previous - set(declared))
-    lines = ["*filter"] + [f":{c} - [0:0]" for c in FILTER_CHAINS]
-    lines += f_rules + ext_services + ["COMMIT", "*nat"]
-    lines += [f":{c} - [0:0]" for c in NAT_CHAINS] + [f":{c} - [0:0]" for c in declared + stale]
-    lines += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}") is False]
-    lines += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}")]
-    lines += nodeports + svc_rules + [f"-X {c}" for c in stale] + ["COMMIT", ""]
+    filter_text = "\n".join(["*filter"] + [f":{c} - [0:0]" for c in FILTER_CHAINS] + f_rules + ext_services
+                            + ["COMMIT"])
+    nat_base = [f":{c} - [0:0]" for c in NAT_CHAINS]
+    nat_base += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}") is False]
+    nat_base += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}")] + nodeports
+    by_chain: dict[str, list[str]] = {c: [] for c in declared}
+    for r in svc_rules:
+        by_chain[r.split(" ", 2)[1]].append(r)
+    lines = [filter_text, "*nat"] + nat_base[:len(NAT_CHAINS)] + [f":{c} - [0:0]" for c in declared + stale]
+    lines += nat_base[len(NAT_CHAINS):] + svc_rules + [f"-X {c}" for c in stale] + ["COMMIT", ""]
     return Ruleset("\n".join(lines), frozenset(declared), len(f_rules) + len(ext_services),
-                   len(n_rules) + len(nodeports) + len(svc_rules))
+                   len(n_rules) + len(nodeports) + len(svc_rules), filter_text, tuple(nat_base),
+                   tuple((c, tuple(rs)) for c, rs in by_chain.items()))
 
 
 def nodeports_tail(ctx: NodeContext) -> list[str]:

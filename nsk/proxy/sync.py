@@ -11,6 +11,9 @@ from nsk.proxy import iptables as rules
 from nsk.proxy.model import ServicePort
 
 log = logging.getLogger("nsk.kube-proxy")
+# kube-proxy's --iptables-sync-period: at least this often a sync writes every chain, which
+# also undoes what a person changed by hand; in between, only the chains that changed
+FULL_SYNC_PERIOD = 30.0
 _CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z0-9]{16}) ")
 
 
@@ -27,23 +30,34 @@ class IptablesProxier:
             # chains a previous control plane left: rewritten or deleted by the first sync
             self.previous = frozenset(m.group(1) for line in saved.splitlines() if (m := _CHAIN.match(line)))
             self.pending_jumps = rules.missing_jumps(saved)
-        self.last_text: str | None = None
+        self.last: rules.Ruleset | None = None  # what the kernel has; None: unknown, sync fully
+        self.full_at = 0.0  # monotonic time of the last full sync
         self.last_ports: dict[tuple, ServicePort] = {}
         self.last_sync_ms = 0.0
 
-    def plan(self, ports: list[ServicePort]) -> rules.Ruleset | None:
-        """The rules for `ports`, or None when the kernel already has them."""
+    def plan(self, ports: list[ServicePort], now: float) -> tuple[rules.Ruleset, str] | None:
+        """The rules for `ports` and the restore that brings them: every chain (the first
+        sync, one after a failure, or when FULL_SYNC_PERIOD has passed), else only what
+        changed; None when the kernel already has them."""
         ruleset = rules.render(ports, self.ctx, self.previous)
-        return None if ruleset.text == self.last_text else ruleset
+        if self.last is None or now - self.full_at >= FULL_SYNC_PERIOD:
+            return ruleset, ruleset.text
+        if ruleset.text == self.last.text:
+            return None
+        return ruleset, ruleset.since(self.last)
 
-    def applied(self, ports: list[ServicePort], ruleset: rules.Ruleset, started: float) -> None:
+    def applied(self, ports: list[ServicePort], ruleset: rules.Ruleset, text: str, started: float) -> None:
         """Record a ruleset the caller has restored, and clear stale UDP conntrack entries."""
         self._clear_stale_udp(ports)
+        full = text == ruleset.text
+        if full:
+            self.full_at = started
         self.previous = ruleset.nat_chains
-        self.last_text = ruleset.text
+        self.last = ruleset
         self.last_sync_ms = (time.monotonic() - started) * 1000
-        log.info("%s: synced %d service ports (%d nat, %d filter rules) in %.1f ms", self.netns, len(ports),
-                 ruleset.nat_rules, ruleset.filter_rules, self.last_sync_ms)
+        log.info("%s: synced %d service ports (%d nat, %d filter rules; %s, %d lines) in %.1f ms", self.netns,
+                 len(ports), ruleset.nat_rules, ruleset.filter_rules, "full" if full else "partial",
+                 text.count("\n"), self.last_sync_ms)
 
 
     def _clear_stale_udp(self, ports: list[ServicePort]) -> None:
@@ -73,11 +87,13 @@ class IptablesProxier:
 def sync_all(proxiers: list[IptablesProxier], ports: list[ServicePort]) -> int:
     """Sync every node's rules, the restores running side by side; how many nodes changed."""
     t = time.monotonic()
-    todo = [(p, rs) for p in proxiers if (rs := p.plan(ports)) is not None]
+    todo = [(p, *plan) for p in proxiers if (plan := p.plan(ports, t)) is not None]
+    for p, _, _ in todo:
+        p.last = None  # until the restore succeeds: after a failure, the next sync is a full one
     if todo:
         # the jumps first: they create the chains, which the ruleset then declares (flushes) and fills
-        iptables.restore_many([(p.netns, p.pending_jumps + rs.text) for p, rs in todo])
-    for p, rs in todo:
-        p.applied(ports, rs, t)
+        iptables.restore_many([(p.netns, p.pending_jumps + text) for p, _, text in todo])
+    for p, rs, text in todo:
+        p.applied(ports, rs, text, t)
         p.pending_jumps = ""
     return len(todo)

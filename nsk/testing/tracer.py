@@ -35,9 +35,15 @@ class Table:
 
 
 def parse(text: str) -> dict[str, Table]:
-    tables: dict[str, Table] = {}
+    return restore({}, text)
+
+
+def restore(tables: dict[str, Table], text: str) -> dict[str, Table]:
+    """`tables` after `iptables-restore --noflush` of `text`, as the kernel would have them:
+    a declared chain is created or flushed, -X deletes it (a new dict; `tables` is kept)."""
+    tables = {name: Table({c: list(rules) for c, rules in t.chains.items()}) for name, t in tables.items()}
     cur: Table | None = None
-    for line in text.splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#") or line == "COMMIT":
             continue
@@ -45,7 +51,7 @@ def parse(text: str) -> dict[str, Table]:
             cur = tables.setdefault(line[1:], Table({}))
         elif line.startswith(":"):
             assert cur is not None
-            cur.chains.setdefault(line[1:].split()[0], [])
+            cur.chains[line[1:].split()[0]] = []
         elif line.startswith("-X "):
             assert cur is not None
             cur.chains.pop(line.split()[1], None)
@@ -56,6 +62,8 @@ def parse(text: str) -> dict[str, Table]:
             j = tokens.index("-j") if "-j" in tokens else len(tokens)
             rule = Rule(chain, tuple(tokens[2:j]), tokens[j + 1] if j < len(tokens) else "",
                         tuple(tokens[j + 2:]))
+            if rule.target and rule.target not in BUILTIN_TARGETS and rule.target not in cur.chains:
+                raise ValueError(f"line {n}: {line}: chain {rule.target} does not exist")  # as iptables-restore
             rules = cur.chains.setdefault(chain, [])
             rules.insert(0, rule) if tokens[0] == "-I" else rules.append(rule)
         else:
@@ -226,8 +234,12 @@ class Tracer:
 def check_consistency(text: str) -> list[str]:
     """Problems a restore would hit or leave: jumps to missing chains, endpoint chains
     that nothing reaches."""
+    return check_tables(parse(text))
+
+
+def check_tables(tables: dict[str, Table]) -> list[str]:
+    """check_consistency() of tables as they are."""
     problems = []
-    tables = parse(text)
     for name, table in tables.items():
         referenced = set()
         for chain, rules in table.chains.items():

@@ -52,6 +52,10 @@ FLOWS = [
     ("Pod to NodePort on its node (Cluster)", POD_LOCAL, NODE1, 30080, False, BOTH_MASQ),
     ("external to NodePort (Local), no local endpoint: dropped", EXTERNAL, NODE1, 30081, False,
      {Outcome(None, False, "DROP")}),
+    ("Pod to NodePort (Local), no local endpoint: short-circuits to the Service", POD_LOCAL, NODE1, 30081, False,
+     {Outcome("10.244.2.2:8080", False, "ACCEPT")}),
+    ("node to its NodePort (Local), no local endpoint: masqueraded, to the Service", NODE1, NODE1, 30081, True,
+     {Outcome("10.244.2.2:8080", True, "ACCEPT")}),
     ("external to NodePort (Local), local endpoint: client IP kept", EXTERNAL, NODE1, 30082, False,
      {Outcome("10.244.1.2:8080", False, "ACCEPT")}),
     ("Pod to NodePort (Local): any endpoint, as from outside", POD_LOCAL, NODE1, 30082, False, BOTH),
@@ -172,3 +176,77 @@ def test_service_ports_from_api_objects():
         ("dns", "UDP", 30002, ("198.51.100.1",), True), ("http", "TCP", 30001, ("198.51.100.1",), True)]
     assert got[1].endpoints == (Endpoint("10.244.1.2", 8080, "node-1", True),
                                 Endpoint("10.244.2.2", 8080, "node-2", False))
+
+
+def test_both_policies_local_with_a_node_port_still_has_the_cluster_chain():
+    """kube-proxy's UsesClusterEndpoints: a Pod's traffic to the node port short-circuits
+    to every endpoint, so KUBE-SVC exists even when both policies are Local (without it
+    the EXT chain jumped to a missing chain, and the node's whole restore failed)."""
+    both = sp("both-local", "10.96.0.30", eps=(E2,), node_port=30090, internal_local=True, external_local=True)
+    text = render([both], CTX).text
+    assert check_consistency(missing_jumps("") + text) == []
+    tracer = Tracer(missing_jumps("") + text, LOCAL)
+    assert tracer.trace(Packet(POD_LOCAL, NODE1, 30090)) == {Outcome("10.244.2.2:8080", False, "ACCEPT")}
+    assert tracer.trace(Packet(EXTERNAL, NODE1, 30090)) == {Outcome(None, False, "DROP")}  # no local endpoint
+
+
+def changed(ports: list[ServicePort], rng) -> list[ServicePort]:
+    """A random change such as a cluster makes: an endpoint gone, added or unready, a
+    Service gone, added, or another policy, affinity or node port."""
+    import dataclasses
+    out = list(ports)
+    i = rng.randrange(len(out)) if out else 0
+    what = rng.choice(["drop-ep", "add-ep", "unready", "drop-svc", "add-svc", "local", "affinity", "nodeport"])
+    if what == "add-svc" or not out:
+        n = rng.randrange(1000)
+        out.append(sp(f"new-{n}", f"10.96.1.{n % 250}", eps=(Endpoint(f"10.244.2.{n % 250}", 80, "node-2"),)))
+    elif what == "drop-svc":
+        out.pop(i)
+    elif what == "drop-ep":
+        out[i] = dataclasses.replace(out[i], endpoints=out[i].endpoints[1:])
+    elif what == "add-ep":
+        ep = Endpoint(f"10.244.{rng.choice([1, 2])}.{rng.randrange(2, 250)}", 8080, rng.choice(["node-1", "node-2"]))
+        out[i] = dataclasses.replace(out[i], endpoints=out[i].endpoints + (ep,))
+    elif what == "unready":
+        out[i] = dataclasses.replace(out[i], endpoints=tuple(dataclasses.replace(e, ready=False)
+                                                             for e in out[i].endpoints[:1]) + out[i].endpoints[1:])
+    elif what == "local":
+        out[i] = dataclasses.replace(out[i], internal_local=not out[i].internal_local,
+                                     external_local=not out[i].external_local)
+    elif what == "affinity":
+        out[i] = dataclasses.replace(out[i], affinity_timeout=0 if out[i].affinity_timeout else 30)
+    else:
+        out[i] = dataclasses.replace(out[i], node_port=0 if out[i].node_port else 31000 + i)
+    return out
+
+
+def test_a_partial_sync_leaves_the_kernel_as_a_full_one_would():
+    """kube-proxy's partial restore: only changed Service chains are written, and the
+    tables come out the same as after writing every chain."""
+    import random
+
+    from nsk.testing.tracer import check_tables, restore
+    rng = random.Random(3)
+    ports, old = list(PORTS), render(PORTS, CTX)
+    kernel = restore({}, missing_jumps("") + old.text)
+    partial_lines = []
+    for _ in range(300):
+        ports = changed(ports, rng)
+        new = render(ports, CTX, old.nat_chains)
+        after_partial = restore(kernel, new.since(old))
+        assert after_partial == restore(kernel, new.text)
+        assert check_tables(after_partial) == []
+        partial_lines.append((new.since(old).count("\n"), new.text.count("\n")))
+        kernel, old = after_partial, new
+    # and it is smaller: most changes touch one Service's chains
+    assert sum(p for p, _ in partial_lines) < 0.8 * sum(f for _, f in partial_lines)
+
+
+def test_a_partial_sync_of_one_endpoint_writes_that_services_chains_only():
+    first = render(PORTS, CTX)
+    ports = [p if p.name != "web" else sp("web", "10.96.0.2", eps=(E1,)) for p in PORTS]
+    text = render(ports, CTX, first.nat_chains).since(first)
+    declared = {line[1:].split()[0] for line in text.splitlines() if line.startswith(":KUBE-S")}
+    web = sp("web", "10.96.0.2")
+    assert declared == {"KUBE-SERVICES", svc_chain("KUBE-SVC", web), sep_chain(web, E2)}
+    assert f"-X {sep_chain(web, E2)}" in text.splitlines()
