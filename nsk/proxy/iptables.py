@@ -114,6 +114,10 @@ class Ruleset:
     nat_base: tuple[str, ...] = ()  # the base nat chains' declarations, then their rules
     chains: tuple[tuple[str, tuple[str, ...]], ...] = ()  # each per-Service chain and its rules
 
+    def same_rules(self, other: "Ruleset") -> bool:
+        """The same chains and rules (`text` differs too when only the chains to delete do)."""
+        return (self.filter_text, self.nat_base, self.chains) == (other.filter_text, other.nat_base, other.chains)
+
     def since(self, old: "Ruleset") -> str:
         """The restore that takes a node whose kernel has `old` to this ruleset: the base
         chains whole, and of the per-Service chains only those that are new or changed,

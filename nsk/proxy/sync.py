@@ -42,7 +42,7 @@ class IptablesProxier:
         ruleset = rules.render(ports, self.ctx, self.previous)
         if self.last is None or now - self.full_at >= FULL_SYNC_PERIOD:
             return ruleset, ruleset.text
-        if ruleset.text == self.last.text:
+        if ruleset.same_rules(self.last):
             return None
         return ruleset, ruleset.since(self.last)
 

@@ -250,3 +250,20 @@ def test_a_partial_sync_of_one_endpoint_writes_that_services_chains_only():
     web = sp("web", "10.96.0.2")
     assert declared == {"KUBE-SERVICES", svc_chain("KUBE-SVC", web), sep_chain(web, E2)}
     assert f"-X {sep_chain(web, E2)}" in text.splitlines()
+
+
+def test_the_proxier_syncs_fully_first_then_partially_and_fully_again_each_sync_period():
+    from nsk.proxy.sync import FULL_SYNC_PERIOD, IptablesProxier
+    proxier = IptablesProxier("nsk_test_node", CTX, fresh=True)  # fresh: no look at the kernel
+    ruleset, text = proxier.plan(PORTS, now=100.0)
+    assert text == ruleset.text  # the first sync writes every chain
+    proxier.applied(PORTS, ruleset, text, 100.0)
+    assert proxier.plan(PORTS, now=101.0) is None  # nothing changed, nothing to write
+    fewer = [p for p in PORTS if p.name != "web"]
+    ruleset2, text2 = proxier.plan(fewer, now=102.0)
+    assert text2 == ruleset2.since(ruleset) and len(text2) < len(ruleset2.text) / 2
+    proxier.applied(fewer, ruleset2, text2, 102.0)
+    # kube-proxy's sync period: every chain again, which undoes what a person changed by hand
+    assert proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD - 1) is None
+    ruleset3, text3 = proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD)
+    assert text3 == ruleset3.text
