@@ -189,6 +189,17 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
             errors.append(invalid("spec.dns.clusterIP", dns_ip, f"must be an address in serviceSubnet {svc_s} "
                                                                 f"other than {svc_net.network_address + 1}, which is "
                                                                 "the kubernetes Service's"))
+    for i, up in enumerate(dns.get("upstream") or []):
+        try:
+            addr = ipaddress.IPv4Address(up)
+        except ValueError:
+            errors.append(invalid(f"spec.dns.upstream[{i}]", up, "must be an IPv4 address"))
+            continue
+        # the DNS Pods answer on the Service IP and on their own loopback: forwarding there
+        # sends a query round and round (what CoreDNS's loop plugin catches at run time)
+        if str(addr) == dns_ip or addr.is_loopback:
+            errors.append(invalid(f"spec.dns.upstream[{i}]", up, "must not be the cluster DNS itself (a forwarding "
+                                                                 "loop)"))
     ttl = dns.get("ttl", dflt.dns_ttl)
     if ttl < 0:
         errors.append(invalid("spec.dns.ttl", ttl, "must be greater than or equal to 0"))

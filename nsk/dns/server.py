@@ -30,6 +30,7 @@ TCP_IDLE = 5.0  # seconds a TCP client may stay silent before it is dropped
 TCP_PENDING = 256 * 1024  # bytes of answers a TCP client may leave unread before it is dropped
 UDP_PLAIN = 512  # the largest UDP answer without EDNS0 (RFC 1035)
 EDNS_SIZE = 1232  # what nsk offers with EDNS0: the DNS flag day 2020 size, no IP fragments
+FORWARD_TIMEOUT = 2.0  # seconds an upstream has to answer a forwarded query
 RELOAD_DELAY = 0.01  # seconds: at most one look at the store per this time
 
 
@@ -142,8 +143,10 @@ class Server:
         self.seen: tuple | None = None
         self.up_sock: socket.socket | None = None
         self.batch: Batch | None = None  # the UDP socket's receive and send buffers
-        # forwarded queries: our ID -> (the client's ID, where the reply goes, deadline)
-        self.pending: dict[int, tuple[bytes, object, float]] = {}
+        # forwarded queries: our ID -> (the client's query, where the reply goes, deadline,
+        # the upstream asked, how many were asked before)
+        self.pending: dict[int, tuple[bytes, object, float, int, int]] = {}
+        self.up_first = 0  # the upstream that answered last: asked first
         self.reload_at = 0.0  # a write was announced: look at the store then
         self.loaded_at = -RELOAD_DELAY  # when we last looked
         self._next_id = random.randrange(65536)
@@ -188,14 +191,18 @@ class Server:
                 self.cache[key] = out[2:]
             reply(out)
 
-    def _forward(self, data: bytes, reply) -> None:
+    def _forward(self, data: bytes, reply, tried: int = 0, index: int | None = None) -> None:
+        """Ask an upstream (under a new ID of ours): first the one that answered last, then,
+        when one does not answer within FORWARD_TIMEOUT, the next, as CoreDNS's forward
+        moves on from an upstream that fails; SERVFAIL when every one was tried."""
+        index = self.up_first if index is None else index
         self._next_id = (self._next_id + 1) % 65536
         qid = self._next_id
-        self.pending[qid] = (data[:2], reply, time.monotonic() + 2)
+        self.pending[qid] = (data, reply, time.monotonic() + FORWARD_TIMEOUT, index, tried)
         try:
-            self.up_sock.sendto(struct.pack("!H", qid) + data[2:], (self.upstream_servers[0], 53))
+            self.up_sock.sendto(struct.pack("!H", qid) + data[2:], (self.upstream_servers[index], 53))
         except OSError:
-            self._fail(qid)
+            self._next_upstream(qid)
 
     def _upstream_reply(self) -> None:
         while True:
@@ -209,12 +216,17 @@ class Server:
                 continue
             entry = self.pending.pop(struct.unpack("!H", data[:2])[0], None)
             if entry is not None:
-                entry[1](entry[0] + data[2:])
+                query, reply, _, index, _ = entry
+                self.up_first = index
+                reply(query[:2] + data[2:])
 
-    def _fail(self, qid: int) -> None:
-        """SERVFAIL for a forwarded query the upstream did not answer in time."""
-        client_id, reply, _ = self.pending.pop(qid)
-        reply(client_id + b"\x81\x82" + b"\x00" * 8)  # QR RD RA, rcode 2, no sections
+    def _next_upstream(self, qid: int) -> None:
+        """The upstream did not answer in time: the next one, or SERVFAIL after the last."""
+        query, reply, _, index, tried = self.pending.pop(qid)
+        if tried + 1 < len(self.upstream_servers):
+            self._forward(query, reply, tried + 1, (index + 1) % len(self.upstream_servers))
+        else:
+            reply(query[:2] + b"\x81\x82" + b"\x00" * 8)  # QR RD RA, rcode 2, no sections
 
     def serve(self, port: int = 53) -> None:
         self.poll = select.epoll()
@@ -393,5 +405,5 @@ class Server:
         for c in list(self.conns.values()):
             if now > c.deadline:
                 self._close(c)
-        for qid in [q for q, (_, _, deadline) in self.pending.items() if now > deadline]:
-            self._fail(qid)
+        for qid in [q for q, entry in self.pending.items() if now > entry[2]]:
+            self._next_upstream(qid)

@@ -144,6 +144,13 @@ def test_to_dict_round_trips():
      'spec.dns.clusterIP: Invalid value: "kube-dns": must be an address in serviceSubnet 10.96.0.0/12 other than '
      "10.96.0.1, which is the kubernetes Service's"),
     ("{dns: {ttl: -1}}", "spec.dns.ttl: Invalid value: -1: must be greater than or equal to 0"),
+    # a name would be looked up by the DNS server through itself; these addresses are itself
+    ("{dns: {upstream: [dns.example.org]}}",
+     'spec.dns.upstream[0]: Invalid value: "dns.example.org": must be an IPv4 address'),
+    ("{dns: {upstream: [192.0.2.53, 10.96.0.10]}}",
+     'spec.dns.upstream[1]: Invalid value: "10.96.0.10": must not be the cluster DNS itself (a forwarding loop)'),
+    ("{dns: {upstream: [127.0.0.53]}}",
+     'spec.dns.upstream[0]: Invalid value: "127.0.0.53": must not be the cluster DNS itself (a forwarding loop)'),
     ("{nodes: [{name: node-1}, {name: node-1}]}", 'spec.nodes[1].name: Duplicate value: "node-1"'),
     ("{nodes: []}", "spec.nodes: Required value: a cluster needs at least one node"),
     ("{nodes: [{labels: {zone: a}}]}", "spec.nodes[0].name: Required value"),
