@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Callable
 
 from nsk.kernel import iptables
 from nsk.proxy import iptables as rules
@@ -18,15 +19,17 @@ _CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z0-9]{16}) ")
 
 
 class IptablesProxier:
-    def __init__(self, netns: str, ctx: rules.NodeContext, fresh: bool = False):
+    def __init__(self, netns: str, ctx: rules.NodeContext, fresh: bool = False,
+                 save: Callable[[str], str] = iptables.save):
         """`fresh`: the node's namespace was just made, its tables are empty: the base jumps
-        go out with the first sync instead of costing an iptables-save and a restore now."""
-        self.netns, self.ctx = netns, ctx
+        go out with the first sync instead of costing an iptables-save and a restore now.
+        `save`: iptables-save in a namespace (root)."""
+        self.netns, self.ctx, self._save = netns, ctx, save
         if fresh:
             self.previous: frozenset[str] = frozenset()
             self.pending_jumps = rules.missing_jumps("")
         else:
-            saved = iptables.save(netns)
+            saved = save(netns)
             # chains a previous control plane left: rewritten or deleted by the first sync
             self.previous = frozenset(m.group(1) for line in saved.splitlines() if (m := _CHAIN.match(line)))
             self.pending_jumps = rules.missing_jumps(saved)
@@ -40,7 +43,12 @@ class IptablesProxier:
         sync, one after a failure, or when FULL_SYNC_PERIOD has passed), else only what
         changed; None when the kernel already has them."""
         ruleset = rules.render(ports, self.ctx, self.previous)
-        if self.last is None or now - self.full_at >= FULL_SYNC_PERIOD:
+        if self.last is not None and now - self.full_at >= FULL_SYNC_PERIOD:
+            # as kube-proxy ensures its jumps from the built-in chains on every sync: one
+            # deleted by hand (PREROUTING -> KUBE-SERVICES, say) comes back
+            self.pending_jumps = rules.missing_jumps(self._save(self.netns))
+            return ruleset, ruleset.text
+        if self.last is None:
             return ruleset, ruleset.text
         if ruleset.same_rules(self.last):
             return None
