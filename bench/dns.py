@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -91,12 +92,14 @@ class Target:
         self.cpu_us: list[float] = []  # the server's CPU time per query answered
         self.p99 = float("nan")
 
+    def dnsperf(self, queries: str, seconds: int, *extra: str) -> str:
+        return self.run(["dnsperf", "-s", self.server, "-p", str(self.port), "-d", queries, "-l", str(seconds),
+                         "-c", "4", "-q", "200", *extra])
+
     def measure(self, queries: str, seconds: int) -> None:
         """One full-load run of dnsperf: queries per second and the server's CPU per query."""
         cpu = sum(cpu_seconds(p) for p in self.pids)
-        out = self.run(["dnsperf", "-s", self.server, "-p", str(self.port), "-d", queries, "-l", str(seconds),
-                        "-c", "4", "-q", "200"])
-        qps = qps_of(out, f"{self.server}:{self.port}")
+        qps = qps_of(self.dnsperf(queries, seconds), f"{self.server}:{self.port}")
         self.qps.append(qps)
         self.cpu_us.append((sum(cpu_seconds(p) for p in self.pids) - cpu) / (qps * seconds) * 1e6)
 
@@ -104,14 +107,9 @@ class Target:
         """p99 latency at half the median rate, every query reported (-v): reporting costs
         dnsperf itself, so it runs apart from the throughput runs, where queueing does not
         dominate."""
-        out = self.run(["dnsperf", "-s", self.server, "-p", str(self.port), "-d", queries, "-l", str(seconds),
-                        "-c", "4", "-q", "200", "-Q", str(int(median(self.qps) / 2)), "-v"])
+        out = self.dnsperf(queries, seconds, "-Q", str(int(median(self.qps) / 2)), "-v")
         lat = sorted(float(m.group(1)) for m in re.finditer(r"^> \S+ .* ([\d.]+)$", out, re.M))
         self.p99 = lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
-
-
-def median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
 
 
 def rounds(targets: list[Target], queries: str, seconds: int, n: int) -> None:

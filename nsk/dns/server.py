@@ -2,7 +2,7 @@
 
 It reads Services and Endpoints from the cluster's store and rebuilds the zone when the
 store says something changed (a datagram on its watch socket), so answers follow the
-cluster within milliseconds. UDP and TCP on port 53, one thread, one selector. Malformed
+cluster within milliseconds. UDP and TCP on port 53, one thread, one epoll. Malformed
 queries get FORMERR or are dropped; nothing a client sends can stop it.
 """
 
@@ -129,6 +129,16 @@ class _Conn:
     closed: bool = False
 
 
+@dataclass
+class _Forwarded:
+    """A query not ours, asked of an upstream under an ID of ours."""
+    query: bytes  # as the client sent it (its ID first)
+    reply: Callable[[bytes], None]  # where the answer goes
+    deadline: float  # monotonic: then the next upstream
+    index: int  # the upstream asked
+    tried: int  # how many were asked before it
+
+
 class Server:
     def __init__(self, store_dir: str, domain: str, dns_ip: str, ttl: int, upstream: tuple[str, ...], name: str):
         self.store_dir, self.domain, self.dns_ip, self.ttl = store_dir, domain, dns_ip, ttl
@@ -143,9 +153,7 @@ class Server:
         self.seen: tuple | None = None
         self.up_sock: socket.socket | None = None
         self.batch: Batch | None = None  # the UDP socket's receive and send buffers
-        # forwarded queries: our ID -> (the client's query, where the reply goes, deadline,
-        # the upstream asked, how many were asked before)
-        self.pending: dict[int, tuple[bytes, object, float, int, int]] = {}
+        self.pending: dict[int, _Forwarded] = {}  # by our ID
         self.up_first = 0  # the upstream that answered last: asked first
         self.reload_at = 0.0  # a write was announced: look at the store then
         self.loaded_at = -RELOAD_DELAY  # when we last looked
@@ -198,7 +206,7 @@ class Server:
         index = self.up_first if index is None else index
         self._next_id = (self._next_id + 1) % 65536
         qid = self._next_id
-        self.pending[qid] = (data, reply, time.monotonic() + FORWARD_TIMEOUT, index, tried)
+        self.pending[qid] = _Forwarded(data, reply, time.monotonic() + FORWARD_TIMEOUT, index, tried)
         try:
             self.up_sock.sendto(struct.pack("!H", qid) + data[2:], (self.upstream_servers[index], 53))
         except OSError:
@@ -214,19 +222,18 @@ class Server:
                 continue
             if len(data) < 2:
                 continue
-            entry = self.pending.pop(struct.unpack("!H", data[:2])[0], None)
-            if entry is not None:
-                query, reply, _, index, _ = entry
-                self.up_first = index
-                reply(query[:2] + data[2:])
+            f = self.pending.pop(struct.unpack("!H", data[:2])[0], None)
+            if f is not None:
+                self.up_first = f.index
+                f.reply(f.query[:2] + data[2:])
 
     def _next_upstream(self, qid: int) -> None:
         """The upstream did not answer in time: the next one, or SERVFAIL after the last."""
-        query, reply, _, index, tried = self.pending.pop(qid)
-        if tried + 1 < len(self.upstream_servers):
-            self._forward(query, reply, tried + 1, (index + 1) % len(self.upstream_servers))
+        f = self.pending.pop(qid)
+        if f.tried + 1 < len(self.upstream_servers):
+            self._forward(f.query, f.reply, f.tried + 1, (f.index + 1) % len(self.upstream_servers))
         else:
-            reply(query[:2] + b"\x81\x82" + b"\x00" * 8)  # QR RD RA, rcode 2, no sections
+            f.reply(f.query[:2] + b"\x81\x82" + b"\x00" * 8)  # QR RD RA, rcode 2, no sections
 
     def serve(self, port: int = 53) -> None:
         self.poll = select.epoll()
@@ -405,5 +412,5 @@ class Server:
         for c in list(self.conns.values()):
             if now > c.deadline:
                 self._close(c)
-        for qid in [q for q, entry in self.pending.items() if now > entry[2]]:
+        for qid in [q for q, f in self.pending.items() if now > f.deadline]:
             self._next_upstream(qid)

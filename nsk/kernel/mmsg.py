@@ -23,8 +23,6 @@ import errno
 import os
 import socket
 
-MSG_DONTWAIT = 0x40
-MSG_TRUNC = 0x20  # in msg_flags: the datagram was longer than its slot
 SOCKADDR_SIZE = 28  # sizeof(struct sockaddr_in6), large enough for a sockaddr_in
 
 
@@ -95,7 +93,7 @@ class Batch:
         ctypes.memmove(self._addr_iov, self._fresh_iov, len(self._fresh_iov))
         ctypes.memmove(self._addr_msg, self._fresh_msg, len(self._fresh_msg))
         self._runs.clear()
-        n = _recvmmsg(self.fd, self._addr_msg, self.size, MSG_DONTWAIT, None)
+        n = _recvmmsg(self.fd, self._addr_msg, self.size, socket.MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.EINTR):
@@ -108,7 +106,7 @@ class Batch:
         """Datagram i of the last recv() from byte `start` on; b"" for an oversized one
         (cut at the slot's size by the kernel: dropped, as no DNS query is that long)."""
         k = i * _MSG_STRIDE
-        if self._msg32[k + _MSG_FLAGS] & MSG_TRUNC:
+        if self._msg32[k + _MSG_FLAGS] & socket.MSG_TRUNC:
             return b""
         off = i * self.slot
         return bytes(self._view[off + start:off + self._msg32[k + _MSG_LEN]])
@@ -128,11 +126,11 @@ class Batch:
         The hot loop of a server that answers from a table: it runs here, on local
         names and memoryviews, because a Python call per datagram would cost more."""
         view, msg32, iov64, slot = self._view, self._msg32, self._iov64, self.slot
-        get, runs, others = table.get, self._runs, []
+        get, runs, others, trunc = table.get, self._runs, [], socket.MSG_TRUNC
         start = 0
         for i in range(self._n):
             k, off = i * _MSG_STRIDE, i * slot
-            hit = None if msg32[k + _MSG_FLAGS] & MSG_TRUNC else \
+            hit = None if msg32[k + _MSG_FLAGS] & trunc else \
                 get(bytes(view[off + keep:off + msg32[k + _MSG_LEN]]))
             if hit is None or keep + len(hit) > slot:
                 if start < i:
@@ -157,7 +155,7 @@ class Batch:
     def _flush(self, start: int, end: int) -> None:
         stride = ctypes.sizeof(_MMsgHdr)
         while start < end:
-            n = _sendmmsg(self.fd, self._addr_msg + start * stride, end - start, MSG_DONTWAIT)
+            n = _sendmmsg(self.fd, self._addr_msg + start * stride, end - start, socket.MSG_DONTWAIT)
             if n > 0:
                 start += n
             elif ctypes.get_errno() != errno.EINTR:

@@ -106,17 +106,26 @@ class NodeContext:
 
 @dataclass(frozen=True)
 class Ruleset:
-    text: str  # iptables-restore input, for --noflush: every chain, the full sync
-    nat_chains: frozenset[str]  # the per-Service chains it declares, to delete when gone
-    filter_rules: int
-    nat_rules: int
-    filter_text: str = ""  # the *filter part of `text` (small: kube-proxy writes it whole)
-    nat_base: tuple[str, ...] = ()  # the base nat chains' declarations, then their rules
-    chains: tuple[tuple[str, tuple[str, ...]], ...] = ()  # each per-Service chain and its rules
+    """A node's KUBE-* rules, as iptables-restore --noflush input: `text` writes every
+    chain (a full sync), `since(old)` only what changed since `old` (a partial one)."""
+    filter_text: str  # the *filter table, whole (small: kube-proxy writes it whole each sync)
+    nat_rules: tuple[str, ...]  # the rules of the base nat chains (NAT_CHAINS)
+    chains: tuple[tuple[str, tuple[str, ...]], ...]  # each per-Service nat chain and its rules
+    stale: tuple[str, ...] = ()  # chains an earlier sync made that are gone: `text` deletes them
 
-    def same_rules(self, other: "Ruleset") -> bool:
-        """The same chains and rules (`text` differs too when only the chains to delete do)."""
-        return (self.filter_text, self.nat_base, self.chains) == (other.filter_text, other.nat_base, other.chains)
+    @property
+    def nat_chains(self) -> frozenset[str]:
+        """The per-Service chains it declares, to delete when gone."""
+        return frozenset(c for c, _ in self.chains)
+
+    @property
+    def rule_counts(self) -> tuple[int, int]:
+        """(nat, filter) rules."""
+        return len(self.nat_rules) + sum(len(rs) for _, rs in self.chains), self.filter_text.count("\n-A ")
+
+    @property
+    def text(self) -> str:
+        return self._restore(self.chains, self.stale)
 
     def since(self, old: "Ruleset") -> str:
         """The restore that takes a node whose kernel has `old` to this ruleset: the base
@@ -124,13 +133,13 @@ class Ruleset:
         with the ones gone deleted. kube-proxy's partial sync (MinimizeIPTablesRestore):
         one endpoint change then restores a few rules, not every Service's chains."""
         have = dict(old.chains)
-        changed = [(c, rs) for c, rs in self.chains if have.get(c) != rs]
-        gone = sorted(old.nat_chains - self.nat_chains)
-        decls = [line for line in self.nat_base if line.startswith(":")]
-        lines = [self.filter_text, "*nat", *decls]  # every chain declared before any rule jumps to it
-        lines += [f":{c} - [0:0]" for c, _ in changed] + [f":{c} - [0:0]" for c in gone]
-        lines += self.nat_base[len(decls):]
-        lines += [r for _, rs in changed for r in rs] + [f"-X {c}" for c in gone] + ["COMMIT", ""]
+        changed = tuple((c, rs) for c, rs in self.chains if have.get(c) != rs)
+        return self._restore(changed, tuple(sorted(old.nat_chains - self.nat_chains)))
+
+    def _restore(self, chains: tuple[tuple[str, tuple[str, ...]], ...], gone: tuple[str, ...]) -> str:
+        declared = [*NAT_CHAINS, *(c for c, _ in chains), *gone]  # before any rule jumps to one
+        lines = [self.filter_text, "*nat", *(f":{c} - [0:0]" for c in declared), *self.nat_rules]
+        lines += [r for _, rs in chains for r in rs] + [f"-X {c}" for c in gone] + ["COMMIT", ""]
         return "\n".join(lines)
 
 
@@ -278,20 +287,15 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
 
     n_rules += nodeports_tail(ctx)
     declared = sorted(set(n_chains))
-    stale = sorted(previous - set(declared))
     filter_text = "\n".join(["*filter"] + [f":{c} - [0:0]" for c in FILTER_CHAINS] + f_rules + ext_services
                             + ["COMMIT"])
-    nat_base = [f":{c} - [0:0]" for c in NAT_CHAINS]
-    nat_base += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}") is False]
-    nat_base += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}")] + nodeports
+    nat_rules = [r for r in n_rules if not r.startswith(f"-A {KUBE_SERVICES}")]
+    nat_rules += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}")] + nodeports
     by_chain: dict[str, list[str]] = {c: [] for c in declared}
     for r in svc_rules:
         by_chain[r.split(" ", 2)[1]].append(r)
-    lines = [filter_text, "*nat"] + nat_base[:len(NAT_CHAINS)] + [f":{c} - [0:0]" for c in declared + stale]
-    lines += nat_base[len(NAT_CHAINS):] + svc_rules + [f"-X {c}" for c in stale] + ["COMMIT", ""]
-    return Ruleset("\n".join(lines), frozenset(declared), len(f_rules) + len(ext_services),
-                   len(n_rules) + len(nodeports) + len(svc_rules), filter_text, tuple(nat_base),
-                   tuple((c, tuple(rs)) for c, rs in by_chain.items()))
+    return Ruleset(filter_text, tuple(nat_rules), tuple((c, tuple(rs)) for c, rs in by_chain.items()),
+                   tuple(sorted(previous - set(declared))))
 
 
 def nodeports_tail(ctx: NodeContext) -> list[str]:

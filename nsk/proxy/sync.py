@@ -38,35 +38,34 @@ class IptablesProxier:
         self.last_ports: dict[tuple, ServicePort] = {}
         self.last_sync_ms = 0.0
 
-    def plan(self, ports: list[ServicePort], now: float) -> tuple[rules.Ruleset, str] | None:
-        """The rules for `ports` and the restore that brings them: every chain (the first
-        sync, one after a failure, or when FULL_SYNC_PERIOD has passed), else only what
-        changed; None when the kernel already has them."""
+    def plan(self, ports: list[ServicePort], now: float) -> tuple[rules.Ruleset, str, bool] | None:
+        """The rules for `ports`, the restore that brings them, and whether it is a full one:
+        every chain on the first sync, after a failure, or when FULL_SYNC_PERIOD has passed,
+        else only what changed; None when the kernel already has them."""
         ruleset = rules.render(ports, self.ctx, self.previous)
-        if self.last is not None and now - self.full_at >= FULL_SYNC_PERIOD:
-            # as kube-proxy ensures its jumps from the built-in chains on every sync: one
-            # deleted by hand (PREROUTING -> KUBE-SERVICES, say) comes back
-            self.pending_jumps = rules.missing_jumps(self._save(self.netns))
-            return ruleset, ruleset.text
-        if self.last is None:
-            return ruleset, ruleset.text
-        if ruleset.same_rules(self.last):
-            return None
-        return ruleset, ruleset.since(self.last)
+        if self.last is None or now - self.full_at >= FULL_SYNC_PERIOD:
+            if self.last is not None:
+                # as kube-proxy ensures its jumps from the built-in chains on every sync: one
+                # deleted by hand (PREROUTING -> KUBE-SERVICES, say) comes back
+                self.pending_jumps = rules.missing_jumps(self._save(self.netns))
+            return ruleset, ruleset.text, True
+        if (ruleset.filter_text, ruleset.nat_rules, ruleset.chains) == \
+                (self.last.filter_text, self.last.nat_rules, self.last.chains):
+            return None  # (only the chains to delete may differ: those are gone already)
+        return ruleset, ruleset.since(self.last), False
 
-    def applied(self, ports: list[ServicePort], ruleset: rules.Ruleset, text: str, started: float) -> None:
+    def applied(self, ports: list[ServicePort], ruleset: rules.Ruleset, text: str, full: bool,
+                started: float) -> None:
         """Record a ruleset the caller has restored, and clear stale UDP conntrack entries."""
         self._clear_stale_udp(ports)
-        full = text == ruleset.text
         if full:
             self.full_at = started
         self.previous = ruleset.nat_chains
         self.last = ruleset
         self.last_sync_ms = (time.monotonic() - started) * 1000
         log.info("%s: synced %d service ports (%d nat, %d filter rules; %s, %d lines) in %.1f ms", self.netns,
-                 len(ports), ruleset.nat_rules, ruleset.filter_rules, "full" if full else "partial",
-                 text.count("\n"), self.last_sync_ms)
-
+                 len(ports), *ruleset.rule_counts, "full" if full else "partial", text.count("\n"),
+                 self.last_sync_ms)
 
     def _clear_stale_udp(self, ports: list[ServicePort]) -> None:
         """UDP has no connection to end: conntrack entries keep sending a client to an
@@ -96,12 +95,12 @@ def sync_all(proxiers: list[IptablesProxier], ports: list[ServicePort]) -> int:
     """Sync every node's rules, the restores running side by side; how many nodes changed."""
     t = time.monotonic()
     todo = [(p, *plan) for p in proxiers if (plan := p.plan(ports, t)) is not None]
-    for p, _, _ in todo:
+    for p, *_ in todo:
         p.last = None  # until the restore succeeds: after a failure, the next sync is a full one
     if todo:
         # the jumps first: they create the chains, which the ruleset then declares (flushes) and fills
-        iptables.restore_many([(p.netns, p.pending_jumps + text) for p, _, text in todo])
-    for p, rs, text in todo:
-        p.applied(ports, rs, text, t)
+        iptables.restore_many([(p.netns, p.pending_jumps + text) for p, _, text, _ in todo])
+    for p, rs, text, full in todo:
+        p.applied(ports, rs, text, full, t)
         p.pending_jumps = ""
     return len(todo)

@@ -63,8 +63,7 @@ class Store:
         if create:
             self.db.executescript(_SCHEMA)
         self._depth = 0
-        self._dirty = False
-        self._tx_revisions = 0  # revisions the open transaction has taken
+        self._tx_revisions = 0  # revisions the open transaction has taken (0: nothing to announce)
         self.own_revisions = 0  # revisions this connection's committed writes took
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.setblocking(False)
@@ -87,16 +86,14 @@ class Store:
             self._depth -= 1
             if self._depth == 0:
                 self.db.execute("ROLLBACK")
-                self._dirty = False
                 self._tx_revisions = 0
             raise
         self._depth -= 1
         if self._depth == 0:
             self.db.execute("COMMIT")
-            self.own_revisions += self._tx_revisions
-            self._tx_revisions = 0
-            if self._dirty:
-                self._dirty = False
+            took, self._tx_revisions = self._tx_revisions, 0
+            self.own_revisions += took
+            if took:
                 self.wake()
 
     def wake(self) -> None:
@@ -110,7 +107,6 @@ class Store:
                 self._notify.sendto(b"!", path)
 
     def _bump(self) -> int:
-        self._dirty = True
         self._tx_revisions += 1
         cur = self.db.execute("SELECT v FROM meta WHERE k='revision'").fetchone()
         rev = int(cur[0]) + 1 if cur else 1

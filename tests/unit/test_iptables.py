@@ -257,18 +257,18 @@ def test_the_proxier_syncs_fully_first_then_partially_and_fully_again_each_sync_
     jumps = missing_jumps("").replace("-I ", "-A ")  # iptables-save shows them as appended rules
     saved = jumps.replace(next(x for x in jumps.splitlines() if "-A PREROUTING" in x) + "\n", "")
     proxier = IptablesProxier("nsk_test_node", CTX, fresh=True, save=lambda ns: saved)  # PREROUTING's jump deleted
-    ruleset, text = proxier.plan(PORTS, now=100.0)
-    assert text == ruleset.text  # the first sync writes every chain
-    proxier.applied(PORTS, ruleset, text, 100.0)
+    ruleset, text, full = proxier.plan(PORTS, now=100.0)
+    assert text == ruleset.text and full  # the first sync writes every chain
+    proxier.applied(PORTS, ruleset, text, full, 100.0)
     assert proxier.plan(PORTS, now=101.0) is None  # nothing changed, nothing to write
     fewer = [p for p in PORTS if p.name != "web"]
-    ruleset2, text2 = proxier.plan(fewer, now=102.0)
-    assert text2 == ruleset2.since(ruleset) and len(text2) < len(ruleset2.text) / 2
-    proxier.applied(fewer, ruleset2, text2, 102.0)
+    ruleset2, text2, full2 = proxier.plan(fewer, now=102.0)
+    assert text2 == ruleset2.since(ruleset) and len(text2) < len(ruleset2.text) / 2 and not full2
+    proxier.applied(fewer, ruleset2, text2, full2, 102.0)
     # kube-proxy's sync period: every chain again, which undoes what a person changed by hand
     assert proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD - 1) is None
-    ruleset3, text3 = proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD)
-    assert text3 == ruleset3.text
+    ruleset3, text3, full3 = proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD)
+    assert text3 == ruleset3.text and full3
     # and the jumps from the built-in chains are ensured then, as kube-proxy does each sync
     assert [x for x in proxier.pending_jumps.splitlines() if x.startswith("-")] == \
         [x for x in missing_jumps("").splitlines() if x.startswith("-A PREROUTING")]
