@@ -10,6 +10,44 @@ class NskError(Exception):
     """An expected failure: printed as `Error: <message>`, exit status 1, no traceback."""
 
 
+class ApiError(NskError):
+    """A failure the API server answers with a status code (metav1.Status: code, reason)."""
+
+    code = 500
+    reason = "InternalError"
+
+
+class NotFound(ApiError):
+    code, reason = 404, "NotFound"
+
+
+class AlreadyExists(ApiError):
+    code, reason = 409, "AlreadyExists"
+
+
+class Conflict(ApiError):
+    """A write whose resourceVersion is not the object's current one (optimistic concurrency)."""
+
+    code, reason = 409, "Conflict"
+
+
+class Gone(ApiError):
+    """A watch from a revision the change log no longer holds: the reader must list again
+    (etcd's "required revision has been compacted", the API server's 410 Expired)."""
+
+    code, reason = 410, "Expired"
+
+
+class KernelError(NskError):
+    """A kernel operation failed: the object it was for, the operation, the errno name, and
+    what a person can do next. Controllers turn it into an Event and a retry."""
+
+    def __init__(self, obj: str, op: str, errno_name: str, detail: str = "", next_step: str = ""):
+        self.obj, self.op, self.errno_name, self.detail, self.next_step = obj, op, errno_name, detail, next_step
+        text = f"{obj}: {op} failed: {errno_name}" + (f" ({detail})" if detail else "")
+        super().__init__(text + (f"; {next_step}" if next_step else ""))
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One field error, shaped like apimachinery's field.Error."""
@@ -56,8 +94,10 @@ def duplicate(path: str, value: object) -> FieldError:
     return FieldError(path, "Duplicate value", value)
 
 
-class InvalidObject(NskError):
+class InvalidObject(ApiError):
     """The API server's 422: `Service "default/web" is invalid: spec.ports[1].name: Required value`."""
+
+    code, reason = 422, "Invalid"
 
     def __init__(self, kind: str, ref: str, errors: list[FieldError], source: str = ""):
         self.kind, self.ref, self.errors, self.source = kind, ref, errors, source

@@ -1,8 +1,8 @@
 """The cluster DNS server (dnslib wire format), run as the kube-dns Pods' container.
 
-It reads Services and Endpoints from the cluster's store and rebuilds the zone when the
-store says something changed (a datagram on its watch socket), so answers follow the
-cluster within milliseconds. UDP and TCP on port 53, one thread, one epoll. Malformed
+It keeps Services, Endpoints and Pods in an informer (a cache fed by the store's change
+log) and rebuilds the zone when the store says something changed (a datagram on its
+watch socket), so answers follow the cluster within milliseconds. UDP and TCP on port 53, one thread, one epoll. Malformed
 queries get FORMERR or are dropped; nothing a client sends can stop it.
 """
 
@@ -149,8 +149,8 @@ class Server:
         self.zone = records.build([], [], domain, dns_ip, ttl)
         self.cache: dict[bytes, bytes] = {}
         self.conns: dict[int, _Conn] = {}
-        self.store = None
-        self.seen: tuple | None = None
+        self.informer = None  # opened in the child: a forked process carries no store connection
+        self.pod_ips: frozenset = frozenset()
         self.up_sock: socket.socket | None = None
         self.batch: Batch | None = None  # the UDP socket's receive and send buffers
         self.pending: dict[int, _Forwarded] = {}  # by our ID
@@ -162,23 +162,23 @@ class Server:
     def load(self) -> None:
         """Rebuild the zone if a Service or an Endpoints changed, or the set of Pod IPs.
 
-        Every write to the store wakes us (each Pod status update too), so first a cheap
-        look: a write to a Service or Endpoints raises their highest resourceVersion, a
-        delete lowers their count; Pods matter only through their IPs (PTR records).
+        Every write to the store wakes us (each Pod status update too); Pods matter only
+        through their IPs (PTR and pod records), so a Pod's readiness flip costs no rebuild.
         """
-        if self.store is None:
+        if self.informer is None:
             from nsk.store import Store
-            self.store = Store(self.store_dir)
-        mark = self.store.db.execute(
-            "SELECT (SELECT count(*) FROM objects WHERE kind IN ('Service', 'Endpoints')),"
-            " (SELECT max(rv) FROM objects WHERE kind IN ('Service', 'Endpoints')),"
-            " (SELECT group_concat(namespace || ' ' || json_extract(status, '$.podIP')) FROM objects"
-            "  WHERE kind = 'Pod')").fetchone()
-        if mark == self.seen:
+            from nsk.store.informer import Informer
+            self.informer = Informer(Store(self.store_dir), ("Service", "Endpoints", "Pod"))
+        changed = self.informer.sync()
+        if not changed:
             return
-        self.seen = mark
-        self.zone = records.build(self.store.list("Service"), self.store.list("Endpoints"), self.domain,
-                                  self.dns_ip, self.ttl, self.store.list("Pod"))
+        pods = self.informer.list("Pod")
+        pod_ips = frozenset((p["metadata"]["namespace"], (p.get("status") or {}).get("podIP")) for p in pods)
+        if all(k.kind == "Pod" for k in changed) and pod_ips == self.pod_ips:
+            return
+        self.pod_ips = pod_ips
+        self.zone = records.build(self.informer.list("Service"), self.informer.list("Endpoints"), self.domain,
+                                  self.dns_ip, self.ttl, pods)
         self.cache.clear()
 
     def answer(self, data: bytes, reply) -> None:

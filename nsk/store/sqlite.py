@@ -2,11 +2,18 @@
 its objects in SQLite through kine).
 
 Any process may read and write it: the CLI writes what the user applies, the control
-plane writes status. A write bumps one revision counter; after each commit the writer
-sends a datagram to the control plane's socket, which wakes its controllers (a watch).
-SQLite gives the atomic, crash-safe writes and concurrent readers; the spec and the status
-of an object live in separate columns, so a user's `apply` and the kubelet's status update
-never overwrite each other (the status subresource).
+plane writes status. Every write takes the next revision and appends a row to the change
+log (`changes`), as etcd's MVCC history: a reader keeps a cache current with
+`watch(kinds, since)` and, when the log was compacted past `since`, learns it must list
+again (`Gone`, the API server's 410). Each object carries its `uid` and its
+`resourceVersion` (the revision of its last write); a write that names a resourceVersion
+is a conditional update and fails with `Conflict` (409) when the object moved on. After
+each commit the writer sends a datagram to the control plane's socket and to every
+watcher's (the DNS servers): a wake-up, the data comes from the log.
+
+SQLite gives atomic, crash-safe writes and consistent reads (one read transaction sees
+one revision); spec and status live in separate columns, so a user's `apply` and the
+kubelet's status update never overwrite each other (the status subresource).
 
 Also recorded here: every kernel object and process nsk creates (`owned`), written
 *before* it is created, so that `nsk down` after a crash removes exactly what exists.
@@ -22,11 +29,30 @@ import sqlite3
 import time
 import uuid
 
+from dataclasses import dataclass
+
 from nsk.api.objects import Key, key
+from nsk.errors import Conflict, Gone, NotFound
 
 RUN_ROOT = "/run/nsk"
 NOTIFY = "notify.sock"
 WATCH_DIR = "watch"  # one datagram socket per other watcher
+# The change log keeps at least this many revisions; a watcher further behind lists again.
+# (etcd compacts by time, the API server's watch cache holds a window of events; a window of
+# writes is what matters to a reader that fell behind.)
+HISTORY = 20_000
+COMPACT_EVERY = 1_000
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change, as a watch delivers it: ADDED, MODIFIED or DELETED, and the object
+    as that write left it (for DELETED, as it was last)."""
+
+    type: str
+    revision: int
+    key: Key
+    object: dict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -37,6 +63,9 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS owned (
     kind TEXT NOT NULL, name TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS changes (
+    rev INTEGER PRIMARY KEY, type TEXT NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
+    name TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL, namespace TEXT NOT NULL,
     name TEXT NOT NULL, type TEXT NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL);
@@ -96,6 +125,18 @@ class Store:
             if took:
                 self.wake()
 
+    @contextlib.contextmanager
+    def read(self):
+        """A consistent read: every query in the block sees the same revision."""
+        if self._depth:
+            yield self
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.db.execute("COMMIT")
+
     def wake(self) -> None:
         """Tell the control plane, and every other watcher (the DNS servers), that a write happened."""
         paths = [os.path.join(self.dir, NOTIFY)]
@@ -106,11 +147,17 @@ class Store:
             with contextlib.suppress(OSError):
                 self._notify.sendto(b"!", path)
 
-    def _bump(self) -> int:
+    def _record(self, type_: str, k: Key, body: str, status: str) -> int:
+        """Take the next revision for a write of `k` and log it (inside a transaction)."""
         self._tx_revisions += 1
         cur = self.db.execute("SELECT v FROM meta WHERE k='revision'").fetchone()
         rev = int(cur[0]) + 1 if cur else 1
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (str(rev),))
+        self.db.execute("INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (rev, type_, k.kind, k.namespace, k.name, body, status))
+        if rev % COMPACT_EVERY == 0 and rev > HISTORY:
+            self.db.execute("DELETE FROM changes WHERE rev <= ?", (rev - HISTORY,))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('compacted', ?)", (str(rev - HISTORY),))
         return rev
 
     def revision(self) -> int:
@@ -138,9 +185,12 @@ class Store:
             obj["status"] = st
         return obj
 
+    def _raw(self, k: Key) -> tuple[str, str, int] | None:
+        return self.db.execute("SELECT body, status, rv FROM objects WHERE kind=? AND namespace=? AND name=?",
+                               (k.kind, k.namespace, k.name)).fetchone()
+
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
-        row = self.db.execute("SELECT body, status, rv FROM objects WHERE kind=? AND namespace=? AND name=?",
-                              (kind, namespace, name)).fetchone()
+        row = self._raw(Key(kind, namespace, name))
         return self._row(*row) if row else None
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict]:
@@ -152,58 +202,100 @@ class Store:
                                    "ORDER BY name", (kind, namespace))
         return [self._row(*r) for r in rows]
 
+    def snapshot(self, kinds: tuple[str, ...]) -> tuple[dict[str, list[dict]], int]:
+        """Every object of `kinds` and the revision they were read at, in one read."""
+        with self.read():
+            return {k: self.list(k) for k in kinds}, self.revision()
+
+    def watch(self, kinds: tuple[str, ...], since: int) -> tuple[list[WatchEvent], int]:
+        """The changes to `kinds` after revision `since`, and the revision read up to.
+
+        Raises Gone when the log no longer reaches back to `since`: list again
+        (`snapshot`) and watch from the revision that gave."""
+        with self.read():
+            compacted = int(self.db.execute("SELECT coalesce((SELECT v FROM meta WHERE k='compacted'), 0)")
+                            .fetchone()[0])
+            if since < compacted:
+                raise Gone(f"too old resource version: {since} ({compacted})")
+            marks = ",".join("?" * len(kinds))
+            rows = self.db.execute(f"SELECT rev, type, kind, namespace, name, body, status FROM changes "
+                                   f"WHERE rev > ? AND kind IN ({marks}) ORDER BY rev", (since, *kinds)).fetchall()
+            rev = self.revision()
+        return [WatchEvent(t, r, Key(kind, ns, name), self._row(body, status, r))
+                for r, t, kind, ns, name, body, status in rows], rev
+
+    @staticmethod
+    def _precondition(k: Key, want: object, have: int | None) -> None:
+        if want in (None, ""):
+            return
+        if have is None:
+            raise NotFound(f'{k.kind} "{k}" not found')
+        if str(want) != str(have):
+            raise Conflict(f'Operation cannot be fulfilled on {k.kind} "{k}": the object has been modified; '
+                           "please apply your changes to the latest version and try again")
+
     def put(self, obj: dict) -> str:
-        """Create or update an object's spec (never its status): 'created', 'configured' or 'unchanged'."""
+        """Create or update an object's spec (never its status): 'created', 'configured' or
+        'unchanged'. With `metadata.resourceVersion` set it is an update of that version:
+        NotFound when the object is gone, Conflict when it has moved on."""
         k = key(obj)
         body = {kk: v for kk, v in obj.items() if kk != "status"}
         meta = dict(body.get("metadata") or {})
-        meta.pop("resourceVersion", None)
+        want_rv = meta.pop("resourceVersion", None)
         with self.tx():
-            old = self.get(k.kind, k.namespace, k.name)
-            if old is not None:
-                meta["uid"] = old["metadata"]["uid"]
-                meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
-                meta["generation"] = old["metadata"].get("generation", 1)
-                old_body = {kk: v for kk, v in old.items() if kk != "status"}
-                old_body["metadata"] = {kk: v for kk, v in old_body["metadata"].items() if kk != "resourceVersion"}
-                if old_body == {**body, "metadata": meta}:
+            row = self._raw(k)
+            self._precondition(k, want_rv, row[2] if row else None)
+            if row is not None:
+                old = json.loads(row[0])
+                old_meta = old["metadata"]
+                meta["uid"] = old_meta["uid"]
+                meta["creationTimestamp"] = old_meta["creationTimestamp"]
+                meta["generation"] = old_meta.get("generation", 1)
+                if old == {**body, "metadata": meta}:
                     return "unchanged"
-                if old_body.get("spec") != body.get("spec"):
+                if old.get("spec") != body.get("spec"):
                     meta["generation"] += 1
             else:
                 meta.setdefault("uid", str(uuid.uuid4()))
                 meta.setdefault("creationTimestamp", now_iso())
                 meta.setdefault("generation", 1)
             body["metadata"] = meta
-            rv = self._bump()
+            text = json.dumps(body, sort_keys=True)
+            status = row[1] if row else "{}"
+            rv = self._record("MODIFIED" if row else "ADDED", k, text, status)
             self.db.execute(
-                "INSERT INTO objects (kind, namespace, name, rv, body) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO objects (kind, namespace, name, rv, body, status) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (kind, namespace, name) DO UPDATE SET rv=excluded.rv, body=excluded.body",
-                (k.kind, k.namespace, k.name, rv, json.dumps(body, sort_keys=True)))
-        return "configured" if old is not None else "created"
+                (k.kind, k.namespace, k.name, rv, text, status))
+        return "configured" if row is not None else "created"
 
-    def set_status(self, k: Key, status: dict) -> bool:
-        """Replace an object's status; False if the object is gone."""
+    def set_status(self, k: Key, status: dict, resource_version: str | None = None) -> bool:
+        """Replace an object's status; False if the object is gone. With `resource_version`,
+        only if the object is still at that version (else Conflict)."""
         with self.tx():
-            row = self.db.execute("SELECT status FROM objects WHERE kind=? AND namespace=? AND name=?",
-                                  (k.kind, k.namespace, k.name)).fetchone()
+            row = self._raw(k)
             if row is None:
                 return False
+            self._precondition(k, resource_version, row[2])
             text = json.dumps(status, sort_keys=True)
-            if row[0] == text:
+            if row[1] == text:
                 return True
-            rv = self._bump()
+            rv = self._record("MODIFIED", k, row[0], text)
             self.db.execute("UPDATE objects SET status=?, rv=? WHERE kind=? AND namespace=? AND name=?",
                             (text, rv, k.kind, k.namespace, k.name))
         return True
 
-    def delete(self, k: Key) -> bool:
+    def delete(self, k: Key, resource_version: str | None = None) -> bool:
+        """Delete an object; False if there was none. With `resource_version`, only that version."""
         with self.tx():
-            cur = self.db.execute("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
-                                  (k.kind, k.namespace, k.name))
-            if cur.rowcount:
-                self._bump()
-        return bool(cur.rowcount)
+            row = self._raw(k)
+            if row is None:
+                return False
+            self._precondition(k, resource_version, row[2])
+            self.db.execute("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?",
+                            (k.kind, k.namespace, k.name))
+            self._record("DELETED", k, row[0], row[1])
+        return True
 
     # ---- events (what `describe` shows at the end) -------------------------------------
 
