@@ -198,12 +198,12 @@ def freshness(dns_ip: str, rounds: int) -> dict[str, list[float]]:
     from dnslib import QTYPE, DNSRecord
 
     from nsk.api.objects import Key
-    from nsk.api.validation import admit
-    from nsk.client import live_config, write
+    from nsk.apiserver.admission import admit
+    from nsk.apiserver.server import APIServer
     from nsk.kernel import netns
     from nsk.store import Store, cluster_dir
     store = Store(cluster_dir(NAME))
-    cfg = live_config(store)
+    api = APIServer(store)
     with netns.entered(f"nsk_{NAME}_node_node-1"):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.05)
@@ -239,8 +239,7 @@ def freshness(dns_ip: str, rounds: int) -> dict[str, list[float]]:
         svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"fresh-{i}"},
                      "spec": {"ports": [{"port": 80}]}})
         t = time.perf_counter()
-        with store.tx():
-            write(store, svc, cfg)
+        api.put(svc)
         out["service"].append(until(f"fresh-{i}.default.svc.cluster.local", bool, t))
     for _ in range(rounds):
         deadline = time.monotonic() + 30

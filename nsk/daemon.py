@@ -1,14 +1,19 @@
-"""One cluster's control plane: the store's watch loop driving the controllers and the
-kubelets. Started by `nsk up` as `python -m nsk.daemon CLUSTER`; stopped by `nsk down`.
+"""One cluster's control plane: wiring. The store's change log feeds an informer; the
+controller manager turns each snapshot into writes; the kubelets make the node's Pods;
+the proxy manager brings every node's rules to the Services. Started by `nsk up` as
+`python -m nsk.daemon CLUSTER`; stopped by `nsk down`.
 
 One thread and one selector: the store's notify socket (a write happened), the pidfds of
-the Pods' processes (one ended), and timers (restart back-off, resync). Forking Pod
-processes from here is safe because there is no other thread.
+the Pods' processes (one ended), probe sockets, and timers (restart back-off, retries,
+resync). Forking Pod processes from here is safe because there is no other thread.
+
+One owner per piece of state: objects belong to the store and reach it only through the
+API server; a Pod's sandbox and processes belong to its node's kubelet; a node's rules to
+its proxy Provider; the router's routes to the cloud load balancer's part of the proxy pass.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import random
@@ -19,27 +24,36 @@ import sys
 import time
 
 from nsk.api.cluster import parse_cluster
-from nsk.api.objects import Key, key
+from nsk.api.objects import Key
+from nsk.apiserver.server import APIServer
 from nsk.controllers import deployment, endpoints, loadbalancer, scheduler
+from nsk.controllers.manager import ControllerManager, Snapshot
+from nsk.errors import KernelError
 from nsk.kernel import network
+from nsk.kernel.ops import Kernel
 from nsk.kubelet.kubelet import Kubelet
 from nsk.net.plan import plan
-from nsk.proxy.iptables import NodeContext
-from nsk.proxy.model import service_ports
-from nsk.proxy.sync import IptablesProxier, sync_all
+from nsk.proxy.model import NodeContext, service_ports
+from nsk.proxy.provider import ProxyManager, provider_for
 from nsk.store import Store, cluster_dir
+from nsk.store.informer import Informer
 from nsk.store.sqlite import NOTIFY
 
 log = logging.getLogger("nsk.control-plane")
 RESYNC = 5.0  # seconds: a full reconcile even without a write, as informers resync
+MAX_ROUNDS = 20  # controller rounds in one pass before the loop looks at its sockets again
+KINDS = ("Namespace", "Node", "Pod", "Service", "Endpoints", "Deployment")
 
 
 class ControlPlane:
-    def __init__(self, cluster: str):
-        self.dir = cluster_dir(cluster)
+    def __init__(self, cluster: str, kernel=None, directory: str | None = None):
+        self.dir = directory or cluster_dir(cluster)
         self.store = Store(self.dir)
         self.cfg = parse_cluster(self.store.get_meta("cluster"))
         self.plan = plan(self.cfg)
+        self.api = APIServer(self.store, self.cfg)
+        self.kernel = kernel or Kernel()
+        self.informer = Informer(self.store, KINDS)
         self.sel = selectors.DefaultSelector()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         path = os.path.join(self.dir, NOTIFY)
@@ -48,14 +62,17 @@ class ControlPlane:
         self.sock.bind(path)
         self.sock.setblocking(False)
         self.sel.register(self.sock, selectors.EVENT_READ, self._drain)
-        self.rng = random.Random()
         self.stopping = False
-        self.timers: list[tuple[float, int, object]] = []
+        self.controllers = ControllerManager(self.api, [
+            deployment.DeploymentController(random.Random()), deployment.GarbageCollector(),
+            scheduler.Scheduler(self.plan.nodes), endpoints.EndpointsController(),
+            loadbalancer.LoadBalancerController(self.cfg.lb_pool)])
         self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch)
                          for n in self.plan.nodes}
-        self._seen_rev = -1
-        self.proxiers: dict[str, IptablesProxier] = {}
+        self.proxies: ProxyManager | None = None
         self.router_have: dict[str, tuple[str, ...]] = {}
+        self._services_rev = -1  # the revision whose Services and Endpoints the proxies have
+        self._seen_rev = -1
 
     def _watch(self, fd: int, callback, events: int = selectors.EVENT_READ) -> None:
         self.sel.register(fd, events, callback)
@@ -84,18 +101,21 @@ class ControlPlane:
         network.build(self.plan, self.store.own)
         self.store.set_meta("network", "ready")
         for n in self.plan.nodes:
-            node = self.store.get("Node", "", n.name)
-            if node is not None:
-                self.store.set_status(key(node), node_status(n))
+            self.api.update_status(Key("Node", "", n.name), node_status(n))
         log.info("cluster network built in %.0f ms", (time.monotonic() - t) * 1000)
 
     def start_proxies(self) -> None:
-        """One kube-proxy per node (root)."""
-        if self.cfg.proxy_mode != "iptables":
-            log.warning("proxy mode %s is not implemented yet: using iptables", self.cfg.proxy_mode)
+        """One kube-proxy per node, of the cluster's mode (root)."""
+        mode, cls = provider_for(self.cfg.proxy_mode)
+        providers = {}
         for n in self.plan.nodes:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses)
-            self.proxiers[n.name] = IptablesProxier(n.netns, ctx, fresh=self.fresh)
+            providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh)
+        self.proxies = ProxyManager(providers, self.kernel, self._node_event)
+        self.store.set_meta("proxy-mode", mode)
+
+    def _node_event(self, node: str, reason: str, message: str) -> None:
+        self.store.event(Key("Node", "", node), "Warning", reason, message)
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -122,8 +142,8 @@ class ControlPlane:
                 last_resync = now
             self.reconcile(force)
             deadlines = [k.tick(time.monotonic()) for k in self.kubelets.values()]
-            deadlines = [d for d in deadlines if d is not None] + [last_resync + RESYNC]
-            timeout = max(0.0, min(deadlines) - time.monotonic())
+            deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, last_resync + RESYNC]
+            timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
             try:
                 events = self.sel.select(timeout)
             except InterruptedError:
@@ -137,105 +157,57 @@ class ControlPlane:
         log.info("control plane stopped")
 
     def reconcile(self, force: bool = False) -> None:
-        rev = self.store.revision()
-        if rev == self._seen_rev and not force:
+        """One pass: controllers until they rest, then the Services' rules, then the kubelets."""
+        changed = self.informer.sync()
+        retry_due = (self.controllers.next_retry() or float("inf")) <= time.monotonic() or \
+            (self.proxies is not None and not self.proxies.healthy)
+        if not changed and not force and not retry_due and self._seen_rev == self.informer.revision:
             return
-        own = self.store.own_revisions
-        self._run_deployments()
-        self._schedule()
+        self._settle()
         # Services first: a deleted or unready Pod leaves the rules before the kubelets
         # spend time tearing down and starting Pods; then again for what they changed.
         self._services_pass()
-        before = self.store.revision()
-        pods = self.store.list("Pod")
+        first = self.informer.revision
+        snap = Snapshot(self.informer)
+        by_node: dict[str, list[dict]] = {name: [] for name in self.kubelets}
+        for p in snap.list("Pod"):
+            node = p["spec"].get("nodeName")
+            if node in by_node:
+                by_node[node].append(p)
         for name, kubelet in self.kubelets.items():
-            kubelet.sync([p for p in pods if p["spec"].get("nodeName") == name])
-        pods = self.store.list("Pod")
-        for d in self.store.list("Deployment"):
-            self.store.set_status(key(d), deployment.status(d, deployment.owned_pods(d, pods)))
-        if self.store.revision() != before:
+            try:
+                kubelet.sync(by_node[name])
+            except Exception:  # noqa: BLE001 - one node's failure must not stop the others
+                log.exception("kubelet %s: sync failed", name)
+        self.informer.sync()
+        self._settle()
+        if self.informer.revision != first:
             self._services_pass()
-        # Seen is what this pass read. Another process may have written while it ran, after
-        # the pass had read what that write changed (a Pod deleted while the rules were
-        # restored): then its wake-up must find the pass not caught up, or the change would
-        # wait for the next resync. Only when every revision taken meanwhile was our own
-        # has the pass seen them all.
-        end = self.store.revision()
-        self._seen_rev = end if end - rev == self.store.own_revisions - own else rev
+        self._seen_rev = self.informer.revision
         # what `nsk up` waits for: every write up to this revision is in the kernel's rules
-        if self.store.get_meta("synced") != self._seen_rev:
+        if self.proxies is not None and self.proxies.healthy and self.store.get_meta("synced") != self._seen_rev:
             self.store.set_meta("synced", self._seen_rev)
 
+    def _settle(self) -> None:
+        """Run the controllers until they write nothing more (bounded)."""
+        for _ in range(MAX_ROUNDS):
+            if not self.controllers.run(Snapshot(self.informer)):
+                return
+            self.informer.sync()
+
     def _services_pass(self) -> None:
-        services = self.store.list("Service")
-        self._run_endpoints(services, self.store.list("Pod"))
-        self._run_load_balancers(services)
-        self._sync_proxies()
-
-    def _run_endpoints(self, services: list[dict], pods: list[dict]) -> None:
-        have = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in self.store.list("Endpoints")}
-        want = endpoints.wanted(services, pods)
-        with self.store.tx():
-            for k, obj in want.items():
-                obj["metadata"]["labels"][endpoints.MANAGED_BY] = endpoints.CONTROLLER
-                self.store.put(obj)
-            for k, old in have.items():
-                if k not in want and (old["metadata"].get("labels") or {}).get(endpoints.MANAGED_BY) == \
-                        endpoints.CONTROLLER:
-                    self.store.delete(key(old))
-
-    def _run_load_balancers(self, services: list[dict]) -> None:
-        """The emulated cloud: an address from the pool for each LoadBalancer Service."""
-        with self.store.tx():
-            for svc, status in loadbalancer.assign(services, self.cfg.lb_pool):
-                self.store.set_status(key(svc), status)
-
-    def _sync_proxies(self) -> None:
-        ports = service_ports(self.store.list("Service"), self.store.list("Endpoints"))
-        sync_all(list(self.proxiers.values()), ports)
+        if self.proxies is None:
+            return
+        ports = service_ports(self.informer.list("Service"), self.informer.list("Endpoints"))
+        self.proxies.sync(ports)
         want = loadbalancer.router_routes(ports, {n.name: n.ip for n in self.plan.nodes})
-        network.router_routes(self.plan.wire_netns, want, self.router_have)
-        self.router_have = want
-
-    def _run_deployments(self) -> None:
-        pods = self.store.list("Pod")
-        deploys = self.store.list("Deployment")
-        live_uids = {d["metadata"]["uid"] for d in deploys}
-        taken = {p["metadata"]["name"] for p in pods}
-        with self.store.tx():
-            for d in deploys:
-                plan_ = deployment.reconcile(d, deployment.owned_pods(d, pods), self.rng, taken)
-                for pod in plan_.create:
-                    self.store.put(pod)
-                for ns, name in plan_.delete:
-                    self.store.delete(Key("Pod", ns, name))
-            # garbage collection: Pods whose Deployment is gone
-            for p in pods:
-                refs = p["metadata"].get("ownerReferences") or []
-                if refs and refs[0].get("kind") == "ReplicaSet" and refs[0].get("uid") not in live_uids:
-                    self.store.delete(key(p))
-
-    def _schedule(self) -> None:
-        pods = self.store.list("Pod")
-        load: dict[str, int] = {}
-        for p in pods:
-            if p["spec"].get("nodeName"):
-                load[p["spec"]["nodeName"]] = load.get(p["spec"]["nodeName"], 0) + 1
-        with self.store.tx():
-            for p in pods:
-                if p["spec"].get("nodeName"):
-                    continue
-                node = scheduler.choose(p, self.plan.nodes, load)
-                if node is None:
-                    self.store.set_status(key(p), {"phase": "Pending", "conditions": [{
-                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                        "message": "0/%d nodes are available: node(s) didn't match Pod's node selector"
-                                   % len(self.plan.nodes)}]})
-                    continue
-                load[node] = load.get(node, 0) + 1
-                p["spec"]["nodeName"] = node
-                p.pop("status", None)
-                self.store.put(p)
+        if want != self.router_have:
+            try:
+                self.kernel.router_routes(self.plan.wire_netns, want, self.router_have)
+                self.router_have = want
+            except KernelError as e:
+                log.error("%s", e)
+                self.router_have = {}  # unknown: every route is made again next time
 
 
 def node_status(n) -> dict:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from nsk.client import live_config
+from nsk.api.cluster import parse_cluster
 from nsk.errors import NskError
 from nsk.net.plan import plan
 from nsk.store import Store
@@ -39,7 +39,7 @@ def exec_target(store: Store, target: str, namespace: str, container: str | None
     """Replace this process with `command` inside the target's namespaces (root); never returns."""
     from nsk.kernel import process
     kind, _, name = target.rpartition("/")
-    p = plan(live_config(store))
+    p = plan(parse_cluster(store.get_meta("cluster")))
     if kind in ("node", "no", "nodes"):
         try:
             n = p.node(name)

@@ -13,11 +13,12 @@ from typing import Callable
 
 from nsk.api.load import Manifest
 from nsk.api.objects import key
+from nsk.api.types import Pod
+from nsk.apiserver.server import SYSTEM_NAMESPACES, APIServer, namespace_object, system_objects
 from nsk.errors import NskError
 from nsk.net.plan import ClusterPlan, plan
 from nsk.store import RUN_ROOT, Store, cluster_dir
 
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 Progress = Callable[..., None]  # (stage, text, final=True): final = the stage is done
 
 
@@ -59,56 +60,6 @@ def node_object(n) -> dict:
             "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux",
                                                     **n.labels}},
             "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]}}
-
-
-def ensure_namespaces(store: Store, objects) -> list[str]:
-    """Create the namespaces `objects` live in that do not exist yet (nsk does it for the
-    user, where kubectl would say "namespaces not found"); the names it created."""
-    made = []
-    for ns in sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")}):
-        if store.get("Namespace", "", ns) is None:
-            store.put(namespace_object(ns))
-            made.append(ns)
-    return made
-
-
-def namespace_object(name: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
-
-
-def system_objects(cfg) -> list[dict]:
-    """What every cluster has before the user's objects.
-
-    The `kubernetes` Service (the first address of the service range, port 443): Pods see
-    its variables, as in the source's `printenv`; nsk has no API server behind it, so it has
-    no endpoints and connections to it are refused. The cluster DNS add-on as kubeadm
-    installs it: the `coredns` Deployment (label k8s-app=kube-dns) behind the `kube-dns`
-    Service at the Cluster's dns.clusterIP; its image, nsk/dns, is nsk's own DNS server.
-    """
-    import ipaddress
-    from nsk.api.validation import admit
-    api = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": "kubernetes", "namespace": "default",
-                        "labels": {"component": "apiserver", "provider": "kubernetes"}},
-           "spec": {"clusterIP": str(ipaddress.IPv4Network(cfg.service_subnet).network_address + 1),
-                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}
-    labels = {"k8s-app": "kube-dns"}
-    deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
-              "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
-              "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                       "template": {"metadata": {"labels": labels},
-                                    "spec": {"dnsPolicy": "Default", "containers": [{
-                                        "name": "coredns", "image": "nsk/dns",
-                                        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}}}}
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                        "labels": {**labels, "kubernetes.io/name": "CoreDNS"}},
-           "spec": {"selector": labels, "clusterIP": cfg.dns_cluster_ip,
-                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                              {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
-    return [admit(api), admit(deploy), admit(svc)]
 
 
 def control_plane_pid(store: Store):
@@ -163,18 +114,14 @@ def resume(name: str, timeout: float = 30) -> int:
 
 def _fill(store: Store, m: Manifest, p: ClusterPlan, source: str) -> None:
     """The store's first objects: config, namespaces, nodes, the file's objects (atomic)."""
-    from nsk.client import write
+    api = APIServer(store, m.cluster)
     with store.tx():
         store.set_meta("cluster", m.cluster.to_dict())
         for ns in SYSTEM_NAMESPACES:
             store.put(namespace_object(ns))
-        ensure_namespaces(store, m.objects)
         for n in p.nodes:
             store.put(node_object(n))
-        for obj in system_objects(m.cluster):
-            write(store, obj, m.cluster, source)
-        for obj in m.objects:
-            write(store, obj, m.cluster, source)
+        api.apply([*system_objects(m.cluster), *m.objects], source)
 
 
 @dataclass(frozen=True)
@@ -242,11 +189,8 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
 
 
 def _pod_up(pod: dict) -> bool:
-    st = pod.get("status") or {}
-    if st.get("phase") == "Succeeded":
-        return True
-    return st.get("phase") == "Running" and any(c["type"] == "Ready" and c["status"] == "True"
-                                                for c in st.get("conditions", []))
+    typed = Pod.of(pod)
+    return typed.phase == "Succeeded" or typed.ready
 
 
 def _expected_pods(m: Manifest) -> int:

@@ -11,6 +11,7 @@ import copy
 import ipaddress
 
 from nsk.api.cluster import ClusterConfig
+from nsk.api.types import Service
 from nsk.errors import FieldError, InvalidObject, invalid
 
 
@@ -20,8 +21,7 @@ def _used(services: list[dict], skip: tuple[str, str]) -> tuple[set[str], set[tu
         if (s["metadata"]["namespace"], s["metadata"]["name"]) == skip:
             continue
         spec = s["spec"]
-        if spec.get("clusterIP") not in (None, "", "None"):
-            ips.add(spec["clusterIP"])
+        ips.update(Service.of(s).cluster_ips)
         for p in spec.get("ports") or []:
             if p.get("nodePort"):
                 ports.add((p["nodePort"], p.get("protocol", "TCP")))

@@ -9,7 +9,7 @@ import yaml
 from nsk.api.cluster import ClusterConfig, parse_cluster
 from nsk.api.objects import key
 from nsk.api.schema import json_key
-from nsk.api.validation import admit
+from nsk.apiserver.admission import admit
 from nsk.errors import NskError
 
 

@@ -1,4 +1,5 @@
-"""Small helpers over Kubernetes objects kept as plain dicts (as the API serves them)."""
+"""Small helpers over Kubernetes objects kept as plain dicts (as the API serves them):
+keys, labels and label selectors (pure). What each kind is: nsk/apiserver/registry.py."""
 
 from __future__ import annotations
 
@@ -6,41 +7,6 @@ import re
 from dataclasses import dataclass
 
 from nsk.errors import NskError
-
-# kind -> (plural resource, API group, namespaced); the group names output like
-# kubectl's "deployment.apps/web created".
-RESOURCES: dict[str, tuple[str, str, bool]] = {
-    "Namespace": ("namespaces", "", False),
-    "Node": ("nodes", "", False),
-    "Pod": ("pods", "", True),
-    "Service": ("services", "", True),
-    "Endpoints": ("endpoints", "", True),
-    "Deployment": ("deployments", "apps", True),
-    "EndpointSlice": ("endpointslices", "discovery.k8s.io", True),
-}
-
-# Words a user may type for a kind, as kubectl accepts them.
-ALIASES: dict[str, str] = {}
-for _kind, (_plural, _group, _) in RESOURCES.items():
-    for _word in (_kind.lower(), _plural, f"{_plural}.{_group}" if _group else _plural,
-                  f"{_kind.lower()}.{_group}" if _group else _kind.lower()):
-        ALIASES[_word] = _kind
-ALIASES.update({"po": "Pod", "svc": "Service", "ep": "Endpoints", "deploy": "Deployment",
-                "ns": "Namespace", "no": "Node"})
-
-
-def kind_of(word: str) -> str | None:
-    return ALIASES.get(word.lower())
-
-
-def namespaced(kind: str) -> bool:
-    return RESOURCES[kind][2]
-
-
-def type_name(kind: str) -> str:
-    """kubectl's resource type word: `pod`, `deployment.apps`."""
-    group = RESOURCES[kind][1]
-    return kind.lower() + (f".{group}" if group else "")
 
 
 @dataclass(frozen=True, order=True)
@@ -54,9 +20,9 @@ class Key:
 
 
 def key(obj: dict) -> Key:
+    """An object's key; admission leaves no namespace on a cluster-scoped kind."""
     meta = obj.get("metadata") or {}
-    kind = obj["kind"]
-    return Key(kind, meta.get("namespace", "") if namespaced(kind) else "", meta.get("name", ""))
+    return Key(obj["kind"], meta.get("namespace", ""), meta.get("name", ""))
 
 
 def labels(obj: dict) -> dict:

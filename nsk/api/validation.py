@@ -1,17 +1,14 @@
-"""Defaults and validation of Kubernetes objects, as the API server applies them.
-
-`admit(obj)` returns the object with its defaults filled in, or raises InvalidObject with
-every field error found, each naming its field path (apimachinery's format).
+"""Defaults and validation rules of Kubernetes objects, as the API server applies them
+(pure). Each kind's registration (nsk/apiserver/registry.py) names its default and rules
+functions here; admission (nsk/apiserver/admission.py) runs them.
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 
 from nsk.api import names
-from nsk.api.objects import matches, namespaced
-from nsk.api.schema import KINDS, STR as STR_SCHEMA, check, normalize
+from nsk.api.objects import matches
 from nsk.errors import FieldError, InvalidObject, duplicate, invalid, required, unsupported
 
 # The supported values in the order the API server lists them in an error (sets.List
@@ -25,50 +22,7 @@ AFFINITIES = ["ClientIP", "None"]
 HTTP_SCHEMES = ["HTTP", "HTTPS"]
 
 
-def admit(obj: object, source: str = "") -> dict:
-    """Validate `obj` and fill in its defaults; raises InvalidObject naming each bad field."""
-    if not isinstance(obj, dict):
-        raise InvalidObject("Object", "?", [invalid("", obj, "a manifest must be a mapping")], source)
-    kind = obj.get("kind")
-    if not kind:
-        raise InvalidObject("Object", _ref_guess(obj), [required("kind")], source)
-    if not isinstance(kind, str):
-        raise InvalidObject("Object", _ref_guess(obj), check(kind, STR_SCHEMA, "kind"), source)
-    if kind not in KINDS:
-        raise InvalidObject(kind, _ref_guess(obj), [unsupported("kind", kind, sorted(KINDS))], source)
-    api_version, schema = KINDS[kind]
-    obj = normalize(copy.deepcopy(obj), schema)
-    meta = obj.setdefault("metadata", {}) if isinstance(obj.get("metadata", {}), dict) else obj.get("metadata")
-    if isinstance(meta, dict) and namespaced(kind) and not meta.get("namespace"):
-        meta["namespace"] = "default"  # kubectl's default namespace, also for `namespace: ""`
-    ref = _ref_guess(obj)
-    errors = check(obj, schema, "")
-    if obj.get("apiVersion") is None:
-        errors.append(required("apiVersion", f'kind "{kind}" is in version "{api_version}"'))
-    elif obj.get("apiVersion") != api_version:
-        errors.append(invalid("apiVersion", obj.get("apiVersion"),
-                              f'no matches for kind "{kind}" in version "{obj.get("apiVersion")}": '
-                              f'use "{api_version}"'))
-    if errors:  # structure first: the rules below may assume the types are right
-        raise InvalidObject(kind, ref, errors, source)
-    errors = _metadata(obj)
-    _DEFAULTS[kind](obj)
-    errors += _RULES[kind](obj)
-    if errors:
-        raise InvalidObject(kind, ref, errors, source)
-    return obj
-
-
-def _ref_guess(obj: dict) -> str:
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    name = meta.get("name") or meta.get("generateName") or ""
-    ns = meta.get("namespace")
-    if ns and isinstance(obj.get("kind"), str) and obj["kind"] in KINDS and namespaced(obj["kind"]):
-        return f"{ns}/{name}"
-    return str(name)
-
-
-def _metadata(obj: dict) -> list[FieldError]:
+def metadata_rules(obj: dict, namespaced: bool) -> list[FieldError]:
     meta, kind = obj["metadata"], obj["kind"]
     errors = []
     name = meta.get("name")
@@ -77,7 +31,7 @@ def _metadata(obj: dict) -> list[FieldError]:
     else:
         rule = {"Namespace": names.dns1123_label, "Service": names.dns1035_label}.get(kind, names.dns1123_subdomain)
         errors += [invalid("metadata.name", name, m) for m in rule(name)]
-    if namespaced(kind):
+    if namespaced:
         errors += [invalid("metadata.namespace", meta["namespace"], m) for m in names.dns1123_label(meta["namespace"])]
     errors += _labels(meta.get("labels") or {}, "metadata.labels")
     return errors
@@ -137,11 +91,11 @@ def _default_pod_spec(spec: dict) -> None:
                     pr["httpGet"].setdefault("scheme", "HTTP")
 
 
-def _default_pod(obj: dict) -> None:
+def default_pod(obj: dict) -> None:
     _default_pod_spec(obj.setdefault("spec", {}))
 
 
-def _default_deployment(obj: dict) -> None:
+def default_deployment(obj: dict) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("replicas", 1)
     template = spec.setdefault("template", {})
@@ -155,7 +109,7 @@ def _externally_accessible(spec: dict) -> bool:
         (spec.get("type") == "ClusterIP" and bool(spec.get("externalIPs")))
 
 
-def _default_service(obj: dict) -> None:
+def default_service(obj: dict) -> None:
     """SetDefaults_Service."""
     spec = obj.setdefault("spec", {})
     spec.setdefault("sessionAffinity", "None")
@@ -173,14 +127,12 @@ def _default_service(obj: dict) -> None:
         spec.setdefault("internalTrafficPolicy", "Cluster")
 
 
-def _default_endpoints(obj: dict) -> None:
+def default_endpoints(obj: dict) -> None:
     for subset in obj.get("subsets") or []:
         for p in subset.get("ports") or []:
             p.setdefault("protocol", "TCP")
 
 
-_DEFAULTS = {"Namespace": lambda o: None, "Pod": _default_pod, "Deployment": _default_deployment,
-             "Service": _default_service, "Endpoints": _default_endpoints}
 
 
 # ---- rules ------------------------------------------------------------------------------
@@ -284,11 +236,11 @@ def _protocol(path: str, protocol: str) -> list[FieldError]:
     return []
 
 
-def _pod(obj: dict) -> list[FieldError]:
+def pod_rules(obj: dict) -> list[FieldError]:
     return _pod_spec(obj["spec"], "spec")
 
 
-def _deployment(obj: dict) -> list[FieldError]:
+def deployment_rules(obj: dict) -> list[FieldError]:
     """ValidateDeploymentSpec and ValidatePodTemplateSpecForReplicaSet."""
     spec = obj["spec"]
     errors = []
@@ -317,7 +269,7 @@ def _deployment(obj: dict) -> list[FieldError]:
     return errors
 
 
-def _service(obj: dict) -> list[FieldError]:
+def service_rules(obj: dict) -> list[FieldError]:
     """ValidateService, for the fields nsk serves."""
     spec = obj["spec"]
     errors = []
@@ -414,7 +366,7 @@ def _endpoint_ip(path: str, value: str) -> list[FieldError]:
     return errors
 
 
-def _endpoints(obj: dict) -> list[FieldError]:
+def endpoints_rules(obj: dict) -> list[FieldError]:
     """ValidateEndpoints."""
     errors = []
     for i, subset in enumerate(obj.get("subsets") or []):
@@ -444,6 +396,3 @@ def _endpoints(obj: dict) -> list[FieldError]:
             errors += _protocol(f"{pp}.protocol", p["protocol"])
     return errors
 
-
-_RULES = {"Namespace": lambda o: [], "Pod": _pod, "Deployment": _deployment, "Service": _service,
-          "Endpoints": _endpoints}

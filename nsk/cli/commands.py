@@ -70,6 +70,11 @@ def _store(cluster: str | None):
     return open_store(resolve(cluster))
 
 
+def _api(cluster: str | None):
+    from nsk.apiserver.server import APIServer
+    return APIServer(_store(cluster))
+
+
 def _load(path: str, live=None):
     """A manifest file (or stdin); `live` is the running cluster's config for apply/delete."""
     from nsk.api.load import load, read_file
@@ -146,7 +151,7 @@ def _render_plan(m) -> str:
 
 
 def _summary(p, name: str) -> str:
-    from nsk.cli.output import table
+    from nsk.apiserver.printers import table
     rows = [[n.name, n.ip, n.pod_cidr, n.netns] for n in p.nodes]
     rows += [[f"host/{h.name}", h.ip, "-", h.netns] for h in p.hosts]
     flag = "" if name == "nsk" else f" --cluster {name}"
@@ -179,16 +184,18 @@ def resume(cluster):
 @cluster_option
 def status(cluster):
     """The cluster at a glance: control plane, nodes, and each Pod's kernel names."""
-    from nsk.cli.output import table
-    from nsk.client import live_config
+    from nsk.apiserver.printers import table
     from nsk.lifecycle import control_plane_pid
     from nsk.net.plan import plan, pod_veth
-    store = _store(cluster)
-    cfg = live_config(store)
+    api = _api(cluster)
+    store, cfg = api.store, api.cfg
     p = plan(cfg)
     alive, refs = control_plane_pid(store)
     cp = f"running (pid {alive.pid})" if alive else (f"NOT running (pid {refs[0].pid} is gone)" if refs else "none")
-    click.echo(f"Cluster:        {cfg.name}\nControl plane:  {cp}\nProxy mode:     {cfg.proxy_mode}\n"
+    mode = store.get_meta("proxy-mode") or cfg.proxy_mode
+    if mode != cfg.proxy_mode:
+        mode += f" (the Cluster asks for {cfg.proxy_mode}, not built yet)"
+    click.echo(f"Cluster:        {cfg.name}\nControl plane:  {cp}\nProxy mode:     {mode}\n"
                f"Pod subnet:     {cfg.pod_subnet}\nService subnet: {cfg.service_subnet}\n"
                f"Store:          {store.dir}/store.db\n")
     rows = [[n.name, n.ip, n.pod_cidr, n.netns, "eth0 (peer " + n.uplink + ")"] for n in p.nodes]
@@ -208,9 +215,6 @@ def status(cluster):
 
 # ---- kubectl verbs ---------------------------------------------------------------------
 
-GET_KINDS = {"Pod", "Node", "Deployment", "Service", "Endpoints", "EndpointSlice", "Namespace"}
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("kind")
 @click.argument("names", nargs=-1)
@@ -219,29 +223,26 @@ GET_KINDS = {"Pod", "Node", "Deployment", "Service", "Endpoints", "EndpointSlice
 @click.option("-l", "--selector", help="Label selector, e.g. run=my-nginx,tier!=db.")
 @cluster_option
 def get(kind, names, namespace, all_namespaces, output, selector, cluster):
-    """List objects: pods, nodes, deployments, services, endpoints, namespaces."""
-    from nsk.api.objects import kind_of, namespaced, parse_label_selector, selected, type_name
-    from nsk.cli import output as out
+    """List objects: pods, nodes, deployments, services, endpoints, endpointslices, namespaces."""
+    from nsk.api.objects import parse_label_selector, selected
+    from nsk.apiserver import printers as out
+    from nsk.apiserver import registry
     if "/" in kind:  # kubectl's `get pod/NAME`
         kind, name = kind.split("/", 1)
         names = (name, *names)
-    k = kind_of(kind)
-    if k is None or k not in GET_KINDS:
-        raise NskError(f'the server doesn\'t have a resource type "{kind}"')
+    r = registry.lookup(kind)
     store = _store(cluster)
-    ns = None if all_namespaces or not namespaced(k) else namespace
-    if k == "EndpointSlice":  # derived from Endpoints, as the EndpointSlice controller mirrors them
+    ns = None if all_namespaces or not r.namespaced else namespace
+    if r.kind == "EndpointSlice":  # derived from Endpoints, as the EndpointSlice controller mirrors them
         from nsk.controllers.endpoints import endpoint_slice
         items = [endpoint_slice(e) for e in store.list("Endpoints", ns)]
     else:
-        items = store.list(k, ns)
+        items = store.list(r.kind, ns)
     if names:
         found = {i["metadata"]["name"]: i for i in items}
         missing = [n for n in names if n not in found]
         if missing:
-            plural = {"Endpoints": "endpoints"}.get(k, k.lower() + "s")
-            group = type_name(k).partition(".")[2]
-            raise NskError(f'{plural}{"." + group if group else ""} "{missing[0]}" not found')
+            raise NskError(f'{r.group_resource} "{missing[0]}" not found')
         items = [found[n] for n in names]
     if selector:
         terms = parse_label_selector(selector)
@@ -252,29 +253,13 @@ def get(kind, names, namespace, all_namespaces, output, selector, cluster):
         return
     if output == "name":
         for i in items:
-            click.echo(f"{type_name(k)}/{i['metadata']['name']}")
+            click.echo(f"{r.type_name}/{i['metadata']['name']}")
         return
     if not items:
         where = f" in {namespace} namespace" if ns else ""
         click.echo(f"No resources found{where}.", err=True)
         return
-    now = time.time()
-    wide = output == "wide"
-    if k == "Pod":
-        headers, rows = out.pods_table(items, wide, all_namespaces, now)
-    elif k == "Node":
-        headers, rows = out.nodes_table(items, wide, now)
-    elif k == "Deployment":
-        headers, rows = out.deployments_table(items, wide, all_namespaces, now)
-    elif k == "Service":
-        headers, rows = out.services_table(items, wide, all_namespaces, now)
-    elif k == "Endpoints":
-        headers, rows = out.endpoints_table(items, all_namespaces, now)
-    elif k == "EndpointSlice":
-        headers, rows = out.endpointslices_table(items, all_namespaces, now)
-    else:
-        headers = ["NAME", "STATUS", "AGE"]
-        rows = [[i["metadata"]["name"], "Active", out.age(i, now)] for i in items]
+    headers, rows = r.printer(items, output == "wide", all_namespaces, time.time())
     click.echo(out.table(headers, rows), nl=False)
 
 
@@ -285,15 +270,14 @@ def get(kind, names, namespace, all_namespaces, output, selector, cluster):
 @cluster_option
 def describe(kind, name, namespace, all_namespaces, cluster):
     """Show an object in detail, with its recent events."""
-    from nsk.api.objects import Key, kind_of, namespaced
+    from nsk.api.objects import Key
+    from nsk.apiserver import registry
     from nsk.cli.describe import describe as render
     if "/" in kind:
         kind, name = kind.split("/", 1)
-    k = kind_of(kind)
-    if k is None or k not in GET_KINDS:
-        raise NskError(f'the server doesn\'t have a resource type "{kind}"')
+    r = registry.lookup(kind)
     store = _store(cluster)
-    objs = store.list(k, None if all_namespaces or not namespaced(k) else namespace)
+    objs = store.list(r.kind, None if all_namespaces or not r.namespaced else namespace)
     if name:
         objs = [o for o in objs if o["metadata"]["name"] == name]
         if not objs:
@@ -301,9 +285,9 @@ def describe(kind, name, namespace, all_namespaces, cluster):
     texts = []
     for o in objs:
         meta = o["metadata"]
-        events = store.events(Key(k, meta.get("namespace", ""), meta["name"]))
-        eps = store.get("Endpoints", meta.get("namespace", ""), meta["name"]) if k == "Service" else None
-        texts.append(render(o, events, time.time(), eps or ({} if k == "Service" else None)))
+        events = store.events(Key(r.kind, meta.get("namespace", ""), meta["name"]))
+        eps = store.get("Endpoints", meta.get("namespace", ""), meta["name"]) if r.kind == "Service" else None
+        texts.append(render(o, events, time.time(), eps or ({} if r.kind == "Service" else None)))
     click.echo("\n\n".join(texts), nl=False)
 
 
@@ -312,11 +296,13 @@ def describe(kind, name, namespace, all_namespaces, cluster):
 @cluster_option
 def apply(files, cluster):
     """Create or update the objects of FILE on the running cluster."""
-    from nsk.client import apply as do_apply, live_config
-    store = _store(cluster)
+    api = _api(cluster)
     for f in files:
-        m = _load(f, live_config(store))
-        for line in do_apply(store, m, f):
+        m = _load(f, api.cfg)
+        if m.has_cluster_doc and m.cluster.to_dict() != api.cfg.to_dict():
+            raise NskError(f"{f}: the Cluster document differs from the running cluster "
+                           f'"{api.cfg.name}"; a cluster\'s shape is fixed at `nsk up`')
+        for line in api.apply(m.objects, f):
             click.echo(line)
 
 
@@ -327,13 +313,12 @@ def apply(files, cluster):
 @cluster_option
 def delete(args, files, namespace, all_namespaces, cluster):
     """Delete objects: `delete -f FILE`, `delete KIND NAME...` or `delete KIND/NAME`."""
-    from nsk.api.objects import Key, key, kind_of, namespaced
-    from nsk.client import delete as do_delete
-    from nsk.client import live_config
-    store = _store(cluster)
+    from nsk.api.objects import Key, key
+    from nsk.apiserver import registry
+    api = _api(cluster)
     keys: list[Key] = []
     for f in files:
-        keys += [key(o) for o in _load(f, live_config(store)).objects]
+        keys += [key(o) for o in _load(f, api.cfg).objects]
     words = list(args)
     while words:
         word = words.pop(0)
@@ -345,13 +330,11 @@ def delete(args, files, namespace, all_namespaces, cluster):
             words = []
             if not names:
                 raise NskError(f"resource(s) were provided, but no name was specified for {kind}")
-        k = kind_of(kind)
-        if k is None:
-            raise NskError(f'the server doesn\'t have a resource type "{kind}"')
-        keys += [Key(k, namespace if namespaced(k) else "", n) for n in names]
+        r = registry.lookup(kind)
+        keys += [Key(r.kind, namespace if r.namespaced else "", n) for n in names]
     if not keys:
         raise NskError("you must provide one or more resources by argument or filename (-f FILE, KIND NAME)")
-    res = do_delete(store, keys)
+    res = api.delete(keys)
     for line in res.lines:
         click.echo(line)
     for m in res.missing:
@@ -367,12 +350,15 @@ def delete(args, files, namespace, all_namespaces, cluster):
 @cluster_option
 def scale(target, replicas, namespace, cluster):
     """Set a Deployment's replicas: `scale deployment/NAME --replicas N`."""
-    from nsk.api.objects import kind_of
-    from nsk.client import scale as do_scale
+    from nsk.apiserver import registry
     kind, _, name = target.partition("/")
-    if kind_of(kind) != "Deployment" or not name:
+    try:
+        is_deployment = registry.lookup(kind).kind == "Deployment"
+    except NskError:
+        is_deployment = False
+    if not is_deployment or not name:
         raise NskError(f'cannot scale "{target}": give deployment/NAME')
-    click.echo(do_scale(_store(cluster), namespace, name, replicas))
+    click.echo(_api(cluster).scale(namespace, name, replicas))
 
 
 @cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
@@ -433,9 +419,8 @@ def logs(pod, namespace, container, follow, cluster):
 @cluster_option
 def expose(target, port, target_port, name, type_, protocol, namespace, cluster):
     """Create a Service for a Deployment or Pod, as `kubectl expose` does."""
-    from nsk.client import expose as do_expose
     kind, _, obj_name = target.partition("/")
-    click.echo(do_expose(_store(cluster), kind, obj_name, namespace, port, target_port, name, type_, protocol))
+    click.echo(_api(cluster).expose(kind, obj_name, namespace, port, target_port, name, type_, protocol))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -443,12 +428,14 @@ def expose(target, port, target_port, name, type_, protocol, namespace, cluster)
 @click.option("-t", "--table", type=click.Choice(["nat", "filter"]), help="Only this table.")
 @cluster_option
 def rules(node, table, cluster):
-    """The node's live proxy rules, as `iptables-save` prints them there."""
-    from nsk.client import live_config
+    """The node's live proxy rules, as the running proxy mode shows them there."""
     from nsk.kernel import iptables
+    from nsk.kernel.ops import Kernel
     from nsk.net.plan import plan
-    store = _store(cluster)
-    p = plan(live_config(store))
+    from nsk.proxy.provider import provider_for
+    api = _api(cluster)
+    p = plan(api.cfg)
+    mode, provider = provider_for(api.store.get_meta("proxy-mode") or api.cfg.proxy_mode)
     nodes = p.nodes
     if node:
         try:
@@ -457,8 +444,8 @@ def rules(node, table, cluster):
             raise NskError(f'node "{node}" not found (nodes: {", ".join(n.name for n in p.nodes)})') from None
     for n in nodes:
         if len(nodes) > 1:
-            click.echo(f"# node {n.name} ({n.netns}), iptables {iptables.backend()}")
-        click.echo(iptables.save(n.netns, table), nl=False)
+            click.echo(f"# node {n.name} ({n.netns}), {mode} mode, iptables {iptables.backend()}")
+        click.echo(provider.show(Kernel(), n.netns, table), nl=False)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ def _labels_rows(label: str, m: dict | None) -> list[tuple[str, str]]:
 
 
 def _events(events: list, now: float) -> list[str]:
-    from nsk.cli.output import human_duration, table
+    from nsk.apiserver.printers import human_duration, table
     if not events:
         return ["Events:  <none>"]
     rows = [[t, reason, human_duration(now - ts), "nsk", msg] for ts, t, reason, msg in events[-20:]]

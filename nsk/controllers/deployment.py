@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 from nsk.api.objects import matches
+from nsk.api.types import Pod
 
 # apimachinery's rand.SafeEncodeString alphabet: no vowels, no look-alike characters
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -50,7 +51,7 @@ def _running(p: dict) -> bool:
 
 
 def _ready(p: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions", []))
+    return Pod.of(p).ready
 
 
 def reconcile(deploy: dict, pods: list[dict], rng: random.Random, taken: set[str]) -> Plan:
@@ -116,3 +117,45 @@ def status(deploy: dict, pods: list[dict]) -> dict:
 
 def selects(deploy: dict, pod: dict) -> bool:
     return matches(deploy["spec"]["selector"], pod["metadata"].get("labels") or {})
+
+
+class DeploymentController:
+    """Each Deployment's Pods (created and deleted as `reconcile` plans) and its status."""
+
+    name = "deployment"
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def reconcile(self, snap) -> list:
+        from nsk.api.objects import Key
+        from nsk.controllers.manager import Delete, Put, Status, each
+        taken = {p["metadata"]["name"] for p in snap.list("Pod")}
+
+        def one(d: dict) -> list:
+            pods = owned_pods(d, snap.pods_in(d["metadata"]["namespace"]))
+            plan_ = reconcile(d, pods, self.rng, taken)
+            writes: list = [Put(p) for p in plan_.create]
+            writes += [Delete(Key("Pod", ns, name)) for ns, name in plan_.delete]
+            st = status(d, pods)
+            if st != d.get("status"):
+                writes.append(Status(Key("Deployment", d["metadata"]["namespace"], d["metadata"]["name"]), st))
+            return writes
+        return each(snap.list("Deployment"), one, "FailedSync")
+
+
+class GarbageCollector:
+    """Pods whose owner is gone are deleted (the garbage collector's background cascade)."""
+
+    name = "garbage-collector"
+
+    def reconcile(self, snap) -> list:
+        from nsk.api.objects import key
+        from nsk.controllers.manager import Delete
+        live = {d["metadata"]["uid"] for d in snap.list("Deployment")}
+        out = []
+        for p in snap.list("Pod"):
+            refs = p["metadata"].get("ownerReferences") or []
+            if refs and refs[0].get("kind") == "ReplicaSet" and refs[0].get("uid") not in live:
+                out.append(Delete(key(p), p["metadata"]["resourceVersion"]))
+        return out

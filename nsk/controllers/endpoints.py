@@ -11,15 +11,10 @@ from __future__ import annotations
 import ipaddress
 
 from nsk.api.objects import matches
+from nsk.api.types import Pod
 
 MANAGED_BY = "endpoints.kubernetes.io/managed-by"
 CONTROLLER = "endpoint-controller"
-
-
-def pod_ready(pod: dict) -> bool:
-    st = pod.get("status") or {}
-    return st.get("phase") == "Running" and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions") or [])
 
 
 def resolve_port(pod: dict, target: int | str, protocol: str) -> int | None:
@@ -42,8 +37,8 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
             continue
         if not matches({"matchLabels": spec["selector"]}, pod["metadata"].get("labels") or {}):
             continue
-        st = pod.get("status") or {}
-        if not st.get("podIP") or st.get("phase") in ("Succeeded", "Failed"):
+        typed = Pod.of(pod)
+        if not typed.pod_ip or typed.terminal:
             continue
         ports = []
         for sp in spec.get("ports") or []:
@@ -55,14 +50,14 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
                 ports.append(entry)
         if spec.get("ports") and not ports:
             continue
-        addr = {"ip": st["podIP"], "nodeName": pod["spec"].get("nodeName", ""),
+        addr = {"ip": typed.pod_ip, "nodeName": pod["spec"].get("nodeName", ""),
                 "targetRef": {"kind": "Pod", "namespace": pod["metadata"]["namespace"],
                               "name": pod["metadata"]["name"], "uid": pod["metadata"].get("uid", "")}}
         if pod["spec"].get("hostname"):
             addr["hostname"] = pod["spec"]["hostname"]
         group = groups.setdefault(tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports)),
                                   {"addresses": [], "notReadyAddresses": [], "ports": ports})
-        group["addresses" if pod_ready(pod) or publish else "notReadyAddresses"].append(addr)
+        group["addresses" if typed.ready or publish else "notReadyAddresses"].append(addr)
     subsets = []
     for _, g in sorted(groups.items()):
         sub = {}
@@ -112,3 +107,39 @@ def endpoint_slice(ep: dict) -> dict:
                                     "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
                          "creationTimestamp": meta.get("creationTimestamp")},
             "addressType": "IPv4", "endpoints": endpoints, "ports": ports}
+
+
+class EndpointsController:
+    """The Endpoints of every Service with a selector; those it made for a Service that is
+    gone, or lost its selector, are deleted (a user's own Endpoints are never touched)."""
+
+    name = "endpoints"
+
+    def reconcile(self, snap) -> list:
+        from nsk.api.objects import Key
+        from nsk.controllers.manager import Delete, Put, each
+        want_keys = set()
+
+        def one(svc: dict) -> list:
+            spec = svc["spec"]
+            if not spec.get("selector") or spec.get("type") == "ExternalName":
+                return []
+            ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+            want_keys.add((ns, name))
+            obj = endpoints_for(svc, snap.pods_in(ns))
+            obj["metadata"]["labels"][MANAGED_BY] = CONTROLLER
+            have = snap.get("Endpoints", ns, name)
+            if have is not None and _same(have, obj):
+                return []
+            return [Put(obj)]
+        out = each(snap.list("Service"), one, "FailedToUpdateEndpoint")
+        for e in snap.list("Endpoints"):
+            ns, name = e["metadata"]["namespace"], e["metadata"]["name"]
+            if (ns, name) not in want_keys and (e["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
+                out.append(Delete(Key("Endpoints", ns, name), e["metadata"]["resourceVersion"]))
+        return out
+
+
+def _same(have: dict, want: dict) -> bool:
+    return have.get("subsets") == want.get("subsets") and \
+        (have["metadata"].get("labels") or {}) == want["metadata"]["labels"]

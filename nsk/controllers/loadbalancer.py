@@ -63,3 +63,17 @@ def router_routes(ports: list[ServicePort], nodes: dict[str, str]) -> dict[str, 
         for ip in sp.external_ips + sp.lb_ips:
             routes.setdefault(ip, set()).update(hops)
     return {ip: tuple(sorted(h, key=ipaddress.IPv4Address)) for ip, h in routes.items()}
+
+
+class LoadBalancerController:
+    """The emulated cloud's address assignment, published in each Service's status."""
+
+    name = "service-lb"
+
+    def __init__(self, pool: str):
+        self.pool = pool
+
+    def reconcile(self, snap) -> list:
+        from nsk.api.objects import key
+        from nsk.controllers.manager import Status
+        return [Status(key(svc), st) for svc, st in assign(snap.list("Service"), self.pool)]

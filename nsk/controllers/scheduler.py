@@ -14,3 +14,37 @@ def choose(pod: dict, nodes: tuple[NodePlan, ...], load: dict[str, int]) -> str 
     if not fits:
         return None
     return min(fits, key=lambda n: (load.get(n.name, 0), n.index)).name
+
+
+class Scheduler:
+    """Binds each Pod without a node to one (a conditional update: a Pod deleted or changed
+    since the snapshot is not brought back), or says why none fits."""
+
+    name = "scheduler"
+
+    def __init__(self, nodes: tuple[NodePlan, ...]):
+        self.nodes = nodes
+
+    def reconcile(self, snap) -> list:
+        from nsk.api.objects import key
+        from nsk.controllers.manager import Put, Status
+        pods = snap.list("Pod")
+        load: dict[str, int] = {}
+        for p in pods:
+            if p["spec"].get("nodeName"):
+                load[p["spec"]["nodeName"]] = load.get(p["spec"]["nodeName"], 0) + 1
+        out: list = []
+        for p in pods:
+            if p["spec"].get("nodeName"):
+                continue
+            node = choose(p, self.nodes, load)
+            if node is None:
+                st = {"phase": "Pending", "conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": f"0/{len(self.nodes)} nodes are available: node(s) didn't match Pod's node selector"}]}
+                if p.get("status") != st:
+                    out.append(Status(key(p), st))
+                continue
+            load[node] = load.get(node, 0) + 1
+            out.append(Put({k: v for k, v in p.items() if k != "status"} | {"spec": {**p["spec"], "nodeName": node}}))
+        return out

@@ -21,6 +21,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from nsk.api.types import Service
+
 
 A, NS, CNAME, SOA, PTR, TXT, SRV, AAAA, ANY = "A", "NS", "CNAME", "SOA", "PTR", "TXT", "SRV", "AAAA", "ANY"
 SCHEMA_VERSION = "1.1.0"
@@ -95,8 +97,9 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
         if spec.get("type") == "ExternalName":
             z.add(base, CNAME, spec["externalName"].rstrip(".").lower() + ".")
             continue
-        cip = spec.get("clusterIP")
-        if cip and cip != "None":
+        typed = Service.of(svc)
+        if typed.has_virtual_ip:
+            cip = typed.cluster_ip
             z.add(base, A, cip)
             z.add(_reverse(cip), PTR, base)
             for p in spec.get("ports") or []:

@@ -19,14 +19,13 @@ from nsk.kubelet.prober import Prober
 from nsk.net.plan import NODE_BRIDGE, ClusterPlan, NodePlan, netns_name, pod_veth
 from nsk.store import Store
 from nsk.store.sqlite import now_iso
-from nsk.workload import server
+from nsk.workload import registry as workloads
 
 log = logging.getLogger("nsk.kubelet")
 
 BACKOFF_START = 10.0  # kubelet's container restart back-off: 10 s doubling to 5 min,
 BACKOFF_MAX = 300.0  # reset after 10 minutes of running
 BACKOFF_RESET = 600.0
-DNS_IMAGE = "nsk/dns"  # the image name that runs nsk's DNS server instead of the built-in HTTP server
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
@@ -141,12 +140,15 @@ class Kubelet:
             if k not in self.pods:
                 try:
                     self.start(pod)
-                except OSError as e:
+                except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is no OSError
                     # undo what was made (a namespace, files, records); the next sync retries
                     log.exception("pod %s: sandbox failed", k)
-                    self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{e}")
+                    self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{type(e).__name__}: {e}")
                     if k in self.pods:
-                        self.remove(k)
+                        try:
+                            self.remove(k)
+                        except Exception:  # noqa: BLE001 - what is left is removed by `nsk down`
+                            log.exception("pod %s: undoing the failed sandbox failed", k)
                     continue
             self.write_status(pod)
 
@@ -250,18 +252,11 @@ class Kubelet:
         path = self.log_path(run.key, c.name)
         if argv is not None:
             ref = process.spawn(box, path, argv=argv, cwd=c.spec.get("workingDir"))
-        elif c.spec.get("image", "").split(":")[0] == DNS_IMAGE:
-            from nsk.dns.server import Server
-            dns = Server(self.run_dir, self.cfg.cluster_domain, self.cfg.dns_cluster_ip, self.cfg.dns_ttl,
-                         self.cfg.dns_upstream, f"{run.key.namespace}_{run.key.name}")
-            ref = process.spawn(box, path, target=dns.serve, comm=run.key.name)
         else:
-            tcp = [p["containerPort"] for p in c.spec.get("ports") or [] if p["protocol"] == "TCP"]
-            udp = [p["containerPort"] for p in c.spec.get("ports") or [] if p["protocol"] == "UDP"]
-            if not tcp and not udp:
-                tcp = [80]
-            info = server.PodInfo(run.key.name, run.key.namespace, self.node.name, run.ip)
-            ref = process.spawn(box, path, target=lambda: server.serve(info, tcp, udp), comm=run.key.name)
+            ctx = workloads.WorkloadContext(self.cfg, self.run_dir, run.key.namespace, run.key.name, self.node.name,
+                                            run.ip, c.spec)
+            ref = process.spawn(box, path, target=workloads.entry_point(c.spec.get("image", ""))(ctx),
+                                comm=run.key.name)
         self.store.own("process", ref.to_str(), f"{run.key}/{c.name}")
         c.ref, c.started_at, c.started_mono = ref, now_iso(), time.monotonic()
         c.pidfd = process.pidfd(ref.pid)

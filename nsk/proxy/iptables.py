@@ -23,7 +23,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from nsk.proxy.model import Endpoint, ServicePort
+from nsk.proxy.model import Endpoint, NodeContext, ServicePort  # noqa: F401 - NodeContext: the renderer's input
 
 MASQ_MARK = "0x4000"
 
@@ -94,14 +94,6 @@ def probability(n: int) -> str:
 
 def jump_rule(chain: str, target: str, comment: str, extra: str) -> str:
     return " ".join(filter(None, [f"-A {chain}", extra, _comment(comment), f"-j {target}"]))
-
-
-@dataclass(frozen=True)
-class NodeContext:
-    node: str
-    cluster_cidr: str  # the Pod subnet: what kube-proxy's LocalTrafficDetector calls local
-    node_ips: tuple[str, ...] = ()  # used with nodePortAddresses
-    node_port_addresses: tuple[str, ...] = ()  # CIDRs; empty = every local address
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nsk.api.types import Service
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What every mode knows of its node."""
+
+    node: str
+    cluster_cidr: str  # the Pod subnet: what kube-proxy's LocalTrafficDetector calls local
+    node_ips: tuple[str, ...] = ()  # used with nodePortAddresses
+    node_port_addresses: tuple[str, ...] = ()  # CIDRs; empty = every local address
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -59,9 +71,10 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
     out = []
     for svc in services:
         meta, spec = svc["metadata"], svc["spec"]
-        stype = spec.get("type", "ClusterIP")
-        if stype == "ExternalName" or spec.get("clusterIP") in (None, "", "None"):
+        typed = Service.of(svc)
+        if not typed.has_virtual_ip:
             continue
+        stype = typed.type
         lb_ips = tuple(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
                        if i.get("ip")) if stype == "LoadBalancer" else ()
         affinity = 0
@@ -82,7 +95,7 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
                             found.append(Endpoint(a["ip"], sp["port"], a.get("nodeName", ""), ready))
             out.append(ServicePort(
                 namespace=meta["namespace"], name=meta["name"], port_name=name, protocol=proto, port=p["port"],
-                cluster_ip=spec["clusterIP"], node_port=p.get("nodePort") or 0,
+                cluster_ip=typed.cluster_ip, node_port=p.get("nodePort") or 0,
                 external_ips=tuple(spec.get("externalIPs") or ()), lb_ips=lb_ips,
                 lb_source_ranges=tuple(s.strip() for s in spec.get("loadBalancerSourceRanges") or ()),
                 affinity_timeout=affinity,
@@ -90,3 +103,31 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
                 internal_local=spec.get("internalTrafficPolicy") == "Local",
                 endpoints=tuple(sorted(set(found), key=lambda e: (e.ip, e.port)))))
     return sorted(out, key=lambda s: (s.namespace, s.name, s.port_name, s.protocol))
+
+
+def stale_udp(old: dict[tuple, ServicePort], new: dict[tuple, ServicePort]) -> list[tuple[str, ...]]:
+    """The conntrack deletions an endpoint change calls for (arguments of `conntrack -D`),
+    shared by every mode: UDP has no connection to end, so conntrack entries would keep
+    sending a client to an endpoint that is gone, or to the REJECT of a Service that had
+    none. kube-proxy deletes them (pkg/proxy/conntrack: CleanStaleEntries)."""
+    out: list[tuple[str, ...]] = []
+    for k, before in old.items():
+        if before.protocol != "UDP":
+            continue
+        after = new.get(k)
+        old_ready = {e.ip for e in before.endpoints if e.ready}
+        new_ready = {e.ip for e in after.endpoints if e.ready} if after else set()
+        for ip in sorted(old_ready - new_ready):
+            out.append(("-p", "udp", "--orig-dst", before.cluster_ip, "--dst-nat", ip))
+            if before.node_port:
+                out.append(("-p", "udp", "--dport", str(before.node_port), "--dst-nat", ip))
+    for k, after in new.items():
+        before = old.get(k)
+        if after.protocol == "UDP" and any(e.ready for e in after.endpoints) and \
+                (before is None or not any(e.ready for e in before.endpoints)):
+            out.append(("-p", "udp", "--orig-dst", after.cluster_ip))
+    return out
+
+
+def by_port(ports: list[ServicePort]) -> dict[tuple, ServicePort]:
+    return {(p.namespace, p.name, p.port_name, p.protocol): p for p in ports}

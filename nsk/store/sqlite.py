@@ -126,6 +126,22 @@ class Store:
                 self.wake()
 
     @contextlib.contextmanager
+    def savepoint(self):
+        """Inside a transaction: a part that fails alone, rolled back to here while what
+        came before stays (one controller's failed write does not undo its others)."""
+        assert self._depth, "a savepoint needs an open transaction"
+        taken = self._tx_revisions
+        self.db.execute("SAVEPOINT part")
+        try:
+            yield self
+        except BaseException:
+            self.db.execute("ROLLBACK TO part")
+            self.db.execute("RELEASE part")
+            self._tx_revisions = taken
+            raise
+        self.db.execute("RELEASE part")
+
+    @contextlib.contextmanager
     def read(self):
         """A consistent read: every query in the block sees the same revision."""
         if self._depth:

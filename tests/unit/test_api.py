@@ -16,9 +16,10 @@ import pytest
 
 from nsk.api import names
 from nsk.api.load import load
-from nsk.api.objects import Key, key, kind_of, matches, parse_label_selector, selected, type_name
+from nsk.api.objects import Key, key, matches, parse_label_selector, selected
 from nsk.api.schema import KINDS
-from nsk.api.validation import admit
+from nsk.apiserver import registry
+from nsk.apiserver.admission import admit
 from nsk.errors import FieldError, InvalidObject, NskError, duplicate, invalid, required, unsupported
 
 SEED = pathlib.Path("/work/shared/seed/000_feb8d181ac9bd8f9.txt")
@@ -898,13 +899,20 @@ def test_string_values_are_quoted_like_go():
     ("deployments.apps", "Deployment"), ("deployment.apps", "Deployment"), ("ns", "Namespace"), ("no", "Node"),
     ("ingress", None), ("", None),
 ])
-def test_kind_of(word, kind):
-    assert kind_of(word) == kind
+def test_the_words_a_user_may_type_for_a_kind(word, kind):
+    if kind is None:
+        with pytest.raises(NskError, match="the server doesn't have a resource type"):
+            registry.lookup(word)
+    else:
+        assert registry.lookup(word).kind == kind
 
 
 def test_type_name_and_key():
-    assert type_name("Deployment") == "deployment.apps" and type_name("Pod") == "pod"
-    assert key({"kind": "Namespace", "metadata": {"name": "prod", "namespace": "x"}}) == Key("Namespace", "", "prod")
+    assert registry.resource("Deployment").type_name == "deployment.apps"
+    assert registry.resource("Pod").type_name == "pod"
+    # admission drops a namespace given to a cluster-scoped kind, as the API server ignores it
+    ns = admit({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod", "namespace": "x"}})
+    assert key(ns) == Key("Namespace", "", "prod")
     assert str(Key("Namespace", "", "prod")) == "prod" and str(Key("Pod", "a", "b")) == "a/b"
 
 

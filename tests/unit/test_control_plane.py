@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from nsk.api.cluster import parse_cluster
 from nsk.api.objects import Key
-from nsk.api.validation import admit
+from nsk.apiserver.admission import admit
+from nsk.controllers.manager import ControllerManager
 from nsk.daemon import ControlPlane
 from nsk.store import Store
+from nsk.testing.fakes import RecordingKernel
 
 
 class IdleKubelet:
@@ -29,20 +31,32 @@ def endpoint_ips(store: Store) -> list[str]:
     return sorted(a["ip"] for s in e.get("subsets") or [] for a in s.get("addresses") or [])
 
 
-def control_plane(store: Store, during_proxy_sync) -> ControlPlane:
-    """A ControlPlane on `store` with no kernel: idle kubelets, and a proxy sync that only
-    calls `during_proxy_sync` (the time another process's write may land)."""
-    cp = object.__new__(ControlPlane)
-    cp.store, cp.kubelets, cp._seen_rev = store, {"node-1": IdleKubelet()}, -1
-    cp.cfg = parse_cluster(None)
-    cp._sync_proxies = during_proxy_sync
+class WriteDuringRestore(RecordingKernel):
+    """A kernel whose restore is the moment another process's write lands."""
+
+    def __init__(self, during):
+        super().__init__()
+        self.during = during
+
+    def restore(self, jobs):
+        super().restore(jobs)
+        self.during()
+
+
+def control_plane(tmp_path, store: Store, kernel) -> ControlPlane:
+    """A ControlPlane on `store` with a fake kernel and idle kubelets."""
+    store.set_meta("cluster", parse_cluster(None).to_dict())
+    cp = ControlPlane("t", kernel=kernel, directory=str(tmp_path))
+    cp.kubelets = {"node-1": IdleKubelet()}
+    cp.fresh = True
+    cp.start_proxies()
     return cp
 
 
-def test_a_write_that_lands_during_a_pass_is_not_taken_as_seen(tmp_path):
-    store = Store(str(tmp_path), create=True)
-    other = Store(str(tmp_path))  # what `nsk delete pod` uses: another connection, another process
+def setup_web(store: Store) -> None:
     with store.tx():
+        for ns in ("default", "kube-system"):
+            store.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         store.put(admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
                          "spec": {"clusterIP": "10.96.0.5", "selector": {"app": "web"}, "ports": [{"port": 80}]}}))
         for name, ip in (("web-1", "10.244.1.2"), ("web-2", "10.244.1.3")):
@@ -50,22 +64,66 @@ def test_a_write_that_lands_during_a_pass_is_not_taken_as_seen(tmp_path):
             status = pod.pop("status")
             store.put(pod)
             store.set_status(Key("Pod", "default", name), status)
+
+
+def test_a_write_that_lands_during_a_pass_is_not_taken_as_seen(tmp_path):
+    store = Store(str(tmp_path), create=True)
+    other = Store(str(tmp_path))  # what `nsk delete pod` uses: another connection, another process
+    setup_web(store)
     armed = []
 
-    def during_proxy_sync():
+    def during_restore():
         if armed:  # the endpoints of this pass are computed already: web-2 leaves too late for them
             other.delete(Key("Pod", "default", "web-2"))
             armed.clear()
 
-    cp = control_plane(store, during_proxy_sync)
+    cp = control_plane(tmp_path, store, WriteDuringRestore(during_restore))
     cp.reconcile()
     assert endpoint_ips(store) == ["10.244.1.2", "10.244.1.3"]
     armed.append(True)
-    cp.reconcile(force=True)
-    assert endpoint_ips(store) == ["10.244.1.2", "10.244.1.3"]  # this pass could not see the delete
+    store.put(admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "other"},
+                     "spec": {"clusterIP": "10.96.0.6", "selector": {"app": "other"},
+                              "ports": [{"port": 80}]}}))  # a change: rules restored
+    cp.reconcile()
     cp.reconcile()  # the delete's wake-up: a pass must run, not wait for the next resync
     assert endpoint_ips(store) == ["10.244.1.2"]
     cp.reconcile()  # and then nothing is left to do: our own writes are not taken for news
     assert cp.store.revision() == cp._seen_rev
+    assert store.get_meta("synced") == store.revision()
     other.close()
     store.close()
+
+
+def test_a_failed_restore_is_an_event_on_the_node_and_is_retried(tmp_path):
+    store = Store(str(tmp_path), create=True)
+    setup_web(store)
+    kernel = RecordingKernel(fail={"iptables-restore": 1})
+    cp = control_plane(tmp_path, store, kernel)
+    cp.reconcile()  # the control plane survives the kernel's refusal
+    events = store.events(Key("Node", "", "node-1"))
+    assert events and events[-1][1:3] == ("Warning", "FailedSync") and "iptables-restore" in events[-1][3]
+    assert store.get_meta("synced") is None  # `nsk up` does not take the rules for made
+    assert endpoint_ips(store) == ["10.244.1.2", "10.244.1.3"]  # the controllers went on
+    cp.proxies.retry_at = 0  # the back-off has passed
+    cp.reconcile()
+    assert len(kernel.ops("restore")) == 2 and "KUBE-SERVICES" in kernel.ops("restore")[1][1][0][1]
+    assert store.get_meta("synced") == store.revision()
+    store.close()
+
+
+def test_a_controller_that_fails_becomes_an_event_and_the_others_go_on(tmp_path):
+    store = Store(str(tmp_path), create=True)
+    setup_web(store)
+    cp = control_plane(tmp_path, store, RecordingKernel())
+
+    class Broken:
+        name = "broken"
+
+        def reconcile(self, snap):
+            raise RuntimeError("a bug")
+
+    cp.controllers = ControllerManager(cp.api, [Broken(), *cp.controllers.controllers])
+    cp.reconcile()
+    assert endpoint_ips(store) == ["10.244.1.2", "10.244.1.3"]
+    state = cp.controllers.states[0]
+    assert state.failures == 1 and "a bug" in state.last_error and cp.controllers.next_retry() is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from nsk.api.cluster import ClusterConfig, NodeConfig
-from nsk.api.validation import admit
+from nsk.apiserver.admission import admit
 from nsk.controllers import deployment, scheduler
 from nsk.net.plan import plan
 

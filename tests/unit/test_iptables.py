@@ -253,22 +253,30 @@ def test_a_partial_sync_of_one_endpoint_writes_that_services_chains_only():
 
 
 def test_the_proxier_syncs_fully_first_then_partially_and_fully_again_each_sync_period():
+    from nsk.proxy import iptables as rules
     from nsk.proxy.sync import FULL_SYNC_PERIOD, IptablesProxier
+    from nsk.testing.fakes import RecordingKernel
     jumps = missing_jumps("").replace("-I ", "-A ")  # iptables-save shows them as appended rules
     saved = jumps.replace(next(x for x in jumps.splitlines() if "-A PREROUTING" in x) + "\n", "")
-    proxier = IptablesProxier("nsk_test_node", CTX, fresh=True, save=lambda ns: saved)  # PREROUTING's jump deleted
-    ruleset, text, full = proxier.plan(PORTS, now=100.0)
-    assert text == ruleset.text and full  # the first sync writes every chain
-    proxier.applied(PORTS, ruleset, text, full, 100.0)
+    kernel = RecordingKernel(saved={"nsk_test_node": saved})  # PREROUTING's jump deleted
+    proxier = IptablesProxier("nsk_test_node", CTX, kernel, fresh=True)
+    ruleset = rules.render(PORTS, CTX)
+    text = proxier.plan(PORTS, now=100.0)
+    assert text == missing_jumps("") + ruleset.text  # the first sync writes every chain, and the jumps
+    proxier.applied(PORTS, 100.0)
     assert proxier.plan(PORTS, now=101.0) is None  # nothing changed, nothing to write
     fewer = [p for p in PORTS if p.name != "web"]
-    ruleset2, text2, full2 = proxier.plan(fewer, now=102.0)
-    assert text2 == ruleset2.since(ruleset) and len(text2) < len(ruleset2.text) / 2 and not full2
-    proxier.applied(fewer, ruleset2, text2, full2, 102.0)
+    ruleset2 = rules.render(fewer, CTX, ruleset.nat_chains)
+    text2 = proxier.plan(fewer, now=102.0)
+    assert text2 == ruleset2.since(ruleset) and len(text2) < len(ruleset2.text) / 2
+    proxier.applied(fewer, 102.0)
     # kube-proxy's sync period: every chain again, which undoes what a person changed by hand
     assert proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD - 1) is None
-    ruleset3, text3, full3 = proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD)
-    assert text3 == ruleset3.text and full3
+    text3 = proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD)
+    assert text3.endswith(rules.render(fewer, CTX, ruleset2.nat_chains).text)
     # and the jumps from the built-in chains are ensured then, as kube-proxy does each sync
     assert [x for x in proxier.pending_jumps.splitlines() if x.startswith("-")] == \
         [x for x in missing_jumps("").splitlines() if x.startswith("-A PREROUTING")]
+    proxier.failed()  # a restore the kernel refused: the next sync writes every chain again
+    assert proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD + 1).endswith(
+        rules.render(fewer, CTX, ruleset2.nat_chains).text)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nsk.cli import output as out
-from nsk.cli.output import (
+from nsk.apiserver import printers as out
+from nsk.apiserver.printers import (
     age, deployments_table, dump, endpoints_table, endpointslices_table, human_duration, nodes_table,
     pods_table, services_table, table, to_list,
 )

@@ -1,0 +1,1 @@
+"""Kubernetes objects: schema, defaults, validation rules, typed views, the Cluster document (pure)."""

@@ -1,0 +1,239 @@
+"""The API server's write path: the one way an object reaches the store.
+
+The CLI, the control plane's controllers and kubelets, and (next) the HTTP API all write
+through an `APIServer`: admission (nsk/apiserver/admission.py) for raw input, then the
+checks and allocations the API server makes on write — namespaces, immutable fields, a
+Service's clusterIP and nodePorts (nsk/api/allocation.py), who may write a kind — and the
+store's conditional write. Reads go to the store or an informer directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from nsk.api.allocation import allocate
+from nsk.api.cluster import ClusterConfig, parse_cluster
+from nsk.api.objects import Key, key
+from nsk.apiserver import registry
+from nsk.apiserver.admission import admit
+from nsk.errors import AlreadyExists, InvalidObject, NotFound, NskError, invalid
+from nsk.store import Store
+
+SYSTEM_NAMESPACES = registry.resource("Namespace").system_names
+
+
+def namespace_object(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
+
+
+def not_found(kind: str, name: str, namespace: str = "") -> NotFound:
+    r = registry.resource(kind)
+    where = f' in namespace "{namespace}"' if namespace and r.namespaced else ""
+    return NotFound(f'{r.group_resource} "{name}" not found{where}')
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    lines: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+class APIServer:
+    def __init__(self, store: Store, cfg: ClusterConfig | None = None):
+        self.store = store
+        self._cfg = cfg
+
+    @property
+    def cfg(self) -> ClusterConfig:
+        if self._cfg is None:
+            self._cfg = parse_cluster(self.store.get_meta("cluster"))
+        return self._cfg
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def create(self, obj: dict, source: str = "", admitted: bool = False) -> dict:
+        """Create an object (AlreadyExists if there is one); the stored object."""
+        obj = obj if admitted else admit(obj, source)
+        k = key(obj)
+        with self.store.tx():
+            if self.store.get(k.kind, k.namespace, k.name) is not None:
+                raise AlreadyExists(f'{registry.resource(k.kind).group_resource} "{k.name}" already exists')
+            self._write(obj, source)
+            return self.store.get(k.kind, k.namespace, k.name)
+
+    def apply(self, objects: list[dict] | tuple[dict, ...], source: str = "") -> list[str]:
+        """Create or update admitted objects in one transaction; kubectl's result lines.
+        A namespace an object names is created first when missing (where kubectl would say
+        "namespaces not found", nsk makes it for the user)."""
+        lines = []
+        with self.store.tx():
+            lines += [f"namespace/{ns} created" for ns in self.ensure_namespaces(objects)]
+            for obj in objects:
+                k = key(obj)
+                result = self._write(obj, source)
+                lines.append(f"{registry.resource(k.kind).type_name}/{k.name} {result}")
+        return lines
+
+    def put(self, obj: dict, source: str = "") -> str:
+        """Create or update one admitted object (a controller's write): the store's result
+        word. With metadata.resourceVersion it is a conditional update (Conflict, NotFound)."""
+        with self.store.tx():
+            return self._write(obj, source)
+
+    def _write(self, obj: dict, source: str) -> str:
+        k = key(obj)
+        r = registry.resource(k.kind)
+        if r.namespaced:
+            if not k.namespace:
+                raise InvalidObject(k.kind, k.name, [invalid("metadata.namespace", "", "a namespace is required")],
+                                    source)
+            if self.store.get("Namespace", "", k.namespace) is None:
+                raise not_found("Namespace", k.namespace)
+        old = self.store.get(k.kind, k.namespace, k.name)
+        if old is not None:
+            obj = self._immutable(old, obj, source)
+        if k.kind == "Service":
+            obj = allocate(obj, old, self.store.list("Service"), self.cfg, source)
+        return self.store.put(obj)
+
+    @staticmethod
+    def _immutable(old: dict, new: dict, source: str) -> dict:
+        """The fields an update may not change, as the API server's ValidateUpdate checks them."""
+        k = key(new)
+        if k.kind == "Pod":
+            a = {f: v for f, v in old["spec"].items() if f != "nodeName"}
+            b = {f: v for f, v in new["spec"].items() if f != "nodeName"}
+            if a != b:
+                raise NskError(f'{source + ": " if source else ""}Pod "{k}" is invalid: spec: Forbidden: pod updates '
+                               "may not change fields other than labels and annotations (delete and re-create the Pod)")
+            if old["spec"].get("nodeName") and new["spec"].get("nodeName") != old["spec"]["nodeName"]:
+                # an apply of the manifest keeps the binding the scheduler made
+                new = {**new, "spec": {**new["spec"], "nodeName": old["spec"]["nodeName"]}}
+        elif k.kind == "Deployment" and old["spec"].get("selector") != new["spec"].get("selector"):
+            raise InvalidObject("Deployment", str(k), [invalid("spec.selector", new["spec"].get("selector"),
+                                                               "field is immutable")], source)
+        return new
+
+    def ensure_namespaces(self, objects) -> list[str]:
+        """Create the namespaces `objects` live in that do not exist yet; the names created."""
+        made = []
+        for ns in sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")}):
+            if self.store.get("Namespace", "", ns) is None:
+                self.store.put(namespace_object(ns))
+                made.append(ns)
+        return made
+
+    def update_status(self, k: Key, status: dict, resource_version: str | None = None) -> bool:
+        """The status subresource: replace an object's status; False if it is gone."""
+        return self.store.set_status(k, status, resource_version)
+
+    def delete(self, keys: list[Key]) -> DeleteResult:
+        """Delete objects, and what each cascades to; what kubectl prints, and what was missing."""
+        lines, missing = [], []
+        with self.store.tx():
+            for k in keys:
+                r = registry.resource(k.kind)
+                if not r.writable:
+                    made = "fixed by the Cluster document" if k.kind == "Node" else f"derived from {r.derived_from}"
+                    raise NskError(f'{r.plural} are {made}; "{k.name}" cannot be deleted')
+                if k.name in r.system_names:
+                    raise NskError(f'{k.kind.lower()} "{k.name}" is a system {k.kind.lower()} and cannot be deleted')
+                if self.store.delete(k):
+                    lines.append(f'{r.type_name} "{k.name}" deleted')
+                    if r.cascade:
+                        for sub in registry.resources():
+                            if sub.namespaced and sub.derived_from is None:
+                                for obj in self.store.list(sub.kind, k.name):
+                                    self.store.delete(key(obj))
+                else:
+                    missing.append(f'{r.group_resource} "{k.name}" not found')
+        return DeleteResult(tuple(lines), tuple(missing))
+
+    # ---- kubectl's verbs over the write path --------------------------------------------
+
+    def scale(self, namespace: str, name: str, replicas: int) -> str:
+        if replicas < 0:
+            raise NskError(f"--replicas: Invalid value: {replicas}: must be greater than or equal to 0")
+        with self.store.tx():
+            d = self.store.get("Deployment", namespace, name)
+            if d is None:
+                raise not_found("Deployment", name, namespace)
+            d["spec"]["replicas"] = replicas
+            self.store.put(d)
+        return f"deployment.apps/{name} scaled"
+
+    def expose(self, word: str, name: str, namespace: str, port: int | None, target_port: str | None,
+               svc_name: str | None, svc_type: str, protocol: str) -> str:
+        """`kubectl expose`: a Service selecting what a Deployment's or Pod's labels select."""
+        try:
+            kind = registry.lookup(word).kind if word else None
+        except NskError:
+            kind = None
+        if kind not in ("Deployment", "Pod") or not name:
+            raise NskError(f'cannot expose "{word}/{name}": give deployment/NAME or pod/NAME')
+        obj = self.store.get(kind, namespace, name)
+        if obj is None:
+            raise not_found(kind, name)
+        if kind == "Deployment":
+            selector = (obj["spec"]["selector"] or {}).get("matchLabels") or {}
+            containers = obj["spec"]["template"]["spec"]["containers"]
+        else:
+            selector = obj["metadata"].get("labels") or {}
+            containers = obj["spec"]["containers"]
+        if not selector:
+            raise NskError(f"couldn't retrieve selectors via --selector flag or introspection: {kind} {name} has none")
+        ports = [p for c in containers for p in c.get("ports") or []]
+        if port is None:
+            if not ports:
+                raise NskError(f"couldn't find port via --port flag or introspection: {kind} {name} declares no ports")
+            svc_ports = [{"port": p["containerPort"], "protocol": p.get("protocol", "TCP"),
+                          "targetPort": p["containerPort"]} for p in ports]
+            if len(svc_ports) > 1:
+                for i, sp in enumerate(svc_ports):
+                    sp["name"] = f"port-{i + 1}"
+        else:
+            tp: int | str = port
+            if target_port:
+                tp = int(target_port) if target_port.isdigit() else target_port
+            svc_ports = [{"port": port, "protocol": protocol, "targetPort": tp}]
+        svc = admit({"apiVersion": "v1", "kind": "Service",
+                     "metadata": {"name": svc_name or name, "namespace": namespace,
+                                  "labels": dict(obj["metadata"].get("labels") or {})},
+                     "spec": {"selector": dict(selector), "ports": svc_ports, "type": svc_type}})
+        self.create(svc, admitted=True)
+        return f"service/{svc['metadata']['name']} exposed"
+
+
+def system_objects(cfg: ClusterConfig) -> list[dict]:
+    """What every cluster has before the user's objects.
+
+    The `kubernetes` Service (the first address of the service range, port 443): Pods see
+    its variables, as in the source's `printenv`; nsk has no API server behind it yet, so
+    it has no endpoints and connections to it are refused. The cluster DNS add-on as
+    kubeadm installs it: the `coredns` Deployment (label k8s-app=kube-dns) behind the
+    `kube-dns` Service at the Cluster's dns.clusterIP; its image, nsk/dns, is nsk's own
+    DNS server (nsk/workload/registry.py).
+    """
+    api = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "kubernetes", "namespace": "default",
+                        "labels": {"component": "apiserver", "provider": "kubernetes"}},
+           "spec": {"clusterIP": str(ipaddress.ip_network(cfg.service_subnet).network_address + 1),
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}
+    labels = {"k8s-app": "kube-dns"}
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+              "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                       "template": {"metadata": {"labels": labels},
+                                    "spec": {"dnsPolicy": "Default", "containers": [{
+                                        "name": "coredns", "image": "nsk/dns",
+                                        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}}}}
+    svc = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                        "labels": {**labels, "kubernetes.io/name": "CoreDNS"}},
+           "spec": {"selector": labels, "clusterIP": cfg.dns_cluster_ip,
+                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                              {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
+    return [admit(api), admit(deploy), admit(svc)]

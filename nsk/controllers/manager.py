@@ -1,0 +1,201 @@
+"""The controller manager: each controller is a pure function from a snapshot of the
+cluster to the writes that bring it closer to what it should be; the manager applies them
+through the API server, each controller on its own (kube-controller-manager's shape).
+
+    snapshot ──▶ controller.reconcile(snapshot) ──▶ [Put, Status, Delete, Event]
+                                                          │ one transaction, a savepoint a write
+                                                          ▼
+                                                    APIServer ──▶ store ──▶ change log
+
+Isolation: a controller that raises, or a write that fails (a Conflict because the object
+moved on, a NotFound because it is gone, an invalid object), becomes a Warning Event on
+the object concerned (`nsk describe` shows it) and a retry of that controller with
+back-off (client-go's per-item exponential back-off: 50 ms doubling to 30 s); the other
+controllers, and that controller's other writes, go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from nsk.api.objects import Key, key
+from nsk.api.types import Pod, Service
+from nsk.errors import NskError
+
+log = logging.getLogger("nsk.controller-manager")
+BACKOFF_START = 0.05
+BACKOFF_MAX = 30.0
+
+
+# ---- what a controller returns -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Put:
+    """Create or update an object (a conditional update when it carries a resourceVersion)."""
+    obj: dict
+
+
+@dataclass(frozen=True)
+class Status:
+    key: Key
+    status: dict
+    resource_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: Key
+    resource_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    key: Key
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """An Event that reports a failure: the controller is retried with back-off."""
+
+
+Write = Put | Status | Delete | Event
+
+
+def target(w: Write) -> Key:
+    return key(w.obj) if isinstance(w, Put) else w.key
+
+
+# ---- what a controller reads -------------------------------------------------------------
+
+class Snapshot:
+    """The objects at one revision (an informer's cache), with the typed views and indexes
+    controllers share. Read-only: a controller copies an object before changing it."""
+
+    def __init__(self, informer, revision: int | None = None):
+        self._inf = informer
+        self.revision = informer.revision if revision is None else revision
+        self._pods_by_ns: dict[str, list[dict]] | None = None
+
+    def list(self, kind: str, namespace: str | None = None) -> list[dict]:
+        return self._inf.list(kind, namespace)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        return self._inf.get(kind, namespace, name)
+
+    def pods_in(self, namespace: str) -> list[dict]:
+        if self._pods_by_ns is None:
+            self._pods_by_ns = {}
+            for p in self.list("Pod"):
+                self._pods_by_ns.setdefault(p["metadata"]["namespace"], []).append(p)
+        return self._pods_by_ns.get(namespace, [])
+
+    @staticmethod
+    def pod(obj: dict) -> Pod:
+        return Pod.of(obj)
+
+    @staticmethod
+    def service(obj: dict) -> Service:
+        return Service.of(obj)
+
+
+class Controller(Protocol):
+    name: str
+
+    def reconcile(self, snap: Snapshot) -> list[Write]: ...
+
+
+def each(objects: Iterable[dict], fn: Callable[[dict], list[Write]], reason: str) -> list[Write]:
+    """fn over every object, a failure of one becoming a Warning Event on it, not the end of the rest."""
+    out: list[Write] = []
+    for obj in objects:
+        try:
+            out += fn(obj)
+        except Exception as e:  # noqa: BLE001 - one object's failure is that object's Event
+            log.exception("%s of %s failed", reason, key(obj))
+            out.append(Failed(key(obj), "Warning", reason, f"{type(e).__name__}: {e}"))
+    return out
+
+
+# ---- the manager ---------------------------------------------------------------------------
+
+@dataclass
+class _State:
+    controller: Controller
+    backoff: float = 0.0
+    retry_at: float = 0.0
+    failures: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class ControllerManager:
+    api: object  # the APIServer writes go through
+    controllers: list[Controller]
+    clock: Callable[[], float] = time.monotonic
+    states: list[_State] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.states = [_State(c) for c in self.controllers]
+
+    def run(self, snap: Snapshot) -> int:
+        """Run every controller that is not backing off; how many writes were applied."""
+        applied = 0
+        now = self.clock()
+        for st in self.states:
+            if st.retry_at > now:
+                continue
+            try:
+                writes = st.controller.reconcile(snap)
+            except Exception as e:  # noqa: BLE001 - a controller's bug must not stop the others
+                log.exception("controller %s failed", st.controller.name)
+                self._failed(st, f"{type(e).__name__}: {e}", now)
+                continue
+            n, errors = self._apply(st.controller.name, writes)
+            applied += n
+            if errors:
+                self._failed(st, errors[0], now)
+            else:
+                st.backoff, st.retry_at, st.last_error = 0.0, 0.0, ""
+        return applied
+
+    def next_retry(self) -> float | None:
+        """When a backing-off controller is due again (monotonic), if any is."""
+        due = [st.retry_at for st in self.states if st.retry_at]
+        return min(due) if due else None
+
+    def _failed(self, st: _State, error: str, now: float) -> None:
+        st.failures += 1
+        st.last_error = error
+        st.backoff = min(BACKOFF_MAX, st.backoff * 2 if st.backoff else BACKOFF_START)
+        st.retry_at = now + st.backoff
+
+    def _apply(self, name: str, writes: list[Write]) -> tuple[int, list[str]]:
+        store = self.api.store
+        applied, errors, events = 0, [], []
+        with store.tx():
+            for w in writes:
+                if isinstance(w, Event):
+                    events.append(w)
+                    continue
+                try:
+                    with store.savepoint():
+                        if isinstance(w, Put):
+                            self.api.put(w.obj)
+                        elif isinstance(w, Status):
+                            self.api.update_status(w.key, w.status, w.resource_version)
+                        else:
+                            store.delete(w.key, w.resource_version)
+                    applied += 1
+                except NskError as e:  # Conflict, NotFound, Invalid...: retried from a fresh snapshot
+                    events.append(Failed(target(w), "Warning", "Failed" + name.title().replace("-", ""), str(e)))
+            for ev in events:
+                store.event(ev.key, ev.type, ev.reason, ev.message)
+                if isinstance(ev, Failed):
+                    errors.append(f"{ev.key}: {ev.message}")
+        return applied, errors

@@ -1,0 +1,67 @@
+"""What a container without a `command` runs: an image name maps to a typed entry point
+(the kubelet knows none of them by name). A container *with* a command runs that program.
+
+An entry point is built in the control plane from a WorkloadContext and returns the
+function the forked Pod process runs. Adding a workload (the ingress controller, a node
+agent) is one `register` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from nsk.api.cluster import ClusterConfig
+
+
+@dataclass(frozen=True)
+class WorkloadContext:
+    """What a built-in workload may know of where it runs."""
+
+    cluster: ClusterConfig
+    run_dir: str  # the cluster's /run/nsk/<cluster> (its store, watch sockets)
+    namespace: str
+    pod: str
+    node: str
+    pod_ip: str
+    container: dict  # the container's spec
+
+    def ports(self, protocol: str) -> list[int]:
+        return [p["containerPort"] for p in self.container.get("ports") or [] if p.get("protocol") == protocol]
+
+
+EntryPoint = Callable[[WorkloadContext], Callable[[], None]]
+_IMAGES: dict[str, EntryPoint] = {}
+
+
+def register(image: str, entry: EntryPoint) -> None:
+    _IMAGES[image] = entry
+
+
+def entry_point(image: str) -> EntryPoint:
+    """The entry point of an image (its name without tag or digest); any other image runs
+    the built-in server, as SPEC §3 says."""
+    name = image.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return _IMAGES.get(name, _builtin_server)
+
+
+def _builtin_server(ctx: WorkloadContext) -> Callable[[], None]:
+    from nsk.workload import server
+    tcp, udp = ctx.ports("TCP"), ctx.ports("UDP")
+    if not tcp and not udp:
+        tcp = [80]
+    info = server.PodInfo(ctx.pod, ctx.namespace, ctx.node, ctx.pod_ip)
+    return lambda: server.serve(info, tcp, udp)
+
+
+def _cluster_dns(ctx: WorkloadContext) -> Callable[[], None]:
+    from nsk.dns.server import Server
+    cfg = ctx.cluster
+    dns = Server(ctx.run_dir, cfg.cluster_domain, cfg.dns_cluster_ip, cfg.dns_ttl, cfg.dns_upstream,
+                 f"{ctx.namespace}_{ctx.pod}")
+    return dns.serve
+
+
+register("nsk/dns", _cluster_dns)
