@@ -20,6 +20,7 @@ up: install
 	@bash scripts/quickstart-check.sh $(NSK)
 
 test: install
+	$(VENV)/bin/ruff check nsk tests bench
 	$(VENV)/bin/python -m pytest -ra tests
 
 bench: install $(STAMP)/bench-deps

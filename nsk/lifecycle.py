@@ -85,7 +85,6 @@ def resume(name: str, timeout: float = 30) -> int:
     """Start a new control plane for a cluster whose control plane died (root); it adopts
     the running Pods and catches up with what changed meanwhile. Returns its PID."""
     need_root("nsk resume")
-    from nsk.kernel import process
     try:
         store = Store(cluster_dir(name))
     except FileNotFoundError:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from nsk.api import names
 from nsk.api.schema import ANY, BOOL, INT, STR, STRING_MAP, ListOf, Obj, OBJECT_META, check, normalize
-from nsk.errors import FieldError, InvalidObject, invalid, required, unsupported, duplicate
+from nsk.errors import InvalidObject, invalid, required, unsupported, duplicate
 
 API_VERSION = "nsk.io/v1alpha1"
 PROXY_MODES = ["iptables", "ipvs", "nftables", "userspace"]

@@ -9,7 +9,7 @@ import ipaddress
 
 from nsk.api import names
 from nsk.api.objects import matches
-from nsk.errors import FieldError, InvalidObject, duplicate, invalid, required, unsupported
+from nsk.errors import FieldError, duplicate, invalid, required, unsupported
 
 # The supported values in the order the API server lists them in an error (sets.List
 # sorts them; restartPolicy and dnsPolicy are literal lists there).

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ROOT, run_nsk
+from tests.conftest import ROOT
 from tests.integration.test_foundation import WEB, wait_for
 
 pytestmark = pytest.mark.root
