@@ -54,7 +54,17 @@ class Cluster:
 
 def needs_root():
     if os.geteuid() != 0:
-        pytest.fail("this test creates network namespaces: run the suite as root (make test)")
+        pytest.skip("needs root: it creates network namespaces (run the suite as root: make test)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration is a root test: marked `root` (`-m "not root"`
+    runs the unit tiers alone), and skipped with the reason when the suite runs unprivileged."""
+    for item in items:
+        if f"{os.sep}integration{os.sep}" in str(item.fspath):
+            item.add_marker(pytest.mark.root)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="needs root: it creates network namespaces"))
 
 
 @pytest.fixture
