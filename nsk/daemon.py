@@ -67,12 +67,12 @@ class ControlPlane:
             deployment.DeploymentController(random.Random()), deployment.GarbageCollector(),
             scheduler.Scheduler(self.plan.nodes), endpoints.EndpointsController(),
             loadbalancer.LoadBalancerController(self.cfg.lb_pool)])
-        self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch)
-                         for n in self.plan.nodes}
+        self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch,
+                                         self.kernel) for n in self.plan.nodes}
         self.proxies: ProxyManager | None = None
         self.router_have: dict[str, tuple[str, ...]] = {}
-        self._services_rev = -1  # the revision whose Services and Endpoints the proxies have
         self._seen_rev = -1
+        self._proxy_done = False  # a restore ended: publish what is synced, do what waited for it
 
     def _watch(self, fd: int, callback, events: int = selectors.EVENT_READ) -> None:
         self.sel.register(fd, events, callback)
@@ -111,7 +111,8 @@ class ControlPlane:
         for n in self.plan.nodes:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses)
             providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh)
-        self.proxies = ProxyManager(providers, self.kernel, self._node_event)
+        self.proxies = ProxyManager(providers, self.kernel, self._node_event, self._watch, self._unwatch)
+        self.proxies.on_done = lambda: setattr(self, "_proxy_done", True)
         self.store.set_meta("proxy-mode", mode)
 
     def _node_event(self, node: str, reason: str, message: str) -> None:
@@ -143,6 +144,8 @@ class ControlPlane:
             self.reconcile(force)
             deadlines = [k.tick(time.monotonic()) for k in self.kubelets.values()]
             deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, last_resync + RESYNC]
+            if self._proxy_done:
+                deadlines.append(time.monotonic())
             timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
             try:
                 events = self.sel.select(timeout)
@@ -152,17 +155,21 @@ class ControlPlane:
                 # an earlier callback of this batch may have closed this fd (a probe timed out)
                 if self.sel.get_map().get(sel_key.fd) is sel_key:
                     sel_key.data()
-        for k in self.kubelets.values():
-            k.close()
+        self.kernel.close()
         log.info("control plane stopped")
 
     def reconcile(self, force: bool = False) -> None:
         """One pass: controllers until they rest, then the Services' rules, then the kubelets."""
         changed = self.informer.sync()
-        retry_due = (self.controllers.next_retry() or float("inf")) <= time.monotonic() or \
-            (self.proxies is not None and not self.proxies.healthy)
-        if not changed and not force and not retry_due and self._seen_rev == self.informer.revision:
+        now = time.monotonic()
+        retry_due = (self.controllers.next_retry() or float("inf")) <= now
+        if self.proxies is not None and not self.proxies.healthy and self.proxies.retry_at <= now:
+            self.proxies.retry()
+            retry_due = True
+        if not changed and not force and not retry_due and not self._proxy_done and \
+                self._seen_rev == self.informer.revision:
             return
+        self._proxy_done = False
         self._settle()
         # Services first: a deleted or unready Pod leaves the rules before the kubelets
         # spend time tearing down and starting Pods; then again for what they changed.
@@ -174,9 +181,12 @@ class ControlPlane:
             node = p["spec"].get("nodeName")
             if node in by_node:
                 by_node[node].append(p)
+        # A deleted Pod's sandbox goes only once the rules no longer send traffic to it: while a
+        # restore runs (or waits its turn), the kubelets start Pods but remove none.
+        remove = self.proxies is None or not self.proxies.busy
         for name, kubelet in self.kubelets.items():
             try:
-                kubelet.sync(by_node[name])
+                kubelet.sync(by_node[name], remove=remove)
             except Exception:  # noqa: BLE001 - one node's failure must not stop the others
                 log.exception("kubelet %s: sync failed", name)
         self.informer.sync()
@@ -185,8 +195,10 @@ class ControlPlane:
             self._services_pass()
         self._seen_rev = self.informer.revision
         # what `nsk up` waits for: every write up to this revision is in the kernel's rules
-        if self.proxies is not None and self.proxies.healthy and self.store.get_meta("synced") != self._seen_rev:
-            self.store.set_meta("synced", self._seen_rev)
+        if self.proxies is not None and not self.proxies.busy and self.proxies.healthy:
+            synced = min(self._seen_rev, self.proxies.synced_rev)
+            if self.store.get_meta("synced") != synced:
+                self.store.set_meta("synced", synced)
 
     def _settle(self) -> None:
         """Run the controllers until they write nothing more (bounded)."""
@@ -199,7 +211,7 @@ class ControlPlane:
         if self.proxies is None:
             return
         ports = service_ports(self.informer.list("Service"), self.informer.list("Endpoints"))
-        self.proxies.sync(ports)
+        self.proxies.sync(ports, self.informer.revision)
         want = loadbalancer.router_routes(ports, {n.name: n.ip for n in self.plan.nodes})
         if want != self.router_have:
             try:

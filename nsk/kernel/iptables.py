@@ -7,6 +7,7 @@ that variant's restore and save explicitly, so rules are never split across the 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 
@@ -54,6 +55,59 @@ def restore_many(jobs: list[tuple[str, str]], noflush: bool = True) -> None:
             errors.append(f"iptables-restore in {ns} failed: {err.strip()}")
     if errors:
         raise NskError("; ".join(errors))
+
+
+class RestoreJob:
+    """iptables-restores running in the background, one per namespace (root): their input
+    comes from a memfd (no pipe to keep fed), their pidfds tell the caller's selector when
+    each ends. The control plane's loop goes on meanwhile."""
+
+    def __init__(self, jobs: list[tuple[str, str]], noflush: bool = True):
+        args = [_tool("restore"), "-w", "5"] + (["--noflush"] if noflush else [])
+        self.procs: list[tuple[str, subprocess.Popen, int]] = []
+        self.pidfds: list[int] = []
+        try:
+            for ns, text in jobs:
+                data = os.memfd_create("nsk-restore", os.MFD_CLOEXEC)
+                err = os.memfd_create("nsk-restore-err", os.MFD_CLOEXEC)
+                try:
+                    view = memoryview(text.encode())
+                    while view:
+                        view = view[os.write(data, view):]
+                    os.lseek(data, 0, os.SEEK_SET)
+                    with netns.entered(ns):  # the child inherits the namespace of the thread that forks it
+                        p = subprocess.Popen(args, stdin=data, stdout=subprocess.DEVNULL, stderr=err)
+                finally:
+                    os.close(data)
+                self.procs.append((ns, p, err))
+                self.pidfds.append(os.pidfd_open(p.pid))
+        except BaseException:
+            self.close()
+            raise
+
+    def poll(self) -> bool:
+        """Whether every restore has ended."""
+        return all(p.poll() is not None for _, p, _ in self.procs)
+
+    def errors(self) -> list[str]:
+        """What the ended restores said on failure, one line per namespace."""
+        out = []
+        for ns, p, err in self.procs:
+            if p.returncode:
+                os.lseek(err, 0, os.SEEK_SET)
+                text = os.read(err, 65536).decode(errors="replace").strip()
+                out.append(f"iptables-restore in {ns} failed: {text or f'exit status {p.returncode}'}")
+        return out
+
+    def close(self) -> None:
+        for fd in self.pidfds:
+            os.close(fd)
+        for _, p, err in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            os.close(err)
+        self.pidfds, self.procs = [], []
 
 
 def save(ns: str, table: str | None = None) -> str:

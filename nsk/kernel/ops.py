@@ -9,10 +9,15 @@ operation, the errno name and what to do next.
 from __future__ import annotations
 
 import errno as errno_mod
+import os
+import socket
 import subprocess
+from typing import Callable
 
 from nsk.errors import KernelError, NskError
-from nsk.kernel import iptables, netns, network
+from nsk.kernel import iptables, links, netns, network, process
+from nsk.kernel.process import ProcRef, Sandbox
+from nsk.net.plan import NODE_BRIDGE
 
 
 def _errno_name(e: BaseException) -> str:
@@ -25,14 +30,82 @@ def _errno_name(e: BaseException) -> str:
 class Kernel:
     """The real kernel (root)."""
 
-    def restore(self, jobs: list[tuple[str, str]]) -> None:
-        """iptables-restore --noflush of each (namespace, text), side by side."""
+    etc_root = netns.ETC_DIR  # where a Pod's resolv.conf and hosts live, as `ip netns exec` expects
+
+    def __init__(self):
+        self._nodes: dict[str, tuple[object, int]] = {}  # node netns -> (netlink socket, cbr0's index)
+
+    def close(self) -> None:
+        for route, _ in self._nodes.values():
+            route.close()
+        self._nodes.clear()
+
+    # ---- Pod sandboxes --------------------------------------------------------------------
+
+    def pod_sandbox(self, node_netns: str, pod_netns: str, veth: str, ip: str, gateway: str) -> None:
+        """The Pod's network namespace wired to its node's bridge (network.pod_sandbox)."""
         try:
-            iptables.restore_many(jobs)
-        except NskError as e:
-            raise KernelError(", ".join(ns for ns, _ in jobs), "iptables-restore", "EINVAL", str(e),
-                              "the rules are written again on the next sync") from e
+            if node_netns not in self._nodes:
+                route = links.open_route(node_netns)
+                self._nodes[node_netns] = (route, links.index(route, NODE_BRIDGE))
+            route, bridge = self._nodes[node_netns]
+            network.pod_sandbox(route, bridge, pod_netns, veth, ip, gateway)
+        except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is not an OSError
+            raise KernelError(pod_netns, "create the Pod sandbox", _errno_name(e), str(e),
+                              "the kubelet removes what was made and tries again on its next sync") from e
+
+    def remove_sandbox(self, pod_netns: str) -> None:
+        """Stop whatever still runs in the Pod's namespace (a command's children) and remove it."""
+        ino = netns.inode(pod_netns)
+        if ino is not None:
+            for pid in process.in_netns(ino):
+                st = process.start_time(pid)
+                if st is not None:
+                    process.kill(ProcRef(pid, st))
+        try:
+            netns.remove(pod_netns)
         except OSError as e:
+            raise KernelError(pod_netns, "remove the network namespace", _errno_name(e), str(e),
+                              "`nsk down` removes it with the cluster") from e
+
+    # ---- processes ------------------------------------------------------------------------
+
+    def spawn(self, box: Sandbox, log_path: str, argv: list[str] | None = None, cwd: str | None = None,
+              target: Callable[[], None] | None = None, comm: str = "") -> ProcRef:
+        return process.spawn(box, log_path, argv=argv, cwd=cwd, target=target, comm=comm)
+
+    def pidfd(self, ref: ProcRef) -> int | None:
+        return process.pidfd(ref.pid)
+
+    def alive(self, ref: ProcRef) -> bool:
+        return process.alive(ref)
+
+    def exit_status(self, ref: ProcRef) -> int | None:
+        return process.exit_status(ref.pid)
+
+    def stop(self, ref: ProcRef, grace: float) -> None:
+        process.stop(ref, grace)
+
+    def kill(self, ref: ProcRef) -> None:
+        process.kill(ref)
+
+    def probe_socket(self, ns: str) -> socket.socket:
+        """A non-blocking TCP socket of the namespace `ns` (kubelet probes from the node)."""
+        with netns.entered(ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        return sock
+
+    def etc_dir(self, pod_netns: str) -> str:
+        return os.path.join(self.etc_root, pod_netns)
+
+    # ---- rules and routes -----------------------------------------------------------------
+
+    def restore_start(self, jobs: list[tuple[str, str]]) -> "Job":
+        """iptables-restore --noflush of each (namespace, text), in the background, side by side."""
+        try:
+            return Job(iptables.RestoreJob(jobs), ", ".join(ns for ns, _ in jobs))
+        except (NskError, OSError) as e:
             raise KernelError(", ".join(ns for ns, _ in jobs), "iptables-restore", _errno_name(e), str(e)) from e
 
     def save(self, ns: str, table: str | None = None) -> str:
@@ -56,3 +129,22 @@ class Kernel:
 
     def netns_exists(self, name: str) -> bool:
         return netns.exists(name)
+
+
+class Job:
+    """Kernel work in the background: `fds` become readable as it ends; `done()` says
+    whether it has; `result()` raises KernelError if it failed."""
+
+    def __init__(self, job: iptables.RestoreJob, obj: str):
+        self._job, self.obj = job, obj
+        self.fds = list(job.pidfds)
+
+    def done(self) -> bool:
+        return self._job.poll()
+
+    def result(self) -> None:
+        errors = self._job.errors()
+        self._job.close()
+        if errors:
+            raise KernelError(self.obj, "iptables-restore", "EINVAL", "; ".join(errors),
+                              "every chain is written again on the next sync")

@@ -1,5 +1,7 @@
 """The kubelet of one node: Pod sandboxes (network namespaces), containers (processes),
-restarts with back-off, and Pod status. Runs inside the control plane process."""
+restarts with back-off, and Pod status. Runs inside the control plane process; every
+kernel operation goes through the kernel adapter it is given (nsk/kernel/ops.py), so it
+is unit-tested with nsk/testing/fakes.py's RecordingKernel."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from typing import Callable
 
 from nsk.api.cluster import ClusterConfig
 from nsk.api.objects import Key, key
-from nsk.kernel import links, netns, network, process
+from nsk.kernel.process import ProcRef, Sandbox
 from nsk.kubelet import podfiles
 from nsk.kubelet.prober import Prober
-from nsk.net.plan import NODE_BRIDGE, ClusterPlan, NodePlan, netns_name, pod_veth
+from nsk.net.plan import ClusterPlan, NodePlan, netns_name, pod_veth
 from nsk.store import Store
 from nsk.store.sqlite import now_iso
 from nsk.workload import registry as workloads
@@ -34,7 +36,7 @@ class ContainerRun:
     name: str
     spec: dict
     env: dict
-    ref: process.ProcRef | None = None
+    ref: ProcRef | None = None
     pidfd: int | None = None
     restarts: int = 0
     started_at: str = ""
@@ -60,14 +62,13 @@ class PodRun:
 
 class Kubelet:
     def __init__(self, node: NodePlan, cplan: ClusterPlan, cfg: ClusterConfig, store: Store, run_dir: str,
-                 watch_fd: Callable[[int, Callable[[], None]], None], unwatch_fd: Callable[[int], None]):
-        self.node, self.plan, self.cfg, self.store = node, cplan, cfg, store
+                 watch_fd: Callable[[int, Callable[[], None]], None], unwatch_fd: Callable[[int], None], kernel):
+        self.node, self.plan, self.cfg, self.store, self.kernel = node, cplan, cfg, store, kernel
         self.run_dir = run_dir
         self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
         self.pods: dict[Key, PodRun] = {}
         self.cidr = ipaddress.IPv4Network(node.pod_cidr)
         self._cursor = 1  # host-local IPAM: the next address after the last one given out
-        self._route = None
         try:
             with open("/etc/resolv.conf") as f:
                 self._host_resolv = f.read()
@@ -78,9 +79,9 @@ class Kubelet:
         """Take over the Pods a previous control plane of this cluster started on this node
         (root): their sandboxes and processes outlive it, as containers outlive a kubelet.
         A container whose process died meanwhile is started again. Returns how many Pods."""
-        procs: dict[str, process.ProcRef] = {}
+        procs: dict[str, ProcRef] = {}
         for _, ref, detail in self.store.owned("process"):
-            procs[detail] = process.ProcRef.from_str(ref)
+            procs[detail] = ProcRef.from_str(ref)
         adopted = 0
         for _, ref, detail in self.store.owned("sandbox"):
             box = json.loads(detail)
@@ -110,9 +111,9 @@ class Kubelet:
                 cr.started_mono = time.monotonic()
                 ref_ = procs.get(f"{k}/{c['name']}")
                 run.containers[c["name"]] = cr
-                if ref_ is not None and process.alive(ref_):
+                if ref_ is not None and self.kernel.alive(ref_):
                     cr.ref = ref_
-                    cr.pidfd = process.pidfd(ref_.pid)
+                    cr.pidfd = self.kernel.pidfd(ref_)
                     if cr.pidfd is not None:
                         self.watch_fd(cr.pidfd, lambda r=run, c_=cr: self._exited(r, c_))
                 else:
@@ -120,8 +121,8 @@ class Kubelet:
             if any(c.get("readinessProbe") or c.get("livenessProbe") for c in pod["spec"]["containers"]):
                 first = next(iter(run.containers.values()))
                 run.prober = Prober(self.node.netns, run.ip, pod["spec"]["containers"],
-                                    process.Sandbox(run.netns, box["hostname"], first.env, run.etc_dir),
-                                    self.watch_fd, self.unwatch_fd,
+                                    Sandbox(run.netns, box["hostname"], first.env, run.etc_dir),
+                                    self.kernel, self.watch_fd, self.unwatch_fd,
                                     lambda kind, cname, ok, r=run: self._probe_changed(r, kind, cname, ok))
             self.pods[k] = run
             if not run.host_network:
@@ -131,10 +132,12 @@ class Kubelet:
 
     # ---- the loop's entry points ------------------------------------------------------
 
-    def sync(self, pods: list[dict]) -> None:
-        """Make the node run exactly `pods` (those bound to it)."""
+    def sync(self, pods: list[dict], remove: bool = True) -> None:
+        """Make the node run exactly `pods` (those bound to it); with `remove` False, the
+        Pods that are no longer wanted stay for a later sync (their rules are being removed)."""
         wanted = {key(p): p for p in pods}
-        for k in [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]:
+        gone = [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]
+        for k in gone if remove else ():
             self.remove(k)
         for k, pod in wanted.items():
             if k not in self.pods:
@@ -169,18 +172,7 @@ class Kubelet:
                     nxt = c.next_start if nxt is None else min(nxt, c.next_start)
         return nxt
 
-    def close(self) -> None:
-        if self._route is not None:
-            self._route.close()
-
     # ---- sandboxes ----------------------------------------------------------------------
-
-    def _node_route(self):
-        """The node's netlink socket and cbr0's index, opened once."""
-        if self._route is None:
-            self._route = links.open_route(self.node.netns)
-            self._bridge_index = links.index(self._route, NODE_BRIDGE)
-        return self._route
 
     def _allocate_ip(self) -> str:
         used = {run.ip for run in self.pods.values()}
@@ -205,13 +197,13 @@ class Kubelet:
             etc_dir = os.path.join(self.run_dir, "pods", f"{k.namespace}_{k.name}")
         else:
             ns_name, ip = netns_name(self.plan.name, "pod", k.namespace, k.name), self._allocate_ip()
-            etc_dir = os.path.join(netns.ETC_DIR, ns_name)
+            etc_dir = self.kernel.etc_dir(ns_name)
         run = PodRun(k, pod["metadata"]["uid"], ns_name, etc_dir, ip, host_net, start_time=now_iso())
         self.pods[k] = run
         if not host_net:
             self.store.own("netns", ns_name, str(k))
-            network.pod_sandbox(self._node_route(), self._bridge_index, ns_name,
-                                pod_veth(k.namespace, k.name, run.uid), ip, self.node.gateway)
+            self.kernel.pod_sandbox(self.node.netns, ns_name, pod_veth(k.namespace, k.name, run.uid), ip,
+                                    self.node.gateway)
         self.store.own("etc", etc_dir, str(k))
         os.makedirs(etc_dir, exist_ok=True)
         for fname, text in (("resolv.conf", podfiles.resolv_conf(pod, self.cfg, self._host_resolv)),
@@ -229,8 +221,8 @@ class Kubelet:
         if any(c.get("readinessProbe") or c.get("livenessProbe") for c in spec["containers"]):
             first = next(iter(run.containers.values()))
             run.prober = Prober(self.node.netns, ip, spec["containers"],
-                                process.Sandbox(ns_name, self._hostname(pod), first.env, etc_dir),
-                                self.watch_fd, self.unwatch_fd,
+                                Sandbox(ns_name, self._hostname(pod), first.env, etc_dir),
+                                self.kernel, self.watch_fd, self.unwatch_fd,
                                 lambda kind, name, ok, r=run: self._probe_changed(r, kind, name, ok))
         for c in run.containers.values():
             self._start_container(run, c)
@@ -246,20 +238,20 @@ class Kubelet:
         return os.path.join(self.run_dir, "logs", f"{k.namespace}_{k.name}_{container}.log")
 
     def _start_container(self, run: PodRun, c: ContainerRun) -> None:
-        box = process.Sandbox(run.netns, c.env["HOSTNAME"] if not run.host_network else self.node.name,
+        box = Sandbox(run.netns, c.env["HOSTNAME"] if not run.host_network else self.node.name,
                               c.env, run.etc_dir)
         argv = podfiles.argv(c.spec, c.env)
         path = self.log_path(run.key, c.name)
         if argv is not None:
-            ref = process.spawn(box, path, argv=argv, cwd=c.spec.get("workingDir"))
+            ref = self.kernel.spawn(box, path, argv=argv, cwd=c.spec.get("workingDir"))
         else:
             ctx = workloads.WorkloadContext(self.cfg, self.run_dir, run.key.namespace, run.key.name, self.node.name,
                                             run.ip, c.spec)
-            ref = process.spawn(box, path, target=workloads.entry_point(c.spec.get("image", ""))(ctx),
+            ref = self.kernel.spawn(box, path, target=workloads.entry_point(c.spec.get("image", ""))(ctx),
                                 comm=run.key.name)
         self.store.own("process", ref.to_str(), f"{run.key}/{c.name}")
         c.ref, c.started_at, c.started_mono = ref, now_iso(), time.monotonic()
-        c.pidfd = process.pidfd(ref.pid)
+        c.pidfd = self.kernel.pidfd(ref)
         if c.pidfd is not None:
             self.watch_fd(c.pidfd, lambda: self._exited(run, c))
 
@@ -277,7 +269,7 @@ class Kubelet:
         self.store.event(run.key, "Warning", "Unhealthy", f"Liveness probe failed: container {container}: "
                                                           f"{state.last_message if state else ''}; restarting it")
         if c.ref is not None:
-            process.kill(c.ref)  # its pidfd reports the exit; _exited restarts it
+            self.kernel.kill(c.ref)  # its pidfd reports the exit; _exited restarts it
 
     def _exited(self, run: PodRun, c: ContainerRun) -> None:
         """A container's process ended: record it and restart it as the restart policy says."""
@@ -287,7 +279,7 @@ class Kubelet:
             c.pidfd = None
         if c.ref is None or self.pods.get(run.key) is not run:
             return
-        code = process.exit_status(c.ref.pid)
+        code = self.kernel.exit_status(c.ref)
         # None: a process adopted from a previous control plane, not our child: its code is lost
         reason = "Unknown" if code is None else ("Completed" if code == 0 else "Error")
         code = 255 if code is None else code
@@ -327,16 +319,10 @@ class Kubelet:
                 self.unwatch_fd(c.pidfd)
                 os.close(c.pidfd)
             if c.ref is not None:
-                process.stop(c.ref, grace=1.0)
+                self.kernel.stop(c.ref, grace=1.0)
                 self.store.disown("process", c.ref.to_str())
         if not run.host_network:
-            ino = netns.inode(run.netns)
-            if ino is not None:
-                for pid in process.in_netns(ino):  # e.g. children of the Pod's command
-                    st = process.start_time(pid)
-                    if st is not None:
-                        process.kill(process.ProcRef(pid, st))
-            netns.remove(run.netns)
+            self.kernel.remove_sandbox(run.netns)  # and what still runs there: a command's children
             self.store.disown("netns", run.netns)
         for fname in ("resolv.conf", "hosts"):
             try:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nsk.kernel import netns, process
+from nsk.kernel.process import ProcRef, Sandbox
 
 FIRST_PROBE = 0.3  # seconds after a start at the earliest: the container needs a moment to listen
 
@@ -32,7 +32,7 @@ class ProbeState:
     ok: bool = False
     deadline: float = 0.0
     sock: socket.socket | None = None
-    proc: process.ProcRef | None = None
+    proc: ProcRef | None = None
     pidfd: int | None = None
     buf: bytes = b""
     last_message: str = ""
@@ -55,9 +55,9 @@ def resolve_port(port: int | str, container: dict) -> int | None:
 class Prober:
     """The probes of one Pod's containers."""
 
-    def __init__(self, node_netns: str, pod_ip: str, containers: list[dict], sandbox: process.Sandbox,
+    def __init__(self, node_netns: str, pod_ip: str, containers: list[dict], sandbox: Sandbox, kernel,
                  watch: Callable, unwatch: Callable, on_change: Callable[[str, str, bool], None]):
-        self.node_netns, self.pod_ip, self.sandbox = node_netns, pod_ip, sandbox
+        self.node_netns, self.pod_ip, self.sandbox, self.kernel = node_netns, pod_ip, sandbox, kernel
         self.watch, self.unwatch, self.on_change = watch, unwatch, on_change
         self.containers = {c["name"]: c for c in containers}
         self.states: list[ProbeState] = []
@@ -107,9 +107,8 @@ class Prober:
         s.next_at = now + s.spec["periodSeconds"]
         c = self.containers[s.container]
         if s.spec.get("exec"):
-            box = process.Sandbox(self.sandbox.netns, self.sandbox.hostname, self.sandbox.env, self.sandbox.etc_dir)
-            s.proc = process.spawn(box, "/dev/null", argv=list(s.spec["exec"]["command"]))
-            s.pidfd = process.pidfd(s.proc.pid)
+            s.proc = self.kernel.spawn(self.sandbox, "/dev/null", argv=list(s.spec["exec"]["command"]))
+            s.pidfd = self.kernel.pidfd(s.proc)
             if s.pidfd is None:
                 self._result(s, False, "probe process vanished")
                 return
@@ -121,9 +120,7 @@ class Prober:
             self._result(s, False, f"port {action['port']} is not a port of container {s.container}")
             return
         host = action.get("host") or self.pod_ip
-        with netns.entered(self.node_netns):  # kubelet probes from the node
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        sock = self.kernel.probe_socket(self.node_netns)  # kubelet probes from the node
         err = sock.connect_ex((host, port))
         if err not in (0, errno.EINPROGRESS):
             sock.close()
@@ -174,7 +171,7 @@ class Prober:
     def _exec_done(self, s: ProbeState) -> None:
         if s.proc is None:
             return
-        code = process.exit_status(s.proc.pid)
+        code = self.kernel.exit_status(s.proc)
         self._result(s, code == 0, f"command {s.spec['exec']['command']} exited with {code}")
 
     # ---- results ----------------------------------------------------------------------
@@ -189,8 +186,8 @@ class Prober:
             os.close(s.pidfd)
             s.pidfd = None
         if s.proc is not None:
-            process.kill(s.proc)
-            process.exit_status(s.proc.pid)
+            self.kernel.kill(s.proc)
+            self.kernel.exit_status(s.proc)
             s.proc = None
         s.deadline = 0.0
 

@@ -57,40 +57,100 @@ def provider_for(mode: str) -> tuple[str, Callable[..., Provider]]:
 
 
 class ProxyManager:
-    """Every node's proxy: one sync brings all nodes to the same ServicePorts."""
+    """Every node's proxy: one sync brings all nodes to the same ServicePorts.
+
+    A sync runs beside the control loop: the restores are started and the loop goes on;
+    their pidfds, in the loop's selector, report the end. Changes that arrive meanwhile are
+    merged into one next sync of the latest ServicePorts, never queued one by one.
+    """
 
     def __init__(self, providers: dict[str, Provider], kernel, event: Callable[[str, str, str], None],
+                 watch: Callable | None = None, unwatch: Callable | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.providers, self.kernel, self.event, self.clock = providers, kernel, event, clock
+        self.watch, self.unwatch = watch or (lambda fd, cb: None), unwatch or (lambda fd: None)
         self.last_ports: dict[tuple, ServicePort] = {}
         self.backoff = 0.0
         self.retry_at = 0.0
         self.healthy = True
+        self.wanted: tuple[list[ServicePort], int] | None = None  # the latest (ports, revision) asked for
+        self.synced_rev = -1  # the revision whose ports every node's kernel has
+        self._job = None  # (kernel job, [(node, provider)], ports, revision, started)
+        self.on_done: Callable[[], None] = lambda: None  # the loop's hook: a sync ended
 
-    def sync(self, ports: list[ServicePort]) -> bool:
-        """Bring every node's rules to `ports`; False when the kernel refused (retried later)."""
+    @property
+    def busy(self) -> bool:
+        """A restore is running, or a wanted state waits for its turn."""
+        return self._job is not None or (self.wanted is not None and self.wanted[1] > self.synced_rev)
+
+    def sync(self, ports: list[ServicePort], revision: int = 0) -> None:
+        """Ask for every node's rules to be `ports` (read at `revision`); starts a restore
+        unless one runs (then the latest wish waits for it) or the back-off holds."""
+        self.wanted = (ports, revision)
+        self._start()
+
+    def retry(self) -> None:
+        """The back-off has passed: try the latest wish again."""
+        self._start()
+
+    def _start(self) -> None:
+        if self._job is not None or self.wanted is None:
+            return
         now = self.clock()
         if now < self.retry_at:
-            return False
+            return
+        ports, rev = self.wanted
         todo = [(node, p, text) for node, p in self.providers.items() if (text := p.plan(ports, now)) is not None]
+        if not todo:
+            self._succeeded(ports, rev)
+            return
         try:
-            if todo:
-                self.kernel.restore([(p.netns, text) for _, p, text in todo])
+            job = self.kernel.restore_start([(p.netns, text) for _, p, text in todo])
         except KernelError as e:
-            for _, p, _ in todo:
-                p.failed()
-            self.backoff = min(BACKOFF_MAX, self.backoff * 2 if self.backoff else BACKOFF_START)
-            self.retry_at = now + self.backoff
-            self.healthy = False
-            log.error("proxy sync failed (retry in %.1f s): %s", self.backoff, e)
-            for node, _, _ in todo:
-                self.event(node, "FailedSync", f"{e} (retry in {self.backoff:.1f} s)")
-            return False
-        for _, p, _ in todo:
-            p.applied(ports, now)
+            self._failed([(n, p) for n, p, _ in todo], e, now)
+            return
+        self._job = (job, [(n, p) for n, p, _ in todo], ports, rev, now)
+        if job.done():
+            self._finish()
+            return
+        for fd in job.fds:
+            self.watch(fd, self._check)
+
+    def _check(self) -> None:
+        if self._job is not None and self._job[0].done():
+            self._finish()
+            self.on_done()
+
+    def _finish(self) -> None:
+        job, todo, ports, rev, started = self._job
+        self._job = None
+        for fd in job.fds:
+            self.unwatch(fd)
+        try:
+            job.result()
+        except KernelError as e:
+            self._failed(todo, e, self.clock())
+            return
+        for _, p in todo:
+            p.applied(ports, started)
+        self._succeeded(ports, rev)
+
+    def _succeeded(self, ports: list[ServicePort], rev: int) -> None:
         self.backoff, self.retry_at, self.healthy = 0.0, 0.0, True
+        self.synced_rev = max(self.synced_rev, rev)
         self._clear_stale_udp(ports)
-        return True
+        if self.wanted is not None and self.wanted[1] > rev:
+            self._start()  # what arrived meanwhile, merged into one sync
+
+    def _failed(self, todo, e: KernelError, now: float) -> None:
+        for _, p in todo:
+            p.failed()
+        self.backoff = min(BACKOFF_MAX, self.backoff * 2 if self.backoff else BACKOFF_START)
+        self.retry_at = now + self.backoff
+        self.healthy = False
+        log.error("proxy sync failed (retry in %.1f s): %s", self.backoff, e)
+        for node, _ in todo:
+            self.event(node, "FailedSync", f"{e} (retry in {self.backoff:.1f} s)")
 
     def _clear_stale_udp(self, ports: list[ServicePort]) -> None:
         new = by_port(ports)

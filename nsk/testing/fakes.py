@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 
 from nsk.errors import KernelError
+from nsk.kernel.process import ProcRef
+
+
+@dataclass
+class FakeProcess:
+    ref: ProcRef
+    box: object
+    argv: list[str] | None
+    target: object
+    log_path: str
+    read_fd: int
+    write_fd: int
+    code: int | None = None  # set when it ended
+
+
+@dataclass
+class FakeJob:
+    error: KernelError | None
+    fds: tuple = ()
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass
@@ -15,6 +43,82 @@ class RecordingKernel:
     calls: list[tuple] = field(default_factory=list)
     saved: dict[str, str] = field(default_factory=dict)  # namespace -> what iptables-save prints
     fail: dict[str, int] = field(default_factory=dict)
+    etc_root: str = ""  # a test's tmp directory
+    processes: dict[int, FakeProcess] = field(default_factory=dict)
+    sandboxes: set[str] = field(default_factory=set)
+    _next_pid: int = 1000
+
+    def close(self) -> None:
+        for p in self.processes.values():
+            for fd in (p.read_fd, p.write_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    # ---- sandboxes and processes: a process is a pipe that becomes readable when it "ends"
+
+    def pod_sandbox(self, node_netns: str, pod_netns: str, veth: str, ip: str, gateway: str) -> None:
+        self.calls.append(("sandbox", node_netns, pod_netns, veth, ip, gateway))
+        self._maybe_fail("create the Pod sandbox", pod_netns)
+        self.sandboxes.add(pod_netns)
+
+    def remove_sandbox(self, pod_netns: str) -> None:
+        self.calls.append(("remove-sandbox", pod_netns))
+        self.sandboxes.discard(pod_netns)
+
+    def spawn(self, box, log_path, argv=None, cwd=None, target=None, comm="") -> ProcRef:
+        self._maybe_fail("spawn", getattr(box, "netns", ""))
+        self._next_pid += 1
+        r, w = os.pipe()
+        ref = ProcRef(self._next_pid, 1)
+        self.processes[ref.pid] = FakeProcess(ref, box, argv, target, log_path, r, w)
+        self.calls.append(("spawn", ref.pid, getattr(box, "netns", ""), tuple(argv) if argv else None))
+        return ref
+
+    def exit(self, pid: int, code: int) -> None:
+        """The test's process ends with `code`: its pidfd becomes readable."""
+        p = self.processes[pid]
+        if p.code is None:
+            p.code = code
+            os.write(p.write_fd, b"x")
+
+    def pidfd(self, ref: ProcRef) -> int | None:
+        p = self.processes.get(ref.pid)
+        return os.dup(p.read_fd) if p else None
+
+    def alive(self, ref: ProcRef) -> bool:
+        p = self.processes.get(ref.pid)
+        return p is not None and p.code is None
+
+    def exit_status(self, ref: ProcRef) -> int | None:
+        p = self.processes.get(ref.pid)
+        return None if p is None else p.code
+
+    def stop(self, ref: ProcRef, grace: float) -> None:
+        self.calls.append(("stop", ref.pid, grace))
+        if ref.pid in self.processes:
+            self.exit(ref.pid, 143)
+
+    def kill(self, ref: ProcRef) -> None:
+        self.calls.append(("kill", ref.pid))
+        if ref.pid in self.processes:
+            self.exit(ref.pid, 137)
+
+    def running(self) -> list[FakeProcess]:
+        return [p for p in self.processes.values() if p.code is None]
+
+    def probe_socket(self, ns: str) -> socket.socket:
+        """A socket of the test's own namespace: probes reach a server the test runs on 127.0.0.1."""
+        self.calls.append(("probe-socket", ns))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        return sock
+
+    def etc_dir(self, pod_netns: str) -> str:
+        return os.path.join(self.etc_root, pod_netns)
+
+    # ---- rules and routes
 
     def _maybe_fail(self, op: str, obj: str) -> None:
         left = self.fail.get(op, 0)
@@ -23,9 +127,18 @@ class RecordingKernel:
                 self.fail[op] = left - 1
             raise KernelError(obj, op, "EPERM", "injected by the test")
 
-    def restore(self, jobs: list[tuple[str, str]]) -> None:
+    def restore_start(self, jobs: list[tuple[str, str]]) -> "FakeJob":
+        """A restore that has ended by the time it is returned (or fails then, if asked)."""
         self.calls.append(("restore", tuple(jobs)))
-        self._maybe_fail("iptables-restore", ", ".join(ns for ns, _ in jobs))
+        self.restore_hook()
+        try:
+            self._maybe_fail("iptables-restore", ", ".join(ns for ns, _ in jobs))
+        except KernelError as e:
+            return FakeJob(e)
+        return FakeJob(None)
+
+    def restore_hook(self) -> None:
+        """Called while a restore runs: a test's moment to make another write land."""
 
     def save(self, ns: str, table: str | None = None) -> str:
         self.calls.append(("save", ns, table))

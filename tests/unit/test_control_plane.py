@@ -12,7 +12,7 @@ from nsk.testing.fakes import RecordingKernel
 
 
 class IdleKubelet:
-    def sync(self, pods: list[dict]) -> None:
+    def sync(self, pods: list[dict], remove: bool = True) -> None:
         pass
 
     def tick(self, now: float) -> None:
@@ -38,8 +38,7 @@ class WriteDuringRestore(RecordingKernel):
         super().__init__()
         self.during = during
 
-    def restore(self, jobs):
-        super().restore(jobs)
+    def restore_hook(self):
         self.during()
 
 

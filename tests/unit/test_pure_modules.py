@@ -17,7 +17,6 @@ PURE = [
     "nsk.net.plan", "nsk.proxy.iptables", "nsk.proxy.model", "nsk.dns.records",
     "nsk.controllers.deployment", "nsk.controllers.endpoints", "nsk.controllers.loadbalancer",
     "nsk.controllers.scheduler", "nsk.controllers.manager", "nsk.kubelet.podfiles", "nsk.testing.tracer",
-    "nsk.testing.fakes",
 ]
 
 

@@ -1,0 +1,211 @@
+"""The controllers as the manager runs them (a snapshot in, writes out, applied through the
+API server), and the API server's write path, against a real store without root."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from nsk.api.cluster import parse_cluster
+from nsk.api.objects import Key
+from nsk.apiserver.admission import admit
+from nsk.apiserver.server import APIServer, system_objects
+from nsk.controllers import deployment, endpoints, loadbalancer, scheduler
+from nsk.controllers.manager import ControllerManager, Delete, Put, Snapshot
+from nsk.errors import AlreadyExists, InvalidObject, NotFound, NskError
+from nsk.net.plan import plan
+from nsk.store import Store
+from nsk.store.informer import Informer
+
+CFG = parse_cluster({"apiVersion": "nsk.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "t"},
+                     "spec": {"nodes": [{"name": "node-1"}, {"name": "node-2", "labels": {"zone": "b"}}]}})
+
+
+@pytest.fixture
+def api(tmp_path):
+    store = Store(str(tmp_path), create=True)
+    store.set_meta("cluster", CFG.to_dict())
+    a = APIServer(store, CFG)
+    with store.tx():
+        for ns in ("default", "kube-system"):
+            store.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    yield a
+    store.close()
+
+
+def manager(api: APIServer, *controllers) -> tuple[ControllerManager, Informer]:
+    return ControllerManager(api, list(controllers)), Informer(api.store, ("Pod", "Service", "Endpoints",
+                                                                          "Deployment", "Namespace"))
+
+
+def settle(m: ControllerManager, inf: Informer, rounds: int = 10) -> None:
+    for _ in range(rounds):
+        inf.sync()
+        if not m.run(Snapshot(inf)):
+            return
+
+
+def deploy(replicas: int, **spec) -> dict:
+    return admit({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                           "template": {"metadata": {"labels": {"app": "web"}},
+                                        "spec": {"containers": [{"name": "web", "image": "nginx",
+                                                                 "ports": [{"containerPort": 80}]}], **spec}}}})
+
+
+def run_pods(api: APIServer, ready: bool = True) -> None:
+    """What kubelets would do: every bound Pod runs with an address."""
+    for i, p in enumerate(api.store.list("Pod")):
+        if p["spec"].get("nodeName"):
+            api.update_status(Key("Pod", "default", p["metadata"]["name"]), {
+                "phase": "Running", "podIP": f"10.244.1.{i + 2}",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]})
+
+
+def test_a_deployment_gets_its_pods_bound_spread_and_in_its_endpoints(api):
+    m, inf = manager(api, deployment.DeploymentController(random.Random(1)), scheduler.Scheduler(plan(CFG).nodes),
+                     endpoints.EndpointsController())
+    api.apply([deploy(4), admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})])
+    settle(m, inf)
+    pods = api.store.list("Pod")
+    assert len(pods) == 4 and sorted(p["spec"]["nodeName"] for p in pods) == ["node-1", "node-1", "node-2", "node-2"]
+    run_pods(api)
+    settle(m, inf)
+    ep = api.store.get("Endpoints", "default", "web")
+    assert len(ep["subsets"][0]["addresses"]) == 4
+    assert ep["metadata"]["labels"][endpoints.MANAGED_BY] == endpoints.CONTROLLER
+    d = api.store.get("Deployment", "default", "web")
+    assert d["status"]["readyReplicas"] == 4
+    api.scale("default", "web", 1)
+    settle(m, inf)
+    assert len(api.store.list("Pod")) == 1
+
+
+def test_endpoints_of_a_gone_service_go_and_a_users_own_endpoints_stay(api):
+    m, inf = manager(api, endpoints.EndpointsController())
+    svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+    mine = admit({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "db"},
+                  "subsets": [{"addresses": [{"ip": "192.0.2.42"}], "ports": [{"port": 5432}]}]})
+    api.apply([svc, mine])
+    settle(m, inf)
+    assert api.store.get("Endpoints", "default", "web") is not None
+    api.delete([Key("Service", "default", "web")])
+    settle(m, inf)
+    assert api.store.get("Endpoints", "default", "web") is None
+    assert api.store.get("Endpoints", "default", "db") is not None
+
+
+def test_the_scheduler_says_why_no_node_fits_and_never_brings_back_a_deleted_pod(api):
+    m, inf = manager(api, scheduler.Scheduler(plan(CFG).nodes))
+    pod = admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                 "spec": {"nodeSelector": {"zone": "mars"}, "containers": [{"name": "c", "image": "x"}]}})
+    api.apply([pod])
+    settle(m, inf)
+    st = api.store.get("Pod", "default", "p")["status"]
+    assert st["conditions"][0]["reason"] == "Unschedulable" and "0/2 nodes" in st["conditions"][0]["message"]
+    # a binding computed from a snapshot in which the Pod still existed is not applied
+    api.apply([admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"},
+                      "spec": {"containers": [{"name": "c", "image": "x"}]}})])
+    inf.sync()
+    snap = Snapshot(inf)
+    api.delete([Key("Pod", "default", "q")])
+    writes = scheduler.Scheduler(plan(CFG).nodes).reconcile(snap)
+    assert [w.obj["spec"]["nodeName"] for w in writes if isinstance(w, Put)] == ["node-1"]
+    applied, errors = m._apply("scheduler", writes)
+    assert applied == 0 and 'Pod "default/q" not found' in errors[0]
+    assert api.store.get("Pod", "default", "q") is None  # not resurrected
+
+
+def test_a_failed_write_fails_alone_and_the_controller_backs_off(api):
+    class Half:
+        name = "half"
+
+        def reconcile(self, snap):
+            good = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "good"},
+                          "spec": {"ports": [{"port": 80}]}})
+            bad = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad", "namespace": "nowhere"},
+                         "spec": {"ports": [{"port": 80}]}})
+            return [Put(bad), Put(good), Delete(Key("Pod", "default", "ghost"))]
+    m, inf = manager(api, Half())
+    inf.sync()
+    assert m.run(Snapshot(inf)) == 2  # the Service and the (idempotent) delete of nothing
+    assert api.store.get("Service", "default", "good") is not None
+    events = api.store.events(Key("Service", "nowhere", "bad"))
+    assert events[-1][1:3] == ("Warning", "FailedHalf") and "not found" in events[-1][3]
+    st = m.states[0]
+    assert st.failures == 1 and st.retry_at > 0
+    assert m.run(Snapshot(inf)) == 0  # backing off: not run again before its time
+    st.retry_at = 0.0
+    m.run(Snapshot(inf))
+    assert st.failures == 2 and st.backoff == 0.1  # doubled
+
+
+def test_the_garbage_collector_deletes_pods_whose_deployment_is_gone(api):
+    m, inf = manager(api, deployment.DeploymentController(random.Random(2)), deployment.GarbageCollector())
+    api.apply([deploy(2)])
+    settle(m, inf)
+    assert len(api.store.list("Pod")) == 2
+    api.delete([Key("Deployment", "default", "web")])
+    settle(m, inf)
+    assert api.store.list("Pod") == []
+
+
+def test_load_balancer_addresses_come_from_the_pool_and_go_with_the_type(api):
+    m, inf = manager(api, loadbalancer.LoadBalancerController("198.51.100.0/24"))
+    lb = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+                "spec": {"type": "LoadBalancer", "selector": {"a": "b"}, "ports": [{"port": 80}]}})
+    api.apply([lb])
+    settle(m, inf)
+    st = api.store.get("Service", "default", "lb")["status"]
+    assert st["loadBalancer"]["ingress"][0]["ip"] == "198.51.100.1"
+    api.apply([{**lb, "spec": {**lb["spec"], "type": "ClusterIP"}}])
+    settle(m, inf)
+    assert "loadBalancer" not in (api.store.get("Service", "default", "lb").get("status") or {})
+
+
+# ---- the write path ----------------------------------------------------------------------------
+
+def test_the_write_path_refuses_what_the_api_server_refuses(api):
+    api.apply([deploy(1)])
+    with pytest.raises(AlreadyExists):
+        api.create(deploy(1), admitted=True)
+    with pytest.raises(InvalidObject, match="spec.selector: Invalid value.*field is immutable"):
+        d = deploy(1)
+        d["spec"]["selector"] = {"matchLabels": {"app": "other"}}
+        d["spec"]["template"]["metadata"]["labels"] = {"app": "other"}
+        api.apply([d])
+    with pytest.raises(NotFound, match='deployments.apps "nope" not found in namespace "default"'):
+        api.scale("default", "nope", 2)
+    with pytest.raises(NskError, match='nodes are fixed by the Cluster document; "node-1" cannot be deleted'):
+        api.delete([Key("Node", "", "node-1")])
+    with pytest.raises(NskError, match='namespace "kube-system" is a system namespace'):
+        api.delete([Key("Namespace", "", "kube-system")])
+    pod = admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                 "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    api.apply([pod])
+    with pytest.raises(NskError, match="pod updates may not change fields other than labels"):
+        api.apply([{**pod, "spec": {**pod["spec"], "containers": [{**pod["spec"]["containers"][0], "image": "y"}]}}])
+
+
+def test_a_namespace_is_made_for_what_is_applied_into_it_and_its_deletion_cascades(api):
+    svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "lab"},
+                 "spec": {"ports": [{"port": 80}]}})
+    assert api.apply([svc]) == ["namespace/lab created", "service/s created"]
+    assert api.store.get("Service", "lab", "s")["spec"]["clusterIP"].startswith("10.96.")
+    res = api.delete([Key("Namespace", "", "lab"), Key("Service", "default", "missing")])
+    assert res.lines == ('namespace "lab" deleted',) and res.missing == ('services "missing" not found',)
+    assert api.store.list("Service", "lab") == []
+
+
+def test_expose_makes_a_service_selecting_what_the_deployment_selects(api):
+    api.apply([deploy(1), *system_objects(CFG)])
+    assert api.expose("deploy", "web", "default", None, None, None, "NodePort", "TCP") == "service/web exposed"
+    svc = api.store.get("Service", "default", "web")
+    assert svc["spec"]["selector"] == {"app": "web"} and 30000 <= svc["spec"]["ports"][0]["nodePort"] <= 32767
+    with pytest.raises(AlreadyExists):
+        api.expose("deployment", "web", "default", 80, None, None, "ClusterIP", "TCP")
+    with pytest.raises(NskError, match='cannot expose "svc/web"'):
+        api.expose("svc", "web", "default", 80, None, None, "ClusterIP", "TCP")
