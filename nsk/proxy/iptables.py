@@ -23,18 +23,16 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from nsk.proxy import masquerade
+from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
 from nsk.proxy.model import Endpoint, NodeContext, ServicePort  # noqa: F401 - NodeContext: the renderer's input
 
-MASQ_MARK = "0x4000"
 
 KUBE_SERVICES = "KUBE-SERVICES"
 KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
 KUBE_NODEPORTS = "KUBE-NODEPORTS"
-KUBE_POSTROUTING = "KUBE-POSTROUTING"
-KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
 KUBE_FORWARD = "KUBE-FORWARD"
 KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
-NSK_IP_MASQ = "NSK-IP-MASQ"
 
 FILTER_CHAINS = (KUBE_NODEPORTS, KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL)
 NAT_CHAINS = (KUBE_NODEPORTS, KUBE_SERVICES, KUBE_MARK_MASQ, KUBE_POSTROUTING, NSK_IP_MASQ)
@@ -55,8 +53,7 @@ JUMPS = (
     ("filter", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", "-m conntrack --ctstate NEW"),
     ("nat", "PREROUTING", KUBE_SERVICES, "kubernetes service portals", ""),
     ("nat", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", ""),
-    ("nat", "POSTROUTING", KUBE_POSTROUTING, "kubernetes postrouting rules", ""),
-    ("nat", "POSTROUTING", NSK_IP_MASQ, "nsk: masquerade Pod traffic leaving the cluster (as ip-masq-agent)", ""),
+    *masquerade.JUMPS,
 )
 
 
@@ -153,17 +150,7 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
         f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding conntrack rule')} -m conntrack --ctstate "
         "RELATED,ESTABLISHED -j ACCEPT",
     ]
-    n_rules += [
-        f"-A {KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
-        f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}",
-        f"-A {KUBE_POSTROUTING} {_comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
-        f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}",
-        # Pods reach the world outside the cluster (an external host, a selector-less
-        # Service's endpoint) with their node's address, as on a cloud node.
-        f"-A {NSK_IP_MASQ} -d {cidr} {_comment('nsk: Pod-to-Pod traffic is not masqueraded')} -j RETURN",
-        f"-A {NSK_IP_MASQ} -s {cidr} -m addrtype ! --dst-type LOCAL "
-        f"{_comment('nsk: masquerade Pod traffic leaving the cluster')} -j MASQUERADE",
-    ]
+    n_rules += masquerade.rules(cidr)  # the chains every mode shares
 
     for sp in ports:
         name, proto = sp.name_string, sp.proto
