@@ -69,10 +69,12 @@ class ControlPlane:
             loadbalancer.LoadBalancerController(self.cfg.lb_pool)])
         self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch,
                                          self.kernel) for n in self.plan.nodes}
+        for k in self.kubelets.values():
+            k.on_change = self._kick
         self.proxies: ProxyManager | None = None
         self.router_have: dict[str, tuple[str, ...]] = {}
         self._seen_rev = -1
-        self._proxy_done = False  # a restore ended: publish what is synced, do what waited for it
+        self._kicked = False  # a restore or a Pod's termination ended: what waited for it may go on
 
     def _watch(self, fd: int, callback, events: int = selectors.EVENT_READ) -> None:
         self.sel.register(fd, events, callback)
@@ -112,8 +114,11 @@ class ControlPlane:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses)
             providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh)
         self.proxies = ProxyManager(providers, self.kernel, self._node_event, self._watch, self._unwatch)
-        self.proxies.on_done = lambda: setattr(self, "_proxy_done", True)
+        self.proxies.on_done = self._kick
         self.store.set_meta("proxy-mode", mode)
+
+    def _kick(self) -> None:
+        self._kicked = True
 
     def _node_event(self, node: str, reason: str, message: str) -> None:
         self.store.event(Key("Node", "", node), "Warning", reason, message)
@@ -144,7 +149,7 @@ class ControlPlane:
             self.reconcile(force)
             deadlines = [k.tick(time.monotonic()) for k in self.kubelets.values()]
             deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, last_resync + RESYNC]
-            if self._proxy_done:
+            if self._kicked:
                 deadlines.append(time.monotonic())
             timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
             try:
@@ -166,10 +171,10 @@ class ControlPlane:
         if self.proxies is not None and not self.proxies.healthy and self.proxies.retry_at <= now:
             self.proxies.retry()
             retry_due = True
-        if not changed and not force and not retry_due and not self._proxy_done and \
+        if not changed and not force and not retry_due and not self._kicked and \
                 self._seen_rev == self.informer.revision:
             return
-        self._proxy_done = False
+        self._kicked = False
         self._settle()
         # Services first: a deleted or unready Pod leaves the rules before the kubelets
         # spend time tearing down and starting Pods; then again for what they changed.

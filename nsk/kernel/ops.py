@@ -86,6 +86,9 @@ class Kernel:
     def stop(self, ref: ProcRef, grace: float) -> None:
         process.stop(ref, grace)
 
+    def terminate(self, ref: ProcRef) -> None:
+        process.terminate(ref)
+
     def kill(self, ref: ProcRef) -> None:
         process.kill(ref)
 

@@ -76,6 +76,13 @@ def stop(ref: ProcRef, grace: float = 2.0) -> None:
     _reap(ref.pid)
 
 
+def terminate(ref: ProcRef) -> None:
+    """SIGTERM `ref` if it is still that process; nothing waits (its pidfd tells the end)."""
+    if alive(ref):
+        with _suppress_gone():
+            os.kill(ref.pid, signal.SIGTERM)
+
+
 def kill(ref: ProcRef) -> None:
     """SIGKILL `ref` if it is still that process."""
     if alive(ref):

@@ -58,6 +58,8 @@ class PodRun:
     containers: dict[str, ContainerRun] = field(default_factory=dict)
     start_time: str = ""
     prober: Prober | None = None
+    grace: float = 30.0  # terminationGracePeriodSeconds
+    kill_at: float = 0.0  # terminating: monotonic time of the SIGKILL
 
 
 class Kubelet:
@@ -67,6 +69,8 @@ class Kubelet:
         self.run_dir = run_dir
         self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
         self.pods: dict[Key, PodRun] = {}
+        self.terminating: dict[tuple[Key, str], PodRun] = {}  # (key, uid): deleted, processes ending
+        self.on_change: Callable[[], None] = lambda: None  # a Pod finished terminating: a sync may start it anew
         self.cidr = ipaddress.IPv4Network(node.pod_cidr)
         self._cursor = 1  # host-local IPAM: the next address after the last one given out
         try:
@@ -92,7 +96,8 @@ class Kubelet:
             pod = self.store.get("Pod", ns, name)
             if pod is None or pod["metadata"]["uid"] != box["uid"]:
                 # deleted while no one watched: take it over only to tear it down
-                gone = PodRun(k, box["uid"], box["netns"], box["etc"], box["ip"], box["netns"] == self.node.netns)
+                gone = PodRun(k, box["uid"], box["netns"], box["etc"], box["ip"], box["netns"] == self.node.netns,
+                              grace=1.0)
                 for cname in box["env"]:
                     ref_ = procs.get(f"{k}/{cname}")
                     gone.containers[cname] = ContainerRun(cname, {}, {}, ref=ref_)
@@ -100,7 +105,8 @@ class Kubelet:
                 self.remove(k)
                 continue
             run = PodRun(k, box["uid"], box["netns"], box["etc"], box["ip"], box["netns"] == self.node.netns,
-                         start_time=(pod.get("status") or {}).get("startTime", ""))
+                         start_time=(pod.get("status") or {}).get("startTime", ""),
+                         grace=float(pod["spec"].get("terminationGracePeriodSeconds", 30)))
             statuses = {c["name"]: c for c in (pod.get("status") or {}).get("containerStatuses") or []}
             for c in pod["spec"]["containers"]:
                 cr = ContainerRun(c["name"], c, box["env"].get(c["name"], {}))
@@ -139,7 +145,10 @@ class Kubelet:
         gone = [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]
         for k in gone if remove else ():
             self.remove(k)
+        ending = {t.key for t in self.terminating.values()}
         for k, pod in wanted.items():
+            if k in ending and k not in self.pods:
+                continue  # its namesake is still terminating: started once that one is gone
             if k not in self.pods:
                 try:
                     self.start(pod)
@@ -158,6 +167,15 @@ class Kubelet:
     def tick(self, now: float) -> float | None:
         """Restart containers whose back-off has run out, run due probes; the next deadline."""
         nxt = None
+        for run in list(self.terminating.values()):
+            if run.kill_at <= now:
+                for c in run.containers.values():
+                    if c.ref is not None:
+                        self.kernel.kill(c.ref)  # the grace period is over
+                        self._ended(run, c)
+                self._finalize(run)
+            else:
+                nxt = run.kill_at if nxt is None else min(nxt, run.kill_at)
         for run in list(self.pods.values()):
             if run.prober is not None:
                 t = run.prober.tick(now, lambda name, r=run: r.containers[name].ref is not None)
@@ -175,7 +193,7 @@ class Kubelet:
     # ---- sandboxes ----------------------------------------------------------------------
 
     def _allocate_ip(self) -> str:
-        used = {run.ip for run in self.pods.values()}
+        used = {run.ip for run in [*self.pods.values(), *self.terminating.values()]}
         size = self.cidr.num_addresses
         for step in range(1, size):
             i = (self._cursor + step) % size
@@ -198,7 +216,8 @@ class Kubelet:
         else:
             ns_name, ip = netns_name(self.plan.name, "pod", k.namespace, k.name), self._allocate_ip()
             etc_dir = self.kernel.etc_dir(ns_name)
-        run = PodRun(k, pod["metadata"]["uid"], ns_name, etc_dir, ip, host_net, start_time=now_iso())
+        run = PodRun(k, pod["metadata"]["uid"], ns_name, etc_dir, ip, host_net, start_time=now_iso(),
+                     grace=float(spec.get("terminationGracePeriodSeconds", 30)))
         self.pods[k] = run
         if not host_net:
             self.store.own("netns", ns_name, str(k))
@@ -273,6 +292,13 @@ class Kubelet:
 
     def _exited(self, run: PodRun, c: ContainerRun) -> None:
         """A container's process ended: record it and restart it as the restart policy says."""
+        if self.terminating.get((run.key, run.uid)) is run:
+            if c.ref is not None:
+                self.kernel.exit_status(c.ref)  # reap it
+                self._ended(run, c)
+            if all(x.ref is None for x in run.containers.values()):
+                self._finalize(run)
+            return
         if c.pidfd is not None:
             self.unwatch_fd(c.pidfd)
             os.close(c.pidfd)
@@ -310,17 +336,41 @@ class Kubelet:
         return pod["spec"] if pod else {}
 
     def remove(self, k: Key) -> None:
-        """Stop the Pod's processes and delete its sandbox (root)."""
+        """Begin the Pod's termination; nothing waits for it. Its containers get SIGTERM; the
+        sandbox goes once they have ended, or when terminationGracePeriodSeconds is over
+        (then SIGKILL), as kubelet's killPod does."""
         run = self.pods.pop(k)
         if run.prober is not None:
             run.prober.close()
+        run.kill_at = time.monotonic() + run.grace
+        self.terminating[(k, run.uid)] = run
         for c in run.containers.values():
-            if c.pidfd is not None:
-                self.unwatch_fd(c.pidfd)
-                os.close(c.pidfd)
             if c.ref is not None:
-                self.kernel.stop(c.ref, grace=1.0)
-                self.store.disown("process", c.ref.to_str())
+                if c.pidfd is None:  # adopted to be torn down: not watched yet
+                    c.pidfd = self.kernel.pidfd(c.ref)
+                    if c.pidfd is None:  # already gone
+                        self._ended(run, c)
+                        continue
+                    self.watch_fd(c.pidfd, lambda r=run, c_=c: self._exited(r, c_))
+                self.kernel.terminate(c.ref)  # its pidfd reports the end: _exited
+        if all(c.ref is None for c in run.containers.values()):
+            self._finalize(run)
+
+    def _ended(self, run: PodRun, c: ContainerRun) -> None:
+        if c.pidfd is not None:
+            self.unwatch_fd(c.pidfd)
+            os.close(c.pidfd)
+            c.pidfd = None
+        if c.ref is not None:
+            self.store.disown("process", c.ref.to_str())
+            c.ref = None
+
+    def _finalize(self, run: PodRun) -> None:
+        """Every process of a terminating Pod has ended: its sandbox, files and records go (root)."""
+        k = run.key
+        self.terminating.pop((k, run.uid), None)
+        for c in run.containers.values():
+            self._ended(run, c)
         if not run.host_network:
             self.kernel.remove_sandbox(run.netns)  # and what still runs there: a command's children
             self.store.disown("netns", run.netns)
@@ -340,6 +390,7 @@ class Kubelet:
                 os.unlink(self.log_path(k, c))
             except FileNotFoundError:
                 pass
+        self.on_change()
 
     # ---- status -------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class RecordingKernel:
     etc_root: str = ""  # a test's tmp directory
     processes: dict[int, FakeProcess] = field(default_factory=dict)
     sandboxes: set[str] = field(default_factory=set)
+    ignore_term: set[int] = field(default_factory=set)  # pids that outlive a SIGTERM
     _next_pid: int = 1000
 
     def close(self) -> None:
@@ -98,6 +99,12 @@ class RecordingKernel:
     def stop(self, ref: ProcRef, grace: float) -> None:
         self.calls.append(("stop", ref.pid, grace))
         if ref.pid in self.processes:
+            self.exit(ref.pid, 143)
+
+    def terminate(self, ref: ProcRef) -> None:
+        """SIGTERM: the process ends (143) unless the test made it ignore SIGTERM."""
+        self.calls.append(("terminate", ref.pid))
+        if ref.pid in self.processes and ref.pid not in self.ignore_term:
             self.exit(ref.pid, 143)
 
     def kill(self, ref: ProcRef) -> None:

@@ -113,7 +113,9 @@ spec:
     assert after[survivor]["status"]["podIP"] == before[survivor]
     assert after[survivor]["status"]["containerStatuses"][0]["restartCount"] == 0
     assert victim not in after
-    assert not os.path.exists(f"/run/netns/nsk_{cluster.name}_pod_default_{victim}")
+    # its processes got SIGTERM; the namespace goes once they have ended
+    wait_for(lambda: not os.path.exists(f"/run/netns/nsk_{cluster.name}_pod_default_{victim}"), timeout=5,
+             what="the deleted Pod's namespace to go")
     wait_for(lambda: len(cluster.get("endpoints", "web")["subsets"][0]["addresses"]) == 2, what="2 endpoints")
     got = cluster.exec("node/node-1", "sh", "-c", "for i in $(seq 30); do curl -s --max-time 2 "
                                                   "10.96.0.2/hostname; echo; done").stdout.split()

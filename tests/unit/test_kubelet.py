@@ -100,7 +100,9 @@ def test_pods_get_distinct_addresses_and_a_removed_pod_leaves_nothing(env):
     k.sync(pods)
     ips = {p["metadata"]["name"]: status(store, p["metadata"]["name"])["podIP"] for p in pods}
     assert len(set(ips.values())) == 3
-    k.sync(pods[1:])  # p0 deleted
+    k.sync(pods[1:])  # p0 deleted: its container gets SIGTERM, and nothing waits for it
+    assert ("remove-sandbox", "nsk_nsk_pod_default_p0") not in kernel.calls
+    loop.run_ready()  # its end: now the sandbox goes
     assert ("remove-sandbox", "nsk_nsk_pod_default_p0") in kernel.calls
     assert len(kernel.running()) == 2
     assert not os.path.exists(kernel.etc_dir("nsk_nsk_pod_default_p0"))
@@ -188,6 +190,41 @@ def test_a_restarted_kubelet_adopts_the_running_pods(env, tmp_path):
     assert len(kernel.ops("sandbox")) == 2
     again.tick(time.monotonic())
     assert len(kernel.running()) == 2  # b started again
+
+
+def test_a_pod_that_ignores_sigterm_is_killed_after_its_grace_period_and_its_namesake_waits(env):
+    store, kernel, loop, k = env
+    pod = make_pod(store, "web")
+    pod["spec"]["terminationGracePeriodSeconds"] = 5
+    k.sync([pod])
+    (proc,) = kernel.running()
+    kernel.ignore_term.add(proc.ref.pid)
+    woken = []
+    k.on_change = lambda: woken.append(True)
+    k.sync([])  # deleted
+    assert ("terminate", proc.ref.pid) in kernel.calls and kernel.running()
+    again = make_pod(store, "web")  # re-created under the same name, a new uid
+    k.sync([again])
+    assert len(kernel.ops("sandbox")) == 1  # not while its namesake's namespace still exists
+    nxt = k.tick(time.monotonic())
+    assert nxt is not None and 4 < nxt - time.monotonic() <= 5
+    k.tick(time.monotonic() + 5)  # the grace period is over
+    assert ("kill", proc.ref.pid) in kernel.calls and ("remove-sandbox", "nsk_nsk_pod_default_web") in kernel.calls
+    assert woken  # the loop is told: a sync may start the namesake now
+    k.sync([again])
+    assert len(kernel.ops("sandbox")) == 2 and len(kernel.running()) == 1
+
+
+def test_a_pod_deleted_while_no_kubelet_watched_is_torn_down_on_adoption(env, tmp_path):
+    store, kernel, loop, k = env
+    k.sync([make_pod(store, "a"), make_pod(store, "b")])
+    store.delete(Key("Pod", "default", "b"))
+    again = Kubelet(k.node, k.plan, k.cfg, store, str(tmp_path), loop.watch, loop.unwatch, kernel)
+    assert again.adopt() == 1
+    loop.run_ready()  # b's process ended on its SIGTERM
+    assert ("remove-sandbox", "nsk_nsk_pod_default_b") in kernel.calls
+    assert [p.box.env["HOSTNAME"] for p in kernel.running()] == ["a"]
+    assert not [r for _, r, _ in store.owned("sandbox") if r.endswith("/b")]
 
 
 # ---- the prober on its own -------------------------------------------------------------------
