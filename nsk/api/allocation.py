@@ -35,7 +35,7 @@ def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConf
     ref = f"{meta['namespace']}/{meta['name']}"
     ips, ports = _used(services, (meta["namespace"], meta["name"]))
     errors: list[FieldError] = []
-    net = ipaddress.IPv4Network(cfg.service_subnet)
+    net = ipaddress.ip_network(cfg.service_subnet)
     stype = spec.get("type", "ClusterIP")
     old_spec = (old or {}).get("spec") or {}
 
@@ -54,7 +54,7 @@ def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConf
         elif want not in (None, ""):
             reserved = {str(net.network_address + 1): "the kubernetes Service",
                         cfg.dns_cluster_ip: "the cluster DNS Service (kube-dns)"}
-            if ipaddress.IPv4Address(want) not in net or want in (str(net.network_address),
+            if ipaddress.ip_address(want) not in net or want in (str(net.network_address),
                                                                   str(net.broadcast_address)):
                 errors.append(invalid("spec.clusterIP", want, f"provided IP is not in the valid range. "
                                                               f"The range of valid IPs is {cfg.service_subnet}"))

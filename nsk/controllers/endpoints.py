@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 from nsk.api.objects import matches
-from nsk.api.types import Pod
+from nsk.api.types import IPV4, Pod, family
 
 MANAGED_BY = "endpoints.kubernetes.io/managed-by"
 CONTROLLER = "endpoint-controller"
@@ -63,7 +63,7 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
         sub = {}
         for k in ("addresses", "notReadyAddresses"):
             if g[k]:
-                sub[k] = sorted(g[k], key=lambda a: ipaddress.IPv4Address(a["ip"]))
+                sub[k] = sorted(g[k], key=lambda a: ipaddress.ip_address(a["ip"]))
         if g["ports"]:
             sub["ports"] = g["ports"]
         subsets.append(sub)
@@ -106,7 +106,8 @@ def endpoint_slice(ep: dict) -> dict:
                          "labels": {"kubernetes.io/service-name": meta["name"],
                                     "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
                          "creationTimestamp": meta.get("creationTimestamp")},
-            "addressType": "IPv4", "endpoints": endpoints, "ports": ports}
+            "addressType": family(endpoints[0]["addresses"][0]) if endpoints else IPV4,
+            "endpoints": endpoints, "ports": ports}
 
 
 class EndpointsController:

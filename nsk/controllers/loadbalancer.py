@@ -15,7 +15,7 @@ def assign(services: list[dict], pool: str) -> list[tuple[dict, dict]]:
     An address already given stays; `spec.loadBalancerIP` is honoured when it lies in the
     pool and is free (a cloud ignores one it cannot give); else the first free address.
     """
-    net = ipaddress.IPv4Network(pool)
+    net = ipaddress.ip_network(pool)
     taken = {}
     for s in services:
         for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
@@ -35,7 +35,7 @@ def assign(services: list[dict], pool: str) -> list[tuple[dict, dict]]:
         ip = None
         if want:
             try:
-                if ipaddress.IPv4Address(want) in net and taken.get(want, s) is s:
+                if ipaddress.ip_address(want) in net and taken.get(want, s) is s:
                     ip = want
             except ValueError:
                 pass
@@ -62,7 +62,7 @@ def router_routes(ports: list[ServicePort], nodes: dict[str, str]) -> dict[str, 
             hops = local or hops
         for ip in sp.external_ips + sp.lb_ips:
             routes.setdefault(ip, set()).update(hops)
-    return {ip: tuple(sorted(h, key=ipaddress.IPv4Address)) for ip, h in routes.items()}
+    return {ip: tuple(sorted(h, key=ipaddress.ip_address)) for ip, h in routes.items()}
 
 
 class LoadBalancerController:

@@ -76,7 +76,7 @@ def _dashed(ip: str) -> str:
 
 
 def _reverse(ip: str) -> str:
-    return ipaddress.IPv4Address(ip).reverse_pointer + "."
+    return ipaddress.ip_address(ip).reverse_pointer + "."
 
 
 def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str, ttl: int = 5,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
+from typing import Callable, TypeVar
 
 RUN_DIR = "/run/netns"
 ETC_DIR = "/etc/netns"
@@ -24,6 +26,9 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
+SIOCGSKNS = 0x894C  # linux/sockios.h: the network namespace of a socket, as an fd
+
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
@@ -76,8 +81,13 @@ def _prepare_run_dir() -> None:
         mount("none", RUN_DIR, None, MS_SHARED | MS_REC)
 
 
-def create(name: str) -> None:
-    """Create the named network namespace (root). Raises FileExistsError if the name is taken."""
+def create(name: str, inside: Callable[[], T] | None = None) -> T | None:
+    """Create the named network namespace (root). Raises FileExistsError if the name is taken.
+
+    `inside`, if given, runs while the thread is still in the new namespace (once it is
+    mounted): a socket it opens belongs to that namespace, without entering it again. Its
+    result is returned; if it raises, the namespace is removed again.
+    """
     target = path(name)
     try:
         fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
@@ -88,14 +98,19 @@ def create(name: str) -> None:
     if not os.path.ismount(RUN_DIR):
         _prepare_run_dir()
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    mounted = False
     try:
         unshare(CLONE_NEWNET)
         try:
             mount("/proc/thread-self/ns/net", target, "none", MS_BIND)
+            mounted = True
+            return inside() if inside is not None else None
         finally:
             setns(own)
-    except OSError:
+    except BaseException:
         with contextlib.suppress(OSError):
+            if mounted:
+                umount(target)
             os.unlink(target)
         raise
     finally:
@@ -124,8 +139,18 @@ def remove(name: str) -> bool:
 @contextlib.contextmanager
 def entered(name: str):
     """Run the block with the calling thread in the named namespace (root)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     fd = os.open(path(name), os.O_RDONLY)
+    try:
+        with entered_fd(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def entered_fd(fd: int):
+    """Run the block with the calling thread in the namespace `fd` refers to (root)."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         setns(fd)
         try:
@@ -133,8 +158,34 @@ def entered(name: str):
         finally:
             setns(own)
     finally:
-        os.close(fd)
         os.close(own)
+
+
+def of_socket(fd: int) -> int:
+    """A new fd for the network namespace the socket `fd` belongs to (SIOCGSKNS, root)."""
+    return fcntl.ioctl(fd, SIOCGSKNS)
+
+
+def name_of_socket(fd: int) -> str | None:
+    """The name under RUN_DIR of the namespace the socket `fd` belongs to, if it has one
+    (a scan: for error messages, not for hot paths)."""
+    ns_fd = of_socket(fd)
+    try:
+        st = os.fstat(ns_fd)
+    finally:
+        os.close(ns_fd)
+    try:
+        names = sorted(os.listdir(RUN_DIR))
+    except FileNotFoundError:
+        return None
+    for name in names:
+        try:
+            other = os.stat(path(name))
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return name
+    return None
 
 
 def inode(name: str) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from nsk.kernel import links, netns
+from nsk.kernel import links, netns, rtnl
 from nsk.net.plan import NODE_BRIDGE, POD_IFNAME, ClusterPlan
 
 Own = Callable[[str, str], None]
@@ -69,22 +69,46 @@ def pod_sandbox(node_route, bridge_index: int, pod_netns: str, veth: str, ip: st
     """A Pod's network namespace: eth0 with ip/32, an on-link route to the node's gateway,
     the default route through it; the node end of the veth up on cbr0 (root).
 
-    Six netlink requests in all: this is most of what a Pod costs.
+    `node_route` is any socket in the node's namespace (the kubelet's pyroute2 IPRoute):
+    only its namespace is used. This is most of what a Pod costs, so it takes the raw
+    rtnetlink path (kernel/rtnl.py, which says why): one batch on a socket in the node's
+    namespace (the veth pair, its peer made directly in the Pod's namespace as eth0, and a
+    lookup of the peer's index), then one batch on a socket opened inside the new namespace
+    while it is being made (lo up, eth0 up, the address, the two routes). A failure raises
+    rtnl.NetlinkError (an OSError); the caller removes the namespace, and the veth with it.
     """
-    netns.create(pod_netns)
-    fd = os.open(netns.path(pod_netns), os.O_RDONLY)
+    def inside() -> tuple[rtnl.Socket, int]:
+        sock = rtnl.Socket(pod_netns)
+        try:
+            return sock, os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            sock.close()
+            raise
+
+    pod, pod_fd = netns.create(pod_netns, inside)
     try:
-        node_route.link("add", ifname=veth, kind="veth", master=bridge_index, state="up",
-                        peer={"ifname": POD_IFNAME, "net_ns_fd": fd})
+        node_fd = netns.of_socket(node_route.fileno())
+        try:
+            with netns.entered_fd(node_fd):
+                node = rtnl.Socket()
+        finally:
+            os.close(node_fd)
+        with node:
+            node.where = lambda: netns.name_of_socket(node.fileno()) or "the node's namespace"
+            add = rtnl.veth_add(veth, POD_IFNAME, pod_fd, master=bridge_index)
+            add = add._replace(what=f"{add.what} (peer {POD_IFNAME} in {pod_netns})")
+            _, (link,) = node.transact([add, rtnl.link_get(veth)])
+        eth0 = rtnl.link_peer_index(link.payload)
+        pod.transact([
+            rtnl.link_up(LOOPBACK_INDEX, "lo"),
+            rtnl.link_up(eth0, POD_IFNAME),
+            rtnl.addr_add(eth0, POD_IFNAME, ip, 32),
+            rtnl.route_add(f"{gateway}/32", oif=eth0, name=POD_IFNAME, scope=RT_SCOPE_LINK),
+            rtnl.route_add("0.0.0.0/0", gateway=gateway),
+        ])
     finally:
-        os.close(fd)
-    with links.ipr(pod_netns) as r:
-        r.link("set", index=LOOPBACK_INDEX, state="up")
-        idx = r.link("get", ifname=POD_IFNAME)[0]["index"]
-        r.link("set", index=idx, state="up")
-        r.addr("add", index=idx, address=ip, prefixlen=32)
-        links.route_add(r, f"{gateway}/32", oif=idx, scope=RT_SCOPE_LINK)
-        links.route_add(r, "0.0.0.0/0", gateway=gateway)
+        pod.close()
+        os.close(pod_fd)
 
 
 def router_routes(wire_netns: str, want: dict[str, tuple[str, ...]], have: dict[str, tuple[str, ...]]) -> None:

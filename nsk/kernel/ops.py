@@ -92,10 +92,11 @@ class Kernel:
     def kill(self, ref: ProcRef) -> None:
         process.kill(ref)
 
-    def probe_socket(self, ns: str) -> socket.socket:
-        """A non-blocking TCP socket of the namespace `ns` (kubelet probes from the node)."""
+    def probe_socket(self, ns: str, host: str) -> socket.socket:
+        """A non-blocking TCP socket of the namespace `ns` for `host`'s family (kubelet probes from the node)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with netns.entered(ns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         return sock
 

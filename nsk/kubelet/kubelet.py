@@ -71,7 +71,7 @@ class Kubelet:
         self.pods: dict[Key, PodRun] = {}
         self.terminating: dict[tuple[Key, str], PodRun] = {}  # (key, uid): deleted, processes ending
         self.on_change: Callable[[], None] = lambda: None  # a Pod finished terminating: a sync may start it anew
-        self.cidr = ipaddress.IPv4Network(node.pod_cidr)
+        self.cidr = ipaddress.ip_network(node.pod_cidr)
         self._cursor = 1  # host-local IPAM: the next address after the last one given out
         try:
             with open("/etc/resolv.conf") as f:
@@ -132,7 +132,7 @@ class Kubelet:
                                     lambda kind, cname, ok, r=run: self._probe_changed(r, kind, cname, ok))
             self.pods[k] = run
             if not run.host_network:
-                self._cursor = max(self._cursor, int(ipaddress.IPv4Address(run.ip)) - int(self.cidr.network_address))
+                self._cursor = max(self._cursor, int(ipaddress.ip_address(run.ip)) - int(self.cidr.network_address))
             adopted += 1
         return adopted
 

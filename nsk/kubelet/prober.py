@@ -120,7 +120,7 @@ class Prober:
             self._result(s, False, f"port {action['port']} is not a port of container {s.container}")
             return
         host = action.get("host") or self.pod_ip
-        sock = self.kernel.probe_socket(self.node_netns)  # kubelet probes from the node
+        sock = self.kernel.probe_socket(self.node_netns, host)  # kubelet probes from the node
         err = sock.connect_ex((host, port))
         if err not in (0, errno.EINPROGRESS):
             sock.close()

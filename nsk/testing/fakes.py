@@ -115,10 +115,10 @@ class RecordingKernel:
     def running(self) -> list[FakeProcess]:
         return [p for p in self.processes.values() if p.code is None]
 
-    def probe_socket(self, ns: str) -> socket.socket:
+    def probe_socket(self, ns: str, host: str) -> socket.socket:
         """A socket of the test's own namespace: probes reach a server the test runs on 127.0.0.1."""
         self.calls.append(("probe-socket", ns))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         return sock
 
