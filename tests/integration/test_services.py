@@ -363,3 +363,26 @@ def test_expose_headless_and_type_changes(cluster):
     cluster.apply(service("db", type="ExternalName", externalName="my.database.example.com", selector=None,
                           ports=None))
     wait_for(lambda: "default/db" not in cluster.nsk("rules", "--node", "node-1").stdout, what="db's rules to go")
+
+
+def test_a_restore_the_kernel_refuses_is_an_event_and_a_retry_not_a_dead_control_plane(cluster):
+    """A person's own rule that jumps to a Service's chain keeps kube-proxy from deleting it
+    (iptables-restore fails: the chain is in use). kube-proxy logs and retries; nsk says it
+    on the node and retries, and everything else keeps working."""
+    cluster.up(CLUSTER.format(replicas=1) + service("web") + service("other"))
+    web_chains = [line.split()[-1] for line in cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout.splitlines()
+                  if line.startswith("-A KUBE-SERVICES") and "default/web cluster IP" in line]
+    chain = web_chains[0]
+    cluster.exec("node/node-1", "iptables", "-t", "nat", "-I", "OUTPUT", "-d", "192.0.2.99", "-j", chain)
+    cluster.nsk("delete", "svc", "web")
+    wait_for(lambda: "FailedSync" in cluster.nsk("describe", "node", "node-1").stdout, timeout=10,
+             what="the refused restore to show on the node")
+    assert "running (pid" in cluster.nsk("status").stdout
+    # the control plane goes on: a new Service is served on node-2 at once, and on node-1
+    # once the person's rule is gone and a retry has written every chain
+    cluster.apply(service("new"))
+    new_ip = cluster.get("svc", "new")["spec"]["clusterIP"]
+    cluster.exec("node/node-1", "iptables", "-t", "nat", "-D", "OUTPUT", "-d", "192.0.2.99", "-j", chain)
+    wait_for(lambda: chain not in cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout, timeout=40,
+             what="the retry to delete the chain")
+    assert hits(cluster, "node/node-1", new_ip, 3) == [next(iter(pod_names(cluster)))] * 3
