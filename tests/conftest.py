@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -21,6 +22,47 @@ def run_nsk(*args: str, input: str | None = None, check: bool = True, timeout: f
     if check and proc.returncode != 0:
         raise AssertionError(f"nsk {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# ---- shared by the integration tests ------------------------------------------------------
+
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx
+        ports:
+        - containerPort: 80
+"""
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    """Poll `predicate` until it returns a true value (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def running(pods):
+    return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
+            and all(c["ready"] for c in p["status"].get("containerStatuses", []))]
+
 
 
 class Cluster:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.integration.test_foundation import WEB, running, wait_for
+from tests.conftest import WEB, running, wait_for
 
 pytestmark = pytest.mark.root
 

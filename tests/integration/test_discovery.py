@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_foundation import WEB, running, wait_for
+from tests.conftest import WEB, running, wait_for
 
 pytestmark = pytest.mark.root
 

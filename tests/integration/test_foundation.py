@@ -5,51 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 
-from tests.conftest import run_nsk
+from tests.conftest import WEB, run_nsk, running, wait_for
 
 pytestmark = pytest.mark.root
-
-WEB = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      containers:
-      - name: web
-        image: nginx
-        ports:
-        - containerPort: 80
-"""
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll `predicate` until it returns a true value (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def running(pods):
-    return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
-            and all(c["ready"] for c in p["status"].get("containerStatuses", []))]
-
 
 def answer(text: str) -> dict:
     """The built-in server's `key: value` lines as a dict."""

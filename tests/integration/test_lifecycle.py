@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.test_foundation import WEB, wait_for
+from tests.conftest import WEB, wait_for
 
 pytestmark = pytest.mark.root
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.test_foundation import wait_for
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.root
 
