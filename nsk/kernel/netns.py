@@ -108,9 +108,10 @@ def create(name: str, inside: Callable[[], T] | None = None) -> T | None:
         finally:
             setns(own)
     except BaseException:
-        with contextlib.suppress(OSError):
-            if mounted:
+        if mounted:
+            with contextlib.suppress(OSError):
                 umount(target)
+        with contextlib.suppress(OSError):
             os.unlink(target)
         raise
     finally:
@@ -204,27 +205,3 @@ def sysctl(name: str, key: str, value: str) -> None:
     with entered(name):
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
             f.write(value)
-
-
-def write_etc(name: str, files: dict[str, str]) -> str:
-    """Write /etc/netns/NAME/<file> (resolv.conf, hosts), which `ip netns exec` and nsk
-    bind-mount over /etc inside the namespace. Returns the directory."""
-    d = os.path.join(ETC_DIR, name)
-    os.makedirs(d, exist_ok=True)
-    for fname, text in files.items():
-        tmp = os.path.join(d, f".{fname}.tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(d, fname))
-    return d
-
-
-def remove_etc(name: str) -> None:
-    d = os.path.join(ETC_DIR, name)
-    if not os.path.isdir(d):
-        return
-    for fname in os.listdir(d):
-        os.unlink(os.path.join(d, fname))
-    os.rmdir(d)
-    with contextlib.suppress(OSError):
-        os.rmdir(ETC_DIR)  # only if empty: other tools may keep entries there

@@ -6,6 +6,7 @@ Each kernel object is recorded through `own(kind, name)` *before* it is made, so
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Callable
 
@@ -65,18 +66,33 @@ def build(p: ClusterPlan, own: Own) -> None:
                 links.route_add(r, "0.0.0.0/0", gateway=p.router_ext_ip)
 
 
-def pod_sandbox(node_route, bridge_index: int, pod_netns: str, veth: str, ip: str, gateway: str) -> None:
+def node_socket(node_netns: str) -> tuple[rtnl.Socket, int]:
+    """A raw rtnetlink socket in the node's namespace and the index of its Pod bridge, for
+    pod_sandbox (root); opened once a node."""
+    with netns.entered(node_netns):
+        sock = rtnl.Socket(node_netns)
+    try:
+        (answer,) = sock.transact([rtnl.link_get(NODE_BRIDGE)])
+        return sock, rtnl.link_index(answer, NODE_BRIDGE)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def pod_sandbox(node: rtnl.Socket, bridge_index: int, pod_netns: str, veth: str, ip: str, gateway: str) -> None:
     """A Pod's network namespace: eth0 with ip/32, an on-link route to the node's gateway,
     the default route through it; the node end of the veth up on cbr0 (root).
 
-    `node_route` is any socket in the node's namespace (the kubelet's pyroute2 IPRoute):
-    only its namespace is used. This is most of what a Pod costs, so it takes the raw
-    rtnetlink path (kernel/rtnl.py, which says why): one batch on a socket in the node's
-    namespace (the veth pair, its peer made directly in the Pod's namespace as eth0, and a
-    lookup of the peer's index), then one batch on a socket opened inside the new namespace
-    while it is being made (lo up, eth0 up, the address, the two routes). A failure raises
-    rtnl.NetlinkError (an OSError); the caller removes the namespace, and the veth with it.
+    `node` is a socket in the node's namespace (node_socket). This is most of what a Pod
+    costs, so it takes the raw rtnetlink path (kernel/rtnl.py, which says why): one batch
+    on the node's socket (the veth pair, its peer made directly in the Pod's namespace as
+    eth0, and a lookup of the peer's index), then one batch on a socket opened inside the
+    new namespace while it is being made (lo up, eth0 up, the address, the two routes). A
+    failure raises rtnl.NetlinkError (an OSError); the caller removes the namespace, and
+    the veth with it.
     """
+    ipaddress.IPv4Address(ip), ipaddress.IPv4Address(gateway)  # a bad address fails before anything is made
+
     def inside() -> tuple[rtnl.Socket, int]:
         sock = rtnl.Socket(pod_netns)
         try:
@@ -87,18 +103,10 @@ def pod_sandbox(node_route, bridge_index: int, pod_netns: str, veth: str, ip: st
 
     pod, pod_fd = netns.create(pod_netns, inside)
     try:
-        node_fd = netns.of_socket(node_route.fileno())
-        try:
-            with netns.entered_fd(node_fd):
-                node = rtnl.Socket()
-        finally:
-            os.close(node_fd)
-        with node:
-            node.where = lambda: netns.name_of_socket(node.fileno()) or "the node's namespace"
-            add = rtnl.veth_add(veth, POD_IFNAME, pod_fd, master=bridge_index)
-            add = add._replace(what=f"{add.what} (peer {POD_IFNAME} in {pod_netns})")
-            _, (link,) = node.transact([add, rtnl.link_get(veth)])
-        eth0 = rtnl.link_peer_index(link.payload)
+        add = rtnl.veth_add(veth, POD_IFNAME, pod_fd, master=bridge_index)
+        add = add._replace(what=f"{add.what} (peer {POD_IFNAME} in {pod_netns})")
+        _, answer = node.transact([add, rtnl.link_get(veth)])
+        eth0 = rtnl.link_peer_index(answer, veth)
         pod.transact([
             rtnl.link_up(LOOPBACK_INDEX, "lo"),
             rtnl.link_up(eth0, POD_IFNAME),

@@ -15,9 +15,8 @@ import subprocess
 from typing import Callable
 
 from nsk.errors import KernelError, NskError
-from nsk.kernel import iptables, links, netns, network, process
+from nsk.kernel import iptables, netns, network, process
 from nsk.kernel.process import ProcRef, Sandbox
-from nsk.net.plan import NODE_BRIDGE
 
 
 def _errno_name(e: BaseException) -> str:
@@ -33,7 +32,7 @@ class Kernel:
     etc_root = netns.ETC_DIR  # where a Pod's resolv.conf and hosts live, as `ip netns exec` expects
 
     def __init__(self):
-        self._nodes: dict[str, tuple[object, int]] = {}  # node netns -> (netlink socket, cbr0's index)
+        self._nodes: dict[str, tuple[object, int]] = {}  # node netns -> (rtnetlink socket, cbr0's index)
 
     def close(self) -> None:
         for route, _ in self._nodes.values():
@@ -46,10 +45,9 @@ class Kernel:
         """The Pod's network namespace wired to its node's bridge (network.pod_sandbox)."""
         try:
             if node_netns not in self._nodes:
-                route = links.open_route(node_netns)
-                self._nodes[node_netns] = (route, links.index(route, NODE_BRIDGE))
-            route, bridge = self._nodes[node_netns]
-            network.pod_sandbox(route, bridge, pod_netns, veth, ip, gateway)
+                self._nodes[node_netns] = network.node_socket(node_netns)
+            node, bridge = self._nodes[node_netns]
+            network.pod_sandbox(node, bridge, pod_netns, veth, ip, gateway)
         except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is not an OSError
             raise KernelError(pod_netns, "create the Pod sandbox", _errno_name(e), str(e),
                               "the kubelet removes what was made and tries again on its next sync") from e

@@ -1,0 +1,149 @@
+"""A Pod's sandbox made by network.pod_sandbox (the raw rtnetlink path), with real packets (root).
+
+Every namespace here is the test's own (nskperf_<random>_...): a node with cbr0, as
+network.build makes it, and Pods on it. All of them are removed at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import uuid
+
+import pytest
+
+from nsk.kernel import links, netns, network, rtnl
+from tests.conftest import needs_root
+
+pytestmark = pytest.mark.root
+
+GATEWAY = "10.244.1.1"
+
+
+@pytest.fixture
+def made():
+    """Names of the namespaces the test makes (recorded before making them); all removed after."""
+    needs_root()
+    names: list[str] = []
+    try:
+        yield names
+    finally:
+        for name in reversed(names):
+            netns.remove(name)
+
+
+@pytest.fixture
+def node(made):
+    """A node namespace with cbr0 (GATEWAY/24) that forwards; its rtnetlink socket, as the kernel adapter has it."""
+    prefix = f"nskperf_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_node"
+    made.append(name)
+    netns.create(name)
+    with links.ipr(name) as r:
+        links.lo_up(r)
+        links.bridge(r, "cbr0", GATEWAY, 24)
+    for key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.send_redirects", "net.ipv4.conf.cbr0.send_redirects"):
+        netns.sysctl(name, key, "1" if key.endswith("forward") else "0")
+    sock, bridge_index = network.node_socket(name)
+    route = links.open_route(name)  # pyroute2, to look at what was made
+    try:
+        yield Node(name, prefix, sock, bridge_index, made, route)
+    finally:
+        sock.close()
+        route.close()
+
+
+class Node:
+    def __init__(self, name, prefix, sock, bridge_index, made, route):
+        self.name, self.prefix, self.sock, self.bridge_index, self.made = name, prefix, sock, bridge_index, made
+        self.route = route
+
+    def pod(self, n: int, veth: str | None = None) -> str:
+        """Pod n: namespace <prefix>_pod<n>, IP 10.244.1.<n+1>, node end veth<prefix hex><n>."""
+        name = f"{self.prefix}_pod{n}"
+        self.made.append(name)
+        network.pod_sandbox(self.sock, self.bridge_index, name, veth or self.veth(n), f"10.244.1.{n + 1}", GATEWAY)
+        return name
+
+    def veth(self, n: int) -> str:
+        return f"v{self.prefix[-8:]}{n}"
+
+
+def ping(ns: str, ip: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", ip],
+                          capture_output=True, text=True, timeout=10)
+
+
+def test_pods_reach_the_gateway_and_each_other_through_the_node(node):
+    a, b = node.pod(1), node.pod(2)
+    for src, dst in ((a, GATEWAY), (a, "10.244.1.3"), (b, "10.244.1.2")):
+        p = ping(src, dst)
+        assert p.returncode == 0, f"ping {dst} from {src}:\n{p.stdout}{p.stderr}"
+
+
+def test_the_sandbox_is_what_the_design_says(node):
+    pod = node.pod(1)
+    with links.ipr(pod) as r:
+        lo = r.link("get", index=1)[0]
+        eth0 = r.link("get", ifname="eth0")[0]
+        assert lo["flags"] & 1 and eth0["flags"] & 1  # IFF_UP
+        assert eth0.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND") == "veth"
+        addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in r.get_addr(family=2, index=eth0["index"])]
+        assert addrs == [("10.244.1.2", 32)]
+        routes = {(rt.get_attr("RTA_DST"), rt["dst_len"]): rt for rt in r.get_routes(family=2, table=254)}
+        assert set(routes) == {(GATEWAY, 32), (None, 0)}
+        onlink = routes[(GATEWAY, 32)]
+        assert onlink["scope"] == 253 and onlink.get_attr("RTA_OIF") == eth0["index"]
+        assert routes[(None, 0)].get_attr("RTA_GATEWAY") == GATEWAY
+    end = node.route.link("get", ifname=node.veth(1))[0]
+    assert end.get_attr("IFLA_MASTER") == node.bridge_index
+    assert end["flags"] & 1
+    assert end.get_attr("IFLA_LINK") == eth0["index"]
+
+
+def test_a_netlink_error_is_an_oserror_naming_the_request_and_namespaces(node):
+    node.pod(1)
+    with pytest.raises(OSError) as info:
+        node.pod(2, veth=node.veth(1))  # the node end's name is taken
+    e = info.value
+    assert isinstance(e, rtnl.NetlinkError) and e.errno == errno.EEXIST
+    assert str(e).startswith(f"RTM_NEWLINK {node.veth(1)} (peer eth0 in {node.prefix}_pod2) in {node.name}: "
+                             "EEXIST (File exists)"), str(e)
+    # what the kubelet does then: remove the namespace; the Pod can be made again
+    netns.remove(f"{node.prefix}_pod2")
+    node.made.remove(f"{node.prefix}_pod2")
+    pod = node.pod(2)
+    assert ping(pod, GATEWAY).returncode == 0
+
+
+def test_a_batch_reports_its_first_failure_and_the_socket_goes_on(node, made):
+    name = f"{node.prefix}_raw"
+    made.append(name)
+    s = netns.create(name, lambda: rtnl.Socket(name))
+    with s:
+        with pytest.raises(rtnl.NetlinkError) as info:
+            s.transact([rtnl.link_up(1, "lo"), rtnl.link_up(4242, "eth9"), rtnl.route_add("0.0.0.0/0", gateway="10.9.9.9")])
+        assert info.value.errno == errno.ENODEV
+        assert str(info.value).startswith(f"RTM_NEWLINK eth9 up in {name}: ENODEV (No such device)")
+        # every answer of the failed batch was read: the next batch gets its own
+        (answer,) = s.transact([rtnl.link_get("lo")])
+        assert len(answer) == 1 and answer[0].type == rtnl.RTM_NEWLINK
+
+
+def test_a_taken_namespace_name_fails_before_any_interface_is_made(node):
+    pod = node.pod(1)
+    with pytest.raises(FileExistsError):
+        network.pod_sandbox(node.sock, node.bridge_index, pod, node.veth(9), "10.244.1.10", GATEWAY)
+    assert not node.route.link_lookup(ifname=node.veth(9))
+
+
+def test_create_removes_the_namespace_when_inside_fails(made):
+    name = f"nskperf_{uuid.uuid4().hex[:8]}_inside"
+    made.append(name)
+
+    def inside():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        netns.create(name, inside)
+    assert not netns.exists(name)
