@@ -74,6 +74,7 @@ class ControlPlane:
         self.proxies: ProxyManager | None = None
         self.router_have: dict[str, tuple[str, ...]] = {}
         self._seen_rev = -1
+        self._unsettled = False  # the controllers stopped before they rested: the next pass takes everything
         self._kicked = False  # a restore or a Pod's termination ended: what waited for it may go on
 
     def _watch(self, fd: int, callback, events: int = selectors.EVENT_READ) -> None:
@@ -175,7 +176,7 @@ class ControlPlane:
                 self._seen_rev == self.informer.revision:
             return
         self._kicked = False
-        self._settle()
+        self._settle(None if force else changed)
         # Services first: a deleted or unready Pod leaves the rules before the kubelets
         # spend time tearing down and starting Pods; then again for what they changed.
         self._services_pass()
@@ -194,8 +195,7 @@ class ControlPlane:
                 kubelet.sync(by_node[name], remove=remove)
             except Exception:  # noqa: BLE001 - one node's failure must not stop the others
                 log.exception("kubelet %s: sync failed", name)
-        self.informer.sync()
-        self._settle()
+        self._settle(self.informer.sync())
         if self.informer.revision != first:
             self._services_pass()
         self._seen_rev = self.informer.revision
@@ -205,12 +205,17 @@ class ControlPlane:
             if self.store.get_meta("synced") != synced:
                 self.store.set_meta("synced", synced)
 
-    def _settle(self) -> None:
-        """Run the controllers until they write nothing more (bounded)."""
+    def _settle(self, changed: set | None) -> None:
+        """Run the controllers on what changed until they write nothing more (bounded; what
+        is left then is taken whole on the next pass)."""
+        if self._unsettled:
+            changed = None
         for _ in range(MAX_ROUNDS):
-            if not self.controllers.run(Snapshot(self.informer)):
+            if not self.controllers.run(Snapshot(self.informer, changed)):
+                self._unsettled = False
                 return
-            self.informer.sync()
+            changed = self.informer.sync()
+        self._unsettled = True
 
     def _services_pass(self) -> None:
         if self.proxies is None:

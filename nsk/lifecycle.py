@@ -18,6 +18,7 @@ from nsk.apiserver.server import SYSTEM_NAMESPACES, APIServer, namespace_object,
 from nsk.errors import NskError
 from nsk.net.plan import ClusterPlan, plan
 from nsk.store import RUN_ROOT, Store, cluster_dir
+from nsk.store.informer import Informer
 
 Progress = Callable[..., None]  # (stage, text, final=True): final = the stage is done
 
@@ -156,6 +157,7 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
     progress("control-plane", f"control plane started (pid {child.pid})")
 
     expected = _expected_pods(m)
+    pods, up_keys = Informer(store, ("Pod",)), set()
     limit = timeout if timeout is not None else 60 + 0.2 * expected
     network_done, last = False, None
     while True:
@@ -167,18 +169,23 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
             network_done = True
             hosts = f"{len(p.hosts)} external host" + ("" if len(p.hosts) == 1 else "s")
             progress("network", f"network: {len(p.nodes)} nodes, {hosts}")
-        pods = store.list("Pod")
-        running = sum(1 for pod in pods if _pod_up(pod))
-        if network_done and (running, len(pods)) != last:
-            last = (running, len(pods))
+        for k in pods.sync():  # what changed since the last look, not the whole list again
+            obj = pods.get(k.kind, k.namespace, k.name)
+            if obj is not None and _pod_up(obj):
+                up_keys.add(k)
+            else:
+                up_keys.discard(k)
+        running, total = len(up_keys), len(pods.list("Pod"))
+        if network_done and (running, total) != last:
+            last = (running, total)
             progress("pods", f"pods: {running}/{expected} running", final=running >= expected)
-        if network_done and running >= expected and len(pods) >= expected:
+        if network_done and running >= expected and total >= expected:
             rev = store.revision()
             synced = store.get_meta("synced") or 0
             if synced >= rev:  # endpoints and proxy rules have caught up with the running Pods
                 break
         if time.monotonic() - t0 > limit:
-            waiting = [str(key(pod)) for pod in pods if not _pod_up(pod)][:5]
+            waiting = [str(key(pod)) for pod in pods.list("Pod") if not _pod_up(pod)][:5]
             raise NskError(f'cluster "{name}": only {running} of {expected} Pods running after {limit:.0f} s '
                            f"(waiting: {', '.join(waiting)}); see `nsk get pods --cluster {name}` and "
                            f"{os.path.join(d, 'control-plane.log')}")

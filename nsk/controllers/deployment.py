@@ -141,7 +141,30 @@ class DeploymentController:
             if st != d.get("status"):
                 writes.append(Status(Key("Deployment", d["metadata"]["namespace"], d["metadata"]["name"]), st))
             return writes
-        return each(snap.list("Deployment"), one, "FailedSync")
+        return each(_affected(snap), one, "FailedSync")
+
+
+def _affected(snap) -> list[dict]:
+    """The Deployments a change touches: itself, or the owner of a changed Pod (all of the
+    namespace's when a Pod is gone and its owner unknown)."""
+    if snap.changed is None:
+        return snap.list("Deployment")
+    by_uid = {d["metadata"]["uid"]: d for d in snap.list("Deployment")}
+    out: dict[str, dict] = {}
+    for k in snap.changed_kinds("Deployment", "Pod"):
+        if k.kind == "Deployment":
+            d = snap.get("Deployment", k.namespace, k.name)
+            if d is not None:
+                out[d["metadata"]["uid"]] = d
+            continue
+        pod = snap.get("Pod", k.namespace, k.name)
+        if pod is None:
+            out.update({d["metadata"]["uid"]: d for d in snap.list("Deployment", k.namespace)})
+            continue
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("uid") in by_uid:
+                out[ref["uid"]] = by_uid[ref["uid"]]
+    return list(out.values())
 
 
 class GarbageCollector:

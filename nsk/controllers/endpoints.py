@@ -133,12 +133,41 @@ class EndpointsController:
             if have is not None and _same(have, obj):
                 return []
             return [Put(obj)]
-        out = each(snap.list("Service"), one, "FailedToUpdateEndpoint")
-        for e in snap.list("Endpoints"):
+        names = _affected(snap)
+        if names is None:
+            services, endpoints = snap.list("Service"), snap.list("Endpoints")
+        else:
+            services = [s for ns, n in names if (s := snap.get("Service", ns, n)) is not None]
+            endpoints = [e for ns, n in names if (e := snap.get("Endpoints", ns, n)) is not None]
+        out = each(services, one, "FailedToUpdateEndpoint")
+        for e in endpoints:
             ns, name = e["metadata"]["namespace"], e["metadata"]["name"]
             if (ns, name) not in want_keys and (e["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
                 out.append(Delete(Key("Endpoints", ns, name), e["metadata"]["resourceVersion"]))
         return out
+
+
+def _affected(snap) -> set[tuple[str, str]] | None:
+    """The (namespace, name) of the Services a change touches (None: every one): a changed
+    Service or Endpoints; for a changed Pod, the Services that select it now and those whose
+    Endpoints list it (it left them, or is gone)."""
+    if snap.changed is None:
+        return None
+    out: set[tuple[str, str]] = set()
+    for k in snap.changed_kinds("Service", "Endpoints", "Pod"):
+        if k.kind != "Pod":
+            out.add((k.namespace, k.name))
+            continue
+        out.update((k.namespace, n) for n in snap.endpoints_of_pod(k.namespace, k.name))
+        pod = snap.get("Pod", k.namespace, k.name)
+        if pod is None:
+            continue
+        labels = pod["metadata"].get("labels") or {}
+        for svc in snap.services_in(k.namespace):
+            sel = svc["spec"].get("selector")
+            if sel and matches({"matchLabels": sel}, labels):
+                out.add((k.namespace, svc["metadata"]["name"]))
+    return out
 
 
 def _same(have: dict, want: dict) -> bool:

@@ -75,12 +75,48 @@ def target(w: Write) -> Key:
 
 class Snapshot:
     """The objects at one revision (an informer's cache), with the typed views and indexes
-    controllers share. Read-only: a controller copies an object before changing it."""
+    controllers share. Read-only: a controller copies an object before changing it.
 
-    def __init__(self, informer, revision: int | None = None):
+    `changed`: the keys written since the controllers last ran (a workqueue's keys, merged);
+    None means everything (the first run, a resync, a controller that missed changes while
+    it backed off). A controller may reconcile only what those keys touch."""
+
+    def __init__(self, informer, changed: frozenset[Key] | set[Key] | None = None):
         self._inf = informer
-        self.revision = informer.revision if revision is None else revision
+        self.revision = informer.revision
+        self.changed = None if changed is None else frozenset(changed)
         self._pods_by_ns: dict[str, list[dict]] | None = None
+        self._services_by_ns: dict[str, list[dict]] | None = None
+        self._endpoints_of_pod: dict[tuple[str, str], set[str]] | None = None
+
+    def everything(self) -> "Snapshot":
+        """The same objects, with every key taken as changed."""
+        return Snapshot(self._inf, None)
+
+    def changed_kinds(self, *kinds: str) -> list[Key]:
+        return [] if self.changed is None else [k for k in self.changed if k.kind in kinds]
+
+    def services_in(self, namespace: str) -> list[dict]:
+        if self._services_by_ns is None:
+            self._services_by_ns = {}
+            for s in self.list("Service"):
+                self._services_by_ns.setdefault(s["metadata"]["namespace"], []).append(s)
+        return self._services_by_ns.get(namespace, [])
+
+    def endpoints_of_pod(self, namespace: str, pod: str) -> set[str]:
+        """The names of the Endpoints that list the Pod (by targetRef)."""
+        if self._endpoints_of_pod is None:
+            self._endpoints_of_pod = {}
+            for e in self.list("Endpoints"):
+                name = e["metadata"]["name"]
+                for sub in e.get("subsets") or []:
+                    for field_ in ("addresses", "notReadyAddresses"):
+                        for a in sub.get(field_) or []:
+                            ref = a.get("targetRef") or {}
+                            if ref.get("kind") == "Pod":
+                                self._endpoints_of_pod.setdefault((ref.get("namespace", ""), ref.get("name", "")),
+                                                                  set()).add(name)
+        return self._endpoints_of_pod.get((namespace, pod), set())
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict]:
         return self._inf.list(kind, namespace)
@@ -127,6 +163,7 @@ def each(objects: Iterable[dict], fn: Callable[[dict], list[Write]], reason: str
 @dataclass
 class _State:
     controller: Controller
+    missed: bool = True  # it has not seen every change: its next run takes everything
     backoff: float = 0.0
     retry_at: float = 0.0
     failures: int = 0
@@ -149,9 +186,10 @@ class ControllerManager:
         now = self.clock()
         for st in self.states:
             if st.retry_at > now:
+                st.missed = True
                 continue
             try:
-                writes = st.controller.reconcile(snap)
+                writes = st.controller.reconcile(snap.everything() if st.missed else snap)
             except Exception as e:  # noqa: BLE001 - a controller's bug must not stop the others
                 log.exception("controller %s failed", st.controller.name)
                 self._failed(st, f"{type(e).__name__}: {e}", now)
@@ -161,7 +199,7 @@ class ControllerManager:
             if errors:
                 self._failed(st, errors[0], now)
             else:
-                st.backoff, st.retry_at, st.last_error = 0.0, 0.0, ""
+                st.backoff, st.retry_at, st.last_error, st.missed = 0.0, 0.0, "", False
         return applied
 
     def next_retry(self) -> float | None:
@@ -170,6 +208,7 @@ class ControllerManager:
         return min(due) if due else None
 
     def _failed(self, st: _State, error: str, now: float) -> None:
+        st.missed = True
         st.failures += 1
         st.last_error = error
         st.backoff = min(BACKOFF_MAX, st.backoff * 2 if st.backoff else BACKOFF_START)

@@ -28,15 +28,19 @@ class Scheduler:
     def reconcile(self, snap) -> list:
         from nsk.api.objects import key
         from nsk.controllers.manager import Put, Status
-        pods = snap.list("Pod")
+        if snap.changed is None:
+            todo = [p for p in snap.list("Pod") if not p["spec"].get("nodeName")]
+        else:
+            todo = [p for k in snap.changed_kinds("Pod") if (p := snap.get("Pod", k.namespace, k.name)) is not None
+                    and not p["spec"].get("nodeName")]
+        if not todo:
+            return []
         load: dict[str, int] = {}
-        for p in pods:
+        for p in snap.list("Pod"):
             if p["spec"].get("nodeName"):
                 load[p["spec"]["nodeName"]] = load.get(p["spec"]["nodeName"], 0) + 1
         out: list = []
-        for p in pods:
-            if p["spec"].get("nodeName"):
-                continue
+        for p in sorted(todo, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
             node = choose(p, self.nodes, load)
             if node is None:
                 st = {"phase": "Pending", "conditions": [{

@@ -209,3 +209,40 @@ def test_expose_makes_a_service_selecting_what_the_deployment_selects(api):
         api.expose("deployment", "web", "default", 80, None, None, "ClusterIP", "TCP")
     with pytest.raises(NskError, match='cannot expose "svc/web"'):
         api.expose("svc", "web", "default", 80, None, None, "ClusterIP", "TCP")
+
+
+def settle_changes(m: ControllerManager, inf: Informer, rounds: int = 10) -> None:
+    """As the control plane runs them: on the keys each write changed, not the whole world."""
+    keys = inf.sync()
+    for _ in range(rounds):
+        if not m.run(Snapshot(inf, keys)):
+            return
+        keys = inf.sync()
+
+
+def test_controllers_follow_the_keys_that_changed(api):
+    m, inf = manager(api, deployment.DeploymentController(random.Random(3)), scheduler.Scheduler(plan(CFG).nodes),
+                     endpoints.EndpointsController())
+    svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+    api.apply([deploy(3), svc])
+    settle_changes(m, inf)  # the first run of each controller takes everything
+    run_pods(api)
+    settle_changes(m, inf)
+    assert len(api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]) == 3
+    assert not any(st.missed for st in m.states)
+    # a Pod relabelled out of the Service leaves its endpoints (found through its targetRef)
+    moved = api.store.list("Pod")[0]
+    moved["metadata"]["labels"] = {**moved["metadata"]["labels"], "app": "elsewhere"}
+    api.put(moved)
+    settle_changes(m, inf)
+    ips = [a["ip"] for a in api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]]
+    assert moved["status"]["podIP"] not in ips and len(ips) == 2
+    # a deleted Pod: its owner makes a new one, the scheduler binds it, the Service drops the old address
+    gone = next(p for p in api.store.list("Pod") if p["metadata"]["name"] != moved["metadata"]["name"])
+    api.delete([Key("Pod", "default", gone["metadata"]["name"])])
+    settle_changes(m, inf)
+    pods = api.store.list("Pod")
+    assert len(pods) == 3 and all(p["spec"].get("nodeName") for p in pods)
+    ips = [a["ip"] for a in api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]]
+    assert gone["status"]["podIP"] not in ips
