@@ -192,7 +192,7 @@ class ControlPlane:
         remove = self.proxies is None or not self.proxies.busy
         for name, kubelet in self.kubelets.items():
             try:
-                kubelet.sync(by_node[name], remove=remove)
+                kubelet.sync(by_node[name], remove=remove, services=snap.list("Service"))
             except Exception:  # noqa: BLE001 - one node's failure must not stop the others
                 log.exception("kubelet %s: sync failed", name)
         self._settle(self.informer.sync())

@@ -60,7 +60,7 @@ def reconcile(deploy: dict, pods: list[dict], rng: random.Random, taken: set[str
     want = spec["replicas"]
     h = template_hash(spec["template"])
     current = [p for p in pods if p["metadata"].get("labels", {}).get("pod-template-hash") == h]
-    old = [p for p in pods if p not in current]
+    old = [p for p in pods if p["metadata"].get("labels", {}).get("pod-template-hash") != h]
     create, delete = [], []
     # Scale down: the youngest and the not-running Pods go first, as a ReplicaSet prefers.
     excess = len(current) - want

@@ -151,6 +151,13 @@ def enter(box: Sandbox) -> None:
     if box.etc_dir:
         # keep our mounts from propagating back to the host's mount namespace
         netns.mount("none", "/", None, netns.MS_REC | netns.MS_SLAVE)
+        # and the host's from reaching ours under /run/netns: each new Pod's namespace is a
+        # mount there, and propagating it into every running Pod's mount namespace made a
+        # Pod cost more the more Pods there were (3.7 ms a mount at 1,000 Pods, 0.26 at 200)
+        try:
+            netns.mount("none", netns.RUN_DIR, None, netns.MS_REC | netns.MS_PRIVATE)
+        except OSError:
+            pass  # not a mount point: nothing propagates
         etc = box.etc_dir
         for fname in sorted(os.listdir(etc)) if os.path.isdir(etc) else []:
             dst = os.path.join("/etc", fname)

@@ -59,6 +59,7 @@ class PodRun:
     start_time: str = ""
     prober: Prober | None = None
     grace: float = 30.0  # terminationGracePeriodSeconds
+    published: dict | None = None  # the status last written
     kill_at: float = 0.0  # terminating: monotonic time of the SIGKILL
 
 
@@ -138,7 +139,7 @@ class Kubelet:
 
     # ---- the loop's entry points ------------------------------------------------------
 
-    def sync(self, pods: list[dict], remove: bool = True) -> None:
+    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> None:
         """Make the node run exactly `pods` (those bound to it); with `remove` False, the
         Pods that are no longer wanted stay for a later sync (their rules are being removed)."""
         wanted = {key(p): p for p in pods}
@@ -151,7 +152,7 @@ class Kubelet:
                 continue  # its namesake is still terminating: started once that one is gone
             if k not in self.pods:
                 try:
-                    self.start(pod)
+                    self.start(pod, services)
                 except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is no OSError
                     # undo what was made (a namespace, files, records); the next sync retries
                     log.exception("pod %s: sandbox failed", k)
@@ -162,7 +163,10 @@ class Kubelet:
                         except Exception:  # noqa: BLE001 - what is left is removed by `nsk down`
                             log.exception("pod %s: undoing the failed sandbox failed", k)
                     continue
-            self.write_status(pod)
+        with self.store.tx():  # one commit (one wake-up of every watcher) for the node's statuses
+            for k in wanted:
+                if k in self.pods:
+                    self._publish(self.pods[k])
 
     def tick(self, now: float) -> float | None:
         """Restart containers whose back-off has run out, run due probes; the next deadline."""
@@ -185,7 +189,8 @@ class Kubelet:
                 if c.next_start and c.next_start <= now:
                     c.next_start = 0
                     self._start_container(run, c)
-                    self.store.set_status(run.key, self._status(run))
+                    self.store.own("process", c.ref.to_str(), f"{run.key}/{c.name}")
+                    self._publish(run)
                 elif c.next_start:
                     nxt = c.next_start if nxt is None else min(nxt, c.next_start)
         return nxt
@@ -205,8 +210,9 @@ class Kubelet:
                 return ip
         raise OSError(28, f"no free address in {self.cidr} on node {self.node.name}")  # ENOSPC
 
-    def start(self, pod: dict) -> None:
-        """Create the Pod's sandbox and start its containers (root)."""
+    def start(self, pod: dict, services: list[dict] | None = None) -> None:
+        """Create the Pod's sandbox and start its containers (root). `services`: the
+        Services that exist now (a later one adds no variables to the Pod's environment)."""
         k = key(pod)
         spec = pod["spec"]
         host_net = bool(spec.get("hostNetwork"))
@@ -219,24 +225,24 @@ class Kubelet:
         run = PodRun(k, pod["metadata"]["uid"], ns_name, etc_dir, ip, host_net, start_time=now_iso(),
                      grace=float(spec.get("terminationGracePeriodSeconds", 30)))
         self.pods[k] = run
+        with self.store.tx():  # recorded before they are made: `nsk down` after a crash finds them
+            if not host_net:
+                self.store.own("netns", ns_name, str(k))
+            self.store.own("etc", etc_dir, str(k))
         if not host_net:
-            self.store.own("netns", ns_name, str(k))
             self.kernel.pod_sandbox(self.node.netns, ns_name, pod_veth(k.namespace, k.name, run.uid), ip,
                                     self.node.gateway)
-        self.store.own("etc", etc_dir, str(k))
         os.makedirs(etc_dir, exist_ok=True)
         for fname, text in (("resolv.conf", podfiles.resolv_conf(pod, self.cfg, self._host_resolv)),
                             ("hosts", podfiles.hosts_file(pod, ip, self.cfg))):
             with open(os.path.join(etc_dir, fname), "w") as f:
                 f.write(text)
         bound = {**pod, "spec": {**spec, "nodeName": self.node.name}}
-        services = self.store.list("Service")  # those that exist now: a later one adds no variables
+        if services is None:
+            services = self.store.list("Service")
         for c in spec["containers"]:
             env = podfiles.environment(bound, c, ip, self.node.ip, BASE_ENV, services)
             run.containers[c["name"]] = ContainerRun(c["name"], c, env)
-        self.store.own("sandbox", str(k), json.dumps({
-            "uid": run.uid, "netns": ns_name, "etc": etc_dir, "ip": ip, "node": self.node.name,
-            "hostname": self._hostname(pod), "env": {n: c.env for n, c in run.containers.items()}}))
         if any(c.get("readinessProbe") or c.get("livenessProbe") for c in spec["containers"]):
             first = next(iter(run.containers.values()))
             run.prober = Prober(self.node.netns, ip, spec["containers"],
@@ -245,8 +251,16 @@ class Kubelet:
                                 lambda kind, name, ok, r=run: self._probe_changed(r, kind, name, ok))
         for c in run.containers.values():
             self._start_container(run, c)
-        self.store.event(k, "Normal", "Started", f"Started {len(run.containers)} container(s) on {self.node.name}, "
-                                                 f"IP {ip}, network namespace {ns_name}")
+        # no fork happens inside a store transaction: the sandbox's record, its processes' and
+        # the event, one commit (a process in the Pod's namespace is found by `nsk down` anyway)
+        with self.store.tx():
+            self.store.own("sandbox", str(k), json.dumps({
+                "uid": run.uid, "netns": ns_name, "etc": etc_dir, "ip": ip, "node": self.node.name,
+                "hostname": self._hostname(pod), "env": {n: c.env for n, c in run.containers.items()}}))
+            for c in run.containers.values():
+                self.store.own("process", c.ref.to_str(), f"{run.key}/{c.name}")
+            self.store.event(k, "Normal", "Started", f"Started {len(run.containers)} container(s) on "
+                                                     f"{self.node.name}, IP {ip}, network namespace {ns_name}")
 
     def _hostname(self, pod: dict) -> str:
         if pod["spec"].get("hostNetwork"):
@@ -266,9 +280,10 @@ class Kubelet:
         else:
             ctx = workloads.WorkloadContext(self.cfg, self.run_dir, run.key.namespace, run.key.name, self.node.name,
                                             run.ip, c.spec)
+            # a built-in workload reads no /etc file: it needs no mount namespace of its own
+            box = Sandbox(box.netns, box.hostname, box.env, None)
             ref = self.kernel.spawn(box, path, target=workloads.entry_point(c.spec.get("image", ""))(ctx),
                                 comm=run.key.name)
-        self.store.own("process", ref.to_str(), f"{run.key}/{c.name}")
         c.ref, c.started_at, c.started_mono = ref, now_iso(), time.monotonic()
         c.pidfd = self.kernel.pidfd(ref)
         if c.pidfd is not None:
@@ -282,7 +297,7 @@ class Kubelet:
             self.store.event(run.key, "Normal" if ok else "Warning", "Ready" if ok else "Unhealthy",
                              f"Readiness probe {'succeeded' if ok else 'failed'}: container {container}"
                              + (f": {state.last_message}" if state and state.last_message else ""))
-            self.store.set_status(run.key, self._status(run))
+            self._publish(run)
             return
         c = run.containers[container]
         self.store.event(run.key, "Warning", "Unhealthy", f"Liveness probe failed: container {container}: "
@@ -329,7 +344,7 @@ class Kubelet:
             c.backoff = min(BACKOFF_MAX, c.backoff * 2 if c.backoff else BACKOFF_START)
         self.store.event(run.key, "Warning" if code else "Normal", "BackOff" if c.next_start else "Completed",
                          f"container {c.name} exited with code {code}")
-        self.store.set_status(run.key, self._status(run))
+        self._publish(run)
 
     def _pod_spec(self, run: PodRun) -> dict:
         pod = self.store.get("Pod", run.key.namespace, run.key.name)
@@ -394,10 +409,13 @@ class Kubelet:
 
     # ---- status -------------------------------------------------------------------------
 
-    def write_status(self, pod: dict) -> None:
-        run = self.pods.get(key(pod))
-        if run is not None:
-            self.store.set_status(run.key, self._status(run))
+    def _publish(self, run: PodRun) -> None:
+        """Write the Pod's status if it differs from what this kubelet wrote last (the
+        kubelet owns a bound Pod's status: no need to read it back)."""
+        st = self._status(run)
+        if st != run.published:
+            self.store.set_status(run.key, st)
+            run.published = st
 
     def _status(self, run: PodRun) -> dict:
         statuses = []

@@ -12,7 +12,7 @@ from nsk.testing.fakes import RecordingKernel
 
 
 class IdleKubelet:
-    def sync(self, pods: list[dict], remove: bool = True) -> None:
+    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> None:
         pass
 
     def tick(self, now: float) -> None:
