@@ -17,6 +17,10 @@ class ApiError(NskError):
     reason = "InternalError"
 
 
+class BadRequest(ApiError):
+    code, reason = 400, "BadRequest"
+
+
 class NotFound(ApiError):
     code, reason = 404, "NotFound"
 

@@ -7,7 +7,7 @@ import os
 import sys
 
 from nsk.api.cluster import parse_cluster
-from nsk.errors import NskError
+from nsk.errors import NotFound, NskError
 from nsk.net.plan import plan
 from nsk.store import Store
 
@@ -18,7 +18,7 @@ def sandbox(store: Store, namespace: str, name: str) -> dict:
             return json.loads(detail)
     pod = store.get("Pod", namespace, name)
     if pod is None:
-        raise NskError(f'pods "{name}" not found in namespace "{namespace}"')
+        raise NotFound(f'pods "{name}" not found in namespace "{namespace}"')
     raise NskError(f'pod "{namespace}/{name}" has no sandbox yet (phase '
                    f'{(pod.get("status") or {}).get("phase", "Pending")}): wait for it to run')
 

@@ -17,7 +17,7 @@ from nsk.api.cluster import ClusterConfig, parse_cluster
 from nsk.api.objects import Key, key
 from nsk.apiserver import registry
 from nsk.apiserver.admission import admit
-from nsk.errors import AlreadyExists, InvalidObject, NotFound, NskError, invalid
+from nsk.errors import AlreadyExists, BadRequest, Conflict, InvalidObject, NotFound, NskError, invalid
 from nsk.store import Store
 
 SYSTEM_NAMESPACES = registry.resource("Namespace").system_names
@@ -72,6 +72,9 @@ class APIServer:
             lines += [f"namespace/{ns} created" for ns in self.ensure_namespaces(objects)]
             for obj in objects:
                 k = key(obj)
+                if obj["metadata"].get("resourceVersion") and self.store.get(k.kind, k.namespace, k.name) is None:
+                    raise BadRequest(f'{source + ": " if source else ""}{k.kind} "{k}": resourceVersion should not '
+                                     "be set on objects to be created")
                 result = self._write(obj, source)
                 lines.append(f"{registry.resource(k.kind).type_name}/{k.name} {result}")
         return lines
@@ -96,7 +99,13 @@ class APIServer:
             obj = self._immutable(old, obj, source)
         if k.kind == "Service":
             obj = allocate(obj, old, self.store.list("Service"), self.cfg, source)
-        return self.store.put(obj)
+        try:
+            return self.store.put(obj)
+        except Conflict:
+            raise Conflict(f'Operation cannot be fulfilled on {r.group_resource} "{k.name}": the object has been '
+                           "modified; please apply your changes to the latest version and try again") from None
+        except NotFound:
+            raise not_found(k.kind, k.name, k.namespace) from None
 
     @staticmethod
     def _immutable(old: dict, new: dict, source: str) -> dict:

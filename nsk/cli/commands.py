@@ -15,7 +15,7 @@ import traceback
 import click
 
 from nsk import __version__
-from nsk.errors import NskError
+from nsk.errors import ApiError, InvalidObject, NotFound, NskError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -27,7 +27,11 @@ class Group(click.Group):
         except NskError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"Error: {e}", err=True)
+            # kubectl's words for what the API server refused (a stale write, a missing object...);
+            # an invalid object keeps nsk's one line, which names the file too
+            prefix = f"Error from server ({e.reason})" if isinstance(e, ApiError) and not isinstance(
+                e, InvalidObject) else "Error"
+            click.echo(f"{prefix}: {e}", err=True)
             sys.exit(1)
         except PermissionError as e:
             if ctx.obj and ctx.obj.get("debug"):
@@ -242,7 +246,7 @@ def get(kind, names, namespace, all_namespaces, output, selector, cluster):
         found = {i["metadata"]["name"]: i for i in items}
         missing = [n for n in names if n not in found]
         if missing:
-            raise NskError(f'{r.group_resource} "{missing[0]}" not found')
+            raise NotFound(f'{r.group_resource} "{missing[0]}" not found')
         items = [found[n] for n in names]
     if selector:
         terms = parse_label_selector(selector)
@@ -281,7 +285,8 @@ def describe(kind, name, namespace, all_namespaces, cluster):
     if name:
         objs = [o for o in objs if o["metadata"]["name"] == name]
         if not objs:
-            raise NskError(f'{kind} "{name}" not found in namespace "{namespace}"')
+            raise NotFound(f'{r.group_resource} "{name}" not found' +
+                           (f' in namespace "{namespace}"' if r.namespaced else ""))
     texts = []
     for o in objs:
         meta = o["metadata"]

@@ -84,3 +84,30 @@ def test_apply_checks_node_names_against_the_running_cluster():
         load(pod, "p.yaml")
     with pytest.raises(NskError, match='Not found: "node-1": the cluster\'s nodes are worker-a, worker-b'):
         load(pod.replace("worker-a", "node-1"), "p.yaml", live=live)
+
+
+def test_an_apply_of_a_stale_object_is_refused_in_kubectls_words(tmp_path, monkeypatch):
+    """A manifest saved with `get -o yaml` before someone else changed the object: 409."""
+    import yaml
+
+    from nsk.api.cluster import parse_cluster
+    from nsk.apiserver.admission import admit
+    from nsk.apiserver.server import APIServer
+    from nsk.store import Store, sqlite
+    monkeypatch.setattr(sqlite, "RUN_ROOT", str(tmp_path))
+    (tmp_path / "c1").mkdir()
+    store = Store(str(tmp_path / "c1"), create=True)
+    cfg = parse_cluster(None)
+    store.set_meta("cluster", cfg.to_dict())
+    api = APIServer(store, cfg)
+    store.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+    api.apply([admit(d) for d in yaml.safe_load_all(WEB)])
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(run(["get", "deploy", "web", "-o", "yaml", "--cluster", "c1"], monkeypatch, euid=0).output)
+    assert run(["scale", "deployment/web", "--replicas", "5", "--cluster", "c1"], monkeypatch, euid=0).exit_code == 0
+    r = run(["apply", "-f", str(saved), "--cluster", "c1"], monkeypatch, euid=0)
+    assert r.exit_code == 1
+    assert r.output == ('Error from server (Conflict): Operation cannot be fulfilled on deployments.apps "web": the '
+                        "object has been modified; please apply your changes to the latest version and try again\n")
+    assert store.get("Deployment", "default", "web")["spec"]["replicas"] == 5
+    store.close()

@@ -13,7 +13,7 @@ from nsk.apiserver.admission import admit
 from nsk.apiserver.server import APIServer, system_objects
 from nsk.controllers import deployment, endpoints, loadbalancer, scheduler
 from nsk.controllers.manager import ControllerManager, Delete, Put, Snapshot
-from nsk.errors import AlreadyExists, InvalidObject, NotFound, NskError
+from nsk.errors import AlreadyExists, BadRequest, Conflict, InvalidObject, NotFound, NskError
 from nsk.net.plan import plan
 from nsk.store import Store
 from nsk.store.informer import Informer
@@ -115,7 +115,7 @@ def test_the_scheduler_says_why_no_node_fits_and_never_brings_back_a_deleted_pod
     writes = scheduler.Scheduler(plan(CFG).nodes).reconcile(snap)
     assert [w.obj["spec"]["nodeName"] for w in writes if isinstance(w, Put)] == ["node-1"]
     applied, errors = m._apply("scheduler", writes)
-    assert applied == 0 and 'Pod "default/q" not found' in errors[0]
+    assert applied == 0 and 'pods "q" not found' in errors[0]
     assert api.store.get("Pod", "default", "q") is None  # not resurrected
 
 
@@ -177,6 +177,15 @@ def test_the_write_path_refuses_what_the_api_server_refuses(api):
         d["spec"]["selector"] = {"matchLabels": {"app": "other"}}
         d["spec"]["template"]["metadata"]["labels"] = {"app": "other"}
         api.apply([d])
+    stale = api.store.get("Deployment", "default", "web")  # as `get -o yaml` saves it
+    api.scale("default", "web", 3)
+    with pytest.raises(Conflict, match='Operation cannot be fulfilled on deployments.apps "web": the object has '
+                                       'been modified'):
+        api.apply([stale])
+    assert api.store.get("Deployment", "default", "web")["spec"]["replicas"] == 3
+    api.delete([Key("Deployment", "default", "web")])
+    with pytest.raises(BadRequest, match="resourceVersion should not be set on objects to be created"):
+        api.apply([stale])
     with pytest.raises(NotFound, match='deployments.apps "nope" not found in namespace "default"'):
         api.scale("default", "nope", 2)
     with pytest.raises(NskError, match='nodes are fixed by the Cluster document; "node-1" cannot be deleted'):
