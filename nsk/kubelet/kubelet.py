@@ -15,6 +15,7 @@ from typing import Callable
 
 from nsk.api.cluster import ClusterConfig
 from nsk.api.objects import Key, key
+from nsk.apiserver.server import APIServer
 from nsk.kernel.process import ProcRef, Sandbox
 from nsk.kubelet import podfiles
 from nsk.kubelet.prober import Prober
@@ -67,6 +68,7 @@ class Kubelet:
     def __init__(self, node: NodePlan, cplan: ClusterPlan, cfg: ClusterConfig, store: Store, run_dir: str,
                  watch_fd: Callable[[int, Callable[[], None]], None], unwatch_fd: Callable[[int], None], kernel):
         self.node, self.plan, self.cfg, self.store, self.kernel = node, cplan, cfg, store, kernel
+        self.api = APIServer(store, cfg)
         self.run_dir = run_dir
         self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
         self.pods: dict[Key, PodRun] = {}
@@ -414,7 +416,7 @@ class Kubelet:
         kubelet owns a bound Pod's status: no need to read it back)."""
         st = self._status(run)
         if st != run.published:
-            self.store.set_status(run.key, st)
+            self.api.update_status(run.key, st)  # the status subresource, through the API server
             run.published = st
 
     def _status(self, run: PodRun) -> dict:
