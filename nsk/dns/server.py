@@ -66,43 +66,129 @@ def _rr(rr: records.RR, asked: str) -> RR:
 FORWARD = b"forward"  # respond()'s word for "not ours: ask the upstream"
 
 
+_HEADER = struct.Struct("!HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
+QR, OPCODE_SHIFT, RD, CD = 0x8000, 11, 0x0100, 0x0010
+MAX_PENDING = 4096  # forwarded queries in flight; past this, SERVFAIL at once
+MAX_POINTERS = 32  # compression pointers one name may follow (a name has at most 127 labels)
+BADVERS = 16
+
+
+def name_end(data: bytes, off: int) -> int | None:
+    """The offset just after the (possibly compressed) name at `off`, or None when it is
+    malformed: a label over 63 bytes or past the end, a name over 255 bytes, a pointer that
+    does not point strictly backwards, or more than MAX_POINTERS of them. A pointer always
+    moving backwards ends every walk; dnslib follows a chain by recursion, so a long one
+    (a 2.3 KB datagram) raised RecursionError in the server."""
+    end, hops, total, pos = None, 0, 0, off
+    while pos < len(data):
+        b = data[pos]
+        if b & 0xC0 == 0xC0:
+            if pos + 1 >= len(data):
+                return None
+            target = ((b & 0x3F) << 8) | data[pos + 1]
+            if end is None:
+                end = pos + 2
+            if target >= pos or hops >= MAX_POINTERS:
+                return None
+            hops, pos = hops + 1, target
+        elif b & 0xC0:
+            return None  # the extended label types (0x40, 0x80) are not in use
+        elif b == 0:
+            return end if end is not None else pos + 1
+        else:
+            total += b + 1
+            if total > 255:
+                return None
+            pos += 1 + b
+    return None
+
+
+def well_formed(data: bytes, qdcount: int, arcount: int) -> bool:
+    """Whether every name of a query (its questions and additional records) is sound and
+    every record lies within the datagram, before dnslib parses it."""
+    off = _HEADER.size
+    for _ in range(qdcount):
+        end = name_end(data, off)
+        if end is None or end + 4 > len(data):
+            return False
+        off = end + 4
+    for _ in range(arcount):
+        end = name_end(data, off)
+        if end is None or end + 10 > len(data):
+            return False
+        (rdlength,) = struct.unpack_from("!H", data, end + 8)
+        off = end + 10 + rdlength
+        if off > len(data):
+            return False
+    return True
+
+
+def _same_question(query: bytes, answer: bytes) -> bool:
+    """Whether an upstream's answer is to the question of our query (names compared without
+    regard to case, as DNS does)."""
+    end = name_end(query, _HEADER.size)
+    return end is not None and answer[4:6] == b"\x00\x01" and \
+        answer[_HEADER.size:end + 4].lower() == query[_HEADER.size:end + 4].lower()
+
+
+def _bare(qid: int, flags: int, rcode: int) -> bytes:
+    """A reply of a header alone: the query's ID, opcode, RD and CD, and `rcode`."""
+    return _HEADER.pack(qid, QR | (flags & (0xF << OPCODE_SHIFT)) | (flags & (RD | CD)) | rcode, 0, 0, 0, 0)
+
+
 def respond(zone: records.Zone, data: bytes, forward: bool = False) -> bytes | None:
     """The wire reply to a wire query (pure); None = drop; FORWARD = a name outside the
-    cluster that an upstream server should answer (when `forward`)."""
+    cluster that an upstream server should answer (when `forward`).
+
+    What no datagram may do: a response (QR=1) is never answered, so two servers cannot
+    ping-pong and nothing is reflected; a datagram shorter than a header gets nothing; an
+    opcode other than QUERY gets NOTIMP, an EDNS version above 0 BADVERS; anything
+    malformed FORMERR, checked before dnslib parses it (name_end); a failure building the
+    answer SERVFAIL. A reply copies the query's RD and CD, never its TC or AD."""
+    if len(data) < _HEADER.size:
+        return None
+    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if flags & QR:
+        return None
+    if (flags >> OPCODE_SHIFT) & 0xF != 0:  # QUERY
+        return _bare(qid, flags, RCODE.NOTIMP)
+    if qdcount != 1 or ancount or nscount or arcount > 2 or not well_formed(data, qdcount, arcount):
+        return _bare(qid, flags, RCODE.FORMERR)
     try:
         query = DNSRecord.parse(data)
-    except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
-        if len(data) >= 2:  # an ID to answer: FORMERR, as a server should
-            hdr = DNSHeader(id=struct.unpack("!H", data[:2])[0], qr=1, rcode=RCODE.FORMERR)
-            return DNSRecord(hdr).pack()
-        return None
-    if query.header.qr or len(query.questions) != 1:
-        reply = query.reply()
-        reply.header.rcode = RCODE.FORMERR
+    except Exception:  # noqa: BLE001 - whatever dnslib refuses is the sender's error
+        return _bare(qid, flags, RCODE.FORMERR)
+    opt = next((rr for rr in query.ar if rr.rtype == QTYPE.OPT), None)
+    if opt is not None and (opt.ttl >> 16) & 0xFF > 0:  # EDNS version: we speak 0 (RFC 6891 §6.1.3)
+        reply = DNSRecord(DNSHeader(id=qid, qr=1, rd=query.header.rd, ra=1), q=query.q)
+        reply.header.cd = query.header.cd
+        reply.add_ar(EDNS0(udp_len=EDNS_SIZE, ext_rcode=BADVERS >> 4))
         return reply.pack()
     q = query.questions[0]
     qtype = QTYPE.get(q.qtype, str(q.qtype))
     try:
         ans = records.answer(zone, str(q.qname), qtype)
+        if ans.rcode == "REFUSED" and forward:
+            return FORWARD
+        reply = DNSRecord(DNSHeader(id=qid, qr=1, aa=int(ans.authoritative), rd=query.header.rd, ra=1),
+                          q=query.q)  # ra: as CoreDNS, which forwards
+        reply.header.cd = query.header.cd
+        reply.header.rcode = getattr(RCODE, ans.rcode)
+        asked = str(q.qname)
+        for rr in ans.answer:
+            reply.add_answer(_rr(rr, asked))
+        for rr in ans.authority:
+            reply.add_auth(_rr(rr, asked))
+        for rr in ans.additional:
+            reply.add_ar(_rr(rr, asked))
+        if opt is not None:  # EDNS0: answer with our own OPT
+            reply.add_ar(EDNS0(udp_len=EDNS_SIZE))
+        return reply.pack()
     except Exception as exc:  # noqa: BLE001 - as CoreDNS recovers a panic: this query fails, not the server
         print(f"nsk dns: error answering {q.qname} {qtype}: {exc!r}", file=sys.stderr, flush=True)
-        reply = query.reply()
-        reply.header.rcode = RCODE.SERVFAIL
-        return reply.pack()
-    if ans.rcode == "REFUSED" and forward:
-        return FORWARD
-    reply = query.reply(aa=int(ans.authoritative), ra=1)  # as CoreDNS, which forwards
-    reply.header.rcode = getattr(RCODE, ans.rcode)
-    asked = str(q.qname)
-    for rr in ans.answer:
-        reply.add_answer(_rr(rr, asked))
-    for rr in ans.authority:
-        reply.add_auth(_rr(rr, asked))
-    for rr in ans.additional:
-        reply.add_ar(_rr(rr, asked))
-    if any(rr.rtype == QTYPE.OPT for rr in query.ar):  # EDNS0: answer with our own OPT
-        reply.add_ar(EDNS0(udp_len=EDNS_SIZE))
-    return reply.pack()
+        failed = DNSRecord(DNSHeader(id=qid, qr=1, rd=query.header.rd, ra=1), q=query.q)
+        failed.header.rcode = RCODE.SERVFAIL
+        return failed.pack()
 
 
 def udp_limit(query: bytes) -> int:
@@ -112,7 +198,7 @@ def udp_limit(query: bytes) -> int:
         for rr in DNSRecord.parse(query).ar:
             if rr.rtype == QTYPE.OPT:
                 return max(UDP_PLAIN, min(rr.rclass, EDNS_SIZE))
-    except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
+    except Exception:  # noqa: BLE001 - respond() checked it; whatever else, the plain size
         pass
     return UDP_PLAIN
 
@@ -157,7 +243,7 @@ class Server:
         self.up_first = 0  # the upstream that answered last: asked first
         self.reload_at = 0.0  # a write was announced: look at the store then
         self.loaded_at = -RELOAD_DELAY  # when we last looked
-        self._next_id = random.randrange(65536)
+        self._rng = random.SystemRandom()
 
     def load(self) -> None:
         """Rebuild the zone if a Service or an Endpoints changed, or the set of Pod IPs.
@@ -204,8 +290,14 @@ class Server:
         when one does not answer within FORWARD_TIMEOUT, the next, as CoreDNS's forward
         moves on from an upstream that fails; SERVFAIL when every one was tried."""
         index = self.up_first if index is None else index
-        self._next_id = (self._next_id + 1) % 65536
-        qid = self._next_id
+        if len(self.pending) >= MAX_PENDING:
+            f_flags = struct.unpack_from("!H", data, 2)[0]
+            reply(_bare(struct.unpack_from("!H", data)[0], f_flags, RCODE.SERVFAIL))
+            return
+        # an unpredictable ID, not one in flight: a spoofed answer must guess it (RFC 5452)
+        qid = self._rng.randrange(65536)
+        while qid in self.pending:
+            qid = self._rng.randrange(65536)
         self.pending[qid] = _Forwarded(data, reply, time.monotonic() + FORWARD_TIMEOUT, index, tried)
         try:
             self.up_sock.sendto(struct.pack("!H", qid) + data[2:], (self.upstream_servers[index], 53))
@@ -215,17 +307,23 @@ class Server:
     def _upstream_reply(self) -> None:
         while True:
             try:
-                data = self.up_sock.recv(65535)
+                data, src = self.up_sock.recvfrom(65535)
             except BlockingIOError:
                 return
             except OSError:
                 continue
-            if len(data) < 2:
+            if len(data) < _HEADER.size:
                 continue
-            f = self.pending.pop(struct.unpack("!H", data[:2])[0], None)
-            if f is not None:
-                self.up_first = f.index
-                f.reply(f.query[:2] + data[2:])
+            qid = struct.unpack_from("!H", data)[0]
+            f = self.pending.get(qid)
+            # only the answer of the upstream asked, to the question asked (RFC 5452): a
+            # datagram from anyone else, or a query, never reaches a client
+            if f is None or src != (self.upstream_servers[f.index], 53) or not data[2] & 0x80 or \
+                    not _same_question(f.query, data):
+                continue
+            del self.pending[qid]
+            self.up_first = f.index
+            f.reply(f.query[:2] + data[2:])
 
     def _next_upstream(self, qid: int) -> None:
         """The upstream did not answer in time: the next one, or SERVFAIL after the last."""
@@ -233,7 +331,8 @@ class Server:
         if f.tried + 1 < len(self.upstream_servers):
             self._forward(f.query, f.reply, f.tried + 1, (f.index + 1) % len(self.upstream_servers))
         else:
-            f.reply(f.query[:2] + b"\x81\x82" + b"\x00" * 8)  # QR RD RA, rcode 2, no sections
+            qid, flags = struct.unpack_from("!HH", f.query)
+            f.reply(_bare(qid, flags, RCODE.SERVFAIL))
 
     def serve(self, port: int = 53) -> None:
         self.poll = select.epoll()

@@ -260,3 +260,43 @@ spec:
     plain = cluster.exec(pod, "dig", "+noedns", "+ignore", name).stdout  # 40 records do not fit 512 bytes
     assert "flags: qr aa tc" in plain.replace(" rd", "").replace(" ra", "")
     assert len(cluster.exec(pod, "dig", "+short", "+noedns", name).stdout.split()) == 40  # dig retried over TCP
+
+
+HOSTILE = r"""
+import socket, struct, sys, time
+from dnslib import DNSRecord
+dns = sys.argv[1]
+good = DNSRecord.question("my-nginx.default.svc.cluster.local", "A")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(0.5)
+# a compression-pointer chain hidden in a record's rdata, named by the next record (2.4 KB)
+evil = bytearray(good.pack()); evil[0:2] = b"\xee\xee"; evil[11] = 2
+at = len(evil) + 11
+hidden = bytearray(b"\x00") + b"".join(struct.pack("!H", 0xC000 | (at if i == 0 else at + 1 + 2 * (i - 1)))
+                                       for i in range(1200))
+evil += b"\x00\xff\x00\x00\x01" + b"\x00" * 4 + struct.pack("!H", len(hidden)) + hidden
+evil += struct.pack("!H", 0xC000 | (at + 1 + 2 * 1199)) + b"\x00\x10\x00\x01" + b"\x00" * 6
+for _ in range(20):
+    u.sendto(bytes(evil), (dns, 53))
+# a spoofed response: a server that answered it would start a ping-pong with another
+u.sendto(good.reply().pack(), (dns, 53))
+replies_to_response = 0
+try:
+    while True:
+        r = DNSRecord.parse(u.recv(4096))
+        replies_to_response += r.header.id == good.header.id
+except socket.timeout:
+    pass
+u.sendto(good.pack(), (dns, 53))
+print(str(DNSRecord.parse(u.recv(4096)).rr[0].rdata), replies_to_response)
+"""
+
+
+def test_no_packet_stops_the_server_or_starts_a_ping_pong(cluster):
+    cluster.up(WEB.format(replicas=1) + SVC)
+    dns = [p for p in cluster.pods(namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
+    ip = cluster.get("svc", "my-nginx")["spec"]["clusterIP"]
+    out = cluster.exec("node/node-1", sys.executable, "-c", HOSTILE, dns["status"]["podIP"]).stdout.split()
+    assert out == [ip, "0"]
+    again = {p["metadata"]["name"]: p for p in cluster.pods(namespace="kube-system")}[dns["metadata"]["name"]]
+    assert again["status"]["containerStatuses"][0]["restartCount"] == 0

@@ -184,3 +184,87 @@ def test_edns0_and_truncation():
     assert len(reply.rr) == 50 and any(QTYPE[rr.rtype] == "OPT" for rr in reply.ar)
     assert len(respond(big, plain.pack())) > UDP_PLAIN  # the server truncates it when it goes out over UDP
     assert not any(QTYPE[rr.rtype] == "OPT" for rr in DNSRecord.parse(respond(big, plain.pack())).ar)
+
+
+# ---- what no packet may do (hardening) ------------------------------------------------------
+
+def _header(flags: int, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0, qid: int = 0x1234) -> bytes:
+    import struct
+    return struct.pack("!HHHHHH", qid, flags, qd, an, ns, ar)
+
+
+def test_a_long_chain_of_compression_pointers_is_refused_quickly_not_a_crash():
+    import time
+    # the question's name is a pointer to the last of 1,200 pointers, each to the one before
+    # (dnslib's parser recursed through all of them, and the server died of RecursionError)
+    n, start = 1200, 12 + 2 + 4  # after the question's pointer, QTYPE and QCLASS
+    last = start + 1 + 2 * (n - 1)
+    chain = bytearray(_header(0x0100) + bytes([0xC0 | (last >> 8), last & 0xFF]) + b"\x00\x01\x00\x01")
+    chain += b"\x00"  # the root, at `start`
+    for i in range(n):
+        target = start if i == 0 else start + 1 + 2 * (i - 1)
+        chain += bytes([0xC0 | (target >> 8), target & 0xFF])
+    chain = bytes(chain)
+    t = time.perf_counter()
+    out = respond(ZONE, chain)
+    assert time.perf_counter() - t < 0.05
+    assert out is None or DNSRecord.parse(out).header.rcode == RCODE.FORMERR
+    # the same chain as the name of an additional record, the chain itself hidden in the
+    # rdata of an earlier one (of an unknown type, so taken as raw bytes)
+    good = DNSRecord.question("my-nginx.default.svc.cluster.local", "A").pack()
+    evil = bytearray(good)
+    evil[11] = 2
+    rdata_at = len(evil) + 1 + 10  # after the first record's root name and fixed fields
+    hidden = bytearray(b"\x00")
+    for i in range(n):
+        target = rdata_at if i == 0 else rdata_at + 1 + 2 * (i - 1)
+        hidden += bytes([0xC0 | (target >> 8), target & 0xFF])
+    evil += b"\x00" + (65280).to_bytes(2, "big") + b"\x00\x01" + b"\x00\x00\x00\x00" + len(hidden).to_bytes(2, "big")
+    evil += hidden
+    last = rdata_at + 1 + 2 * (n - 1)
+    evil += bytes([0xC0 | (last >> 8), last & 0xFF]) + b"\x00\x10\x00\x01\x00\x00\x00\x00\x00\x00"
+    out = respond(ZONE, bytes(evil))
+    assert out is None or DNSRecord.parse(out).header.rcode == RCODE.FORMERR
+
+
+def test_a_response_is_never_answered_and_a_runt_gets_nothing():
+    reply = respond(ZONE, DNSRecord.question("my-nginx.default.svc.cluster.local", "A").pack())
+    assert respond(ZONE, reply) is None  # no ping-pong between two servers, no reflection
+    garbage_response = _header(0x8180) + b"\xff" * 40
+    assert respond(ZONE, garbage_response) is None
+    for runt in (b"", b"\x12", b"\x12\x34\x01\x00\x00"):
+        assert respond(ZONE, runt) is None
+
+
+def test_opcodes_other_than_query_are_not_implemented():
+    q = DNSRecord.question("my-nginx.default.svc.cluster.local", "A")
+    q.header.opcode = 4  # NOTIFY
+    r = DNSRecord.parse(respond(ZONE, q.pack()))
+    assert r.header.rcode == RCODE.NOTIMP and r.header.opcode == 4 and r.header.id == q.header.id and not r.rr
+
+
+def test_an_edns_version_above_0_is_badvers():
+    from dnslib import EDNS0
+    q = DNSRecord.question("my-nginx.default.svc.cluster.local", "A")
+    q.add_ar(EDNS0(udp_len=4096, version=1))
+    r = DNSRecord.parse(respond(ZONE, q.pack()))
+    (opt,) = [rr for rr in r.ar if rr.rtype == QTYPE.OPT]
+    assert not r.rr and (opt.ttl >> 24) == 1 and r.header.rcode == 0  # BADVERS = 16: ext-rcode 1, rcode 0
+    assert (opt.ttl >> 16) & 0xFF == 0  # we speak version 0
+
+
+def test_a_reply_copies_rd_and_cd_but_not_tc_or_ad():
+    q = DNSRecord.question("my-nginx.default.svc.cluster.local", "A")
+    q.header.tc, q.header.ad, q.header.cd, q.header.rd = 1, 1, 1, 1
+    r = DNSRecord.parse(respond(ZONE, q.pack()))
+    assert (r.header.tc, r.header.ad, r.header.cd, r.header.rd, r.header.qr) == (0, 0, 1, 1, 1)
+    assert str(r.rr[0].rdata) == "10.96.0.2"
+    q.header.rd = 0
+    assert DNSRecord.parse(respond(ZONE, q.pack())).header.rd == 0
+
+
+def test_a_query_with_answers_in_it_is_formerr():
+    bad = bytearray(DNSRecord.question("my-nginx.default.svc.cluster.local", "A").pack())
+    bad[7] = 1  # ANCOUNT 1 with nothing there
+    r = DNSRecord.parse(respond(ZONE, bytes(bad)))
+    assert r.header.rcode == RCODE.FORMERR and r.header.qr == 1
