@@ -8,9 +8,12 @@ Names in the zone (<zone> = cluster domain, e.g. cluster.local):
     <svc>.<ns>.svc.<zone>                SRV per port, named or not (per endpoint × port when headless)
     _<port>._<proto>.<svc>.<ns>.svc.<zone>  SRV per named port (per endpoint when headless)
     a-b-c-d.<ns>.pod.<zone>              A  a.b.c.d
-    d.c.b.a.in-addr.arpa                 PTR Service IPs, headless endpoints, Pod IPs
+    d.c.b.a.in-addr.arpa                 PTR a Service's cluster IP; else every endpoint with that
+                                         address, of any Service (<ep>.<svc>.<ns>.svc.<zone>); else
+                                         the Pod's record
     dns-version.<zone>                   TXT "1.1.0"
-    <zone>                               SOA, NS
+    <zone>                               SOA, NS (with ns.dns.<zone>'s address as glue)
+    pod.<zone>, <ns>.pod.<zone>, <ns>.svc.<zone>   exist for every namespace (NODATA, RFC 8020)
 
 `answer()` picks the reply code in one place: NOERROR with records, NOERROR without
 (NODATA: the name exists, not that type; SOA in authority), or NXDOMAIN.
@@ -46,6 +49,7 @@ class Reply:
     authority: tuple[RR, ...] = ()
     additional: tuple[RR, ...] = ()
     authoritative: bool = True
+    fallthrough: bool = False  # not the cluster's to say: a server with an upstream asks it
 
 
 @dataclass
@@ -55,17 +59,23 @@ class Zone:
     dns_ip: str
     records: dict[tuple[str, str], list[RR]] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)  # every name that exists (also empty non-terminals)
+    namespaces: set[str] = field(default_factory=set)
 
     def add(self, name: str, rtype: str, data: str) -> None:
         name = name.lower()
-        self.records.setdefault((name, rtype), []).append(RR(name, rtype, data, self.ttl))
+        rrs = self.records.setdefault((name, rtype), [])
+        rr = RR(name, rtype, data, self.ttl)
+        if rr in rrs:
+            return  # one record however many endpoints share a hostname
+        rrs.append(rr)
         labels = name.split(".")
         for i in range(len(labels) - 1):
             self.names.add(".".join(labels[i:]))
 
-    def soa(self) -> RR:
-        return RR(self.domain, SOA, f"ns.dns.{self.domain} hostmaster.{self.domain} 1 7200 1800 86400 {self.ttl}",
-                  self.ttl)
+    def soa(self, zone: str | None = None) -> RR:
+        """The SOA of the cluster zone, or of another zone served (in-addr.arpa.), as CoreDNS makes them."""
+        zone = zone or self.domain
+        return RR(zone, SOA, f"ns.dns.{zone} hostmaster.{zone} 1 7200 1800 86400 {self.ttl}", self.ttl)
 
     def in_zone(self, qname: str) -> bool:
         return qname == self.domain or qname.endswith("." + self.domain) or qname.endswith(".in-addr.arpa.")
@@ -79,16 +89,27 @@ def _reverse(ip: str) -> str:
     return ipaddress.ip_address(ip).reverse_pointer + "."
 
 
+REVERSE = "in-addr.arpa."
+
+
 def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str, ttl: int = 5,
-          pods: list[dict] = ()) -> Zone:
-    """Every record of the cluster zone for these objects."""
+          pods: list[dict] = (), namespaces: list[str] | None = None) -> Zone:
+    """Every record of the cluster zone for these objects. `namespaces`: the names of the
+    Namespaces that exist (by default those the objects are in)."""
     d = domain.lower().rstrip(".") + "."
     z = Zone(d, ttl, dns_ip)
+    if namespaces is None:
+        namespaces = [o["metadata"]["namespace"] for o in [*services, *pods]]
+    z.namespaces = {n.lower() for n in namespaces}
+    z.names.add(f"pod.{d}")
+    for n in z.namespaces:
+        z.names.update((f"{n}.svc.{d}", f"{n}.pod.{d}"))
     z.add(d, SOA, z.soa().data)
     z.add(d, NS, f"ns.dns.{d}")
     z.add(f"ns.dns.{d}", A, dns_ip)
     z.add(f"dns-version.{d}", TXT, f'"{SCHEMA_VERSION}"')
     eps = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in endpoints}
+    cluster_ips = {ip for svc in services for ip in Service.of(svc).cluster_ips}
     for svc in services:
         meta, spec = svc["metadata"], svc["spec"]
         ns, name = meta["namespace"], meta["name"]
@@ -106,6 +127,12 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
                 z.add(base, SRV, f"0 100 {p['port']} {base}")
                 if p.get("name"):
                     z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV, f"0 100 {p['port']} {base}")
+            # its endpoints' addresses point back to them, as CoreDNS's reverse lookup finds
+            # an endpoint of any Service (unless the address is some Service's cluster IP)
+            for sub in (eps.get((ns, name)) or {}).get("subsets") or []:
+                for a in sub.get("addresses") or []:
+                    if a["ip"] not in cluster_ips:
+                        z.add(_reverse(a["ip"]), PTR, f"{a.get('hostname') or _dashed(a['ip'])}.{base}")
             continue
         # headless: the ready endpoints themselves
         ep = eps.get((ns, name)) or {}
@@ -114,7 +141,8 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
                 host = f"{a.get('hostname') or _dashed(a['ip'])}.{base}"
                 z.add(base, A, a["ip"])
                 z.add(host, A, a["ip"])
-                z.add(_reverse(a["ip"]), PTR, host)
+                if a["ip"] not in cluster_ips:
+                    z.add(_reverse(a["ip"]), PTR, host)
                 for p in sub.get("ports") or []:
                     z.add(base, SRV, f"0 100 {p['port']} {host}")
                     if p.get("name"):
@@ -139,8 +167,8 @@ def _pod_record(z: Zone, qname: str) -> list[RR]:
     """a-b-c-d.<ns>.pod.<zone>: CoreDNS's `pods insecure` answers with the address in the name."""
     rest = qname[: -len(z.domain) - 1]
     labels = rest.split(".")
-    if len(labels) != 3 or labels[2] != "pod":
-        return []
+    if len(labels) != 3 or labels[2] != "pod" or labels[1] not in z.namespaces:
+        return []  # CoreDNS's `pods insecure` still asks that the namespace exist
     try:
         ip = str(ipaddress.IPv4Address(labels[0].replace("-", ".")))
     except ValueError:
@@ -166,7 +194,14 @@ def answer(z: Zone, qname: str, qtype: str) -> Reply:
     if qtype == SRV:  # each target's address once, however many ports point at it
         for target in dict.fromkeys(rr.data.split()[3] for rr in found if rr.type == SRV):
             additional += z.records.get((target, A), [])
+    if qtype == NS:  # the name server's address, as glue
+        for rr in found:
+            additional += z.records.get((rr.data, A), [])
     if found:
         return Reply("NOERROR", tuple(found), (), tuple(additional))
     exists = q in z.names or any(n == q for n, _ in z.records) or bool(_pod_record(z, q))
+    if q.endswith("." + REVERSE) and not exists:
+        # not a cluster address: the reverse zone's own SOA, and a server with an upstream
+        # asks it (kubeadm's Corefile: `fallthrough in-addr.arpa ip6.arpa`)
+        return Reply("NXDOMAIN", (), (z.soa(REVERSE),), fallthrough=True)
     return Reply("NOERROR" if exists else "NXDOMAIN", (), (z.soa(),))

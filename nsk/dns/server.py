@@ -168,7 +168,7 @@ def respond(zone: records.Zone, data: bytes, forward: bool = False) -> bytes | N
     qtype = QTYPE.get(q.qtype, str(q.qtype))
     try:
         ans = records.answer(zone, str(q.qname), qtype)
-        if ans.rcode == "REFUSED" and forward:
+        if (ans.rcode == "REFUSED" or ans.fallthrough) and forward:
             return FORWARD
         reply = DNSRecord(DNSHeader(id=qid, qr=1, aa=int(ans.authoritative), rd=query.header.rd, ra=1),
                           q=query.q)  # ra: as CoreDNS, which forwards
@@ -254,7 +254,7 @@ class Server:
         if self.informer is None:
             from nsk.store import Store
             from nsk.store.informer import Informer
-            self.informer = Informer(Store(self.store_dir), ("Service", "Endpoints", "Pod"))
+            self.informer = Informer(Store(self.store_dir), ("Service", "Endpoints", "Pod", "Namespace"))
         changed = self.informer.sync()
         if not changed:
             return
@@ -264,7 +264,8 @@ class Server:
             return
         self.pod_ips = pod_ips
         self.zone = records.build(self.informer.list("Service"), self.informer.list("Endpoints"), self.domain,
-                                  self.dns_ip, self.ttl, pods)
+                                  self.dns_ip, self.ttl, pods,
+                                  [n["metadata"]["name"] for n in self.informer.list("Namespace")])
         self.cache.clear()
 
     def answer(self, data: bytes, reply) -> None:

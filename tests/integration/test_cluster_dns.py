@@ -40,8 +40,9 @@ def test_pods_resolve_services_like_kubernetes_pods(cluster):
     assert cluster.exec(pod, "getent", "hosts", "my-nginx.default").stdout.split()[0] == ip
     assert cluster.exec(pod, "dig", "+short", "-x", ip).stdout.strip() == "my-nginx.default.svc.cluster.local."
     pod_ip = cluster.pods("app=web")[0]["status"]["podIP"]
+    # a Pod behind a Service: its address points back to the endpoint, as CoreDNS answers
     assert cluster.exec(pod, "dig", "+short", "-x", pod_ip).stdout.strip() == \
-        f"{pod_ip.replace('.', '-')}.default.pod.cluster.local."
+        f"{pod_ip.replace('.', '-')}.my-nginx.default.svc.cluster.local."
     r = cluster.exec(pod, "dig", "nothing.default.svc.cluster.local")
     assert "status: NXDOMAIN" in r.stdout
     # a Python resolver sees the same

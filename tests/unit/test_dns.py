@@ -20,18 +20,33 @@ SERVICES = [
     {"metadata": {"namespace": "prod", "name": "my-service"},
      "spec": {"type": "ExternalName", "externalName": "my.database.example.com"}},
     {"metadata": {"namespace": "prod", "name": "by-ip"}, "spec": {"type": "ExternalName", "externalName": "1.2.3.4"}},
+    {"metadata": {"namespace": "default", "name": "other"}, "spec": {"clusterIP": "10.96.0.3", "ports": [{"port": 80}]}},
+    {"metadata": {"namespace": "default", "name": "twins"},
+     "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
 ]
 ENDPOINTS = [
     {"metadata": {"namespace": "default", "name": "db"},
      "subsets": [{"addresses": [{"ip": "10.244.1.5", "hostname": "db-0"}, {"ip": "10.244.2.6"}],
                   "notReadyAddresses": [{"ip": "10.244.2.9"}],
                   "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}]},
+    {"metadata": {"namespace": "default", "name": "my-nginx"},
+     "subsets": [{"addresses": [{"ip": "10.244.1.8"}], "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]},
+    # an address two Services' endpoints share
+    {"metadata": {"namespace": "default", "name": "other"},
+     "subsets": [{"addresses": [{"ip": "10.244.2.6"}], "ports": [{"port": 80, "protocol": "TCP"}]}]},
+    # two endpoints under one hostname (two subsets): one SRV, not two
+    {"metadata": {"namespace": "default", "name": "twins"},
+     "subsets": [{"addresses": [{"ip": "10.244.1.20", "hostname": "twin"}],
+                  "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+                 {"addresses": [{"ip": "10.244.1.20", "hostname": "twin"}],
+                  "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}]},
 ]
 PODS = [{"metadata": {"namespace": "default", "name": "web-1"}, "spec": {}, "status": {"podIP": "10.244.1.7"}},
         {"metadata": {"namespace": "default", "name": "db-0"}, "spec": {}, "status": {"podIP": "10.244.1.5"}},
         {"metadata": {"namespace": "kube-system", "name": "agent"}, "spec": {"hostNetwork": True},
          "status": {"podIP": "172.18.0.2"}}]
-ZONE = build(SERVICES, ENDPOINTS, "cluster.local", "10.96.0.10", ttl=5, pods=PODS)
+NAMESPACES = ["default", "kube-system", "prod", "quiet"]
+ZONE = build(SERVICES, ENDPOINTS, "cluster.local", "10.96.0.10", ttl=5, pods=PODS, namespaces=NAMESPACES)
 SOA = ("cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5",)
 
 CASES = [
@@ -81,7 +96,18 @@ CASES = [
     ("10-244-1-7.default.pod.cluster.local.", "A", "NOERROR",
      ["10-244-1-7.default.pod.cluster.local. 5 IN A 10.244.1.7"], []),
     ("dns-version.cluster.local.", "TXT", "NOERROR", ['dns-version.cluster.local. 5 IN TXT "1.1.0"'], []),
-    ("cluster.local.", "NS", "NOERROR", ["cluster.local. 5 IN NS ns.dns.cluster.local."], []),
+    ("cluster.local.", "NS", "NOERROR", ["cluster.local. 5 IN NS ns.dns.cluster.local."],
+     ["ns.dns.cluster.local. 5 IN A 10.96.0.10"]),  # with its glue
+    # an endpoint of a ClusterIP Service points back to it, as CoreDNS's reverse lookup finds it
+    ("8.1.244.10.in-addr.arpa.", "PTR", "NOERROR",
+     ["8.1.244.10.in-addr.arpa. 5 IN PTR 10-244-1-8.my-nginx.default.svc.cluster.local."], []),
+    # an address two Services' endpoints share: both
+    ("6.2.244.10.in-addr.arpa.", "PTR", "NOERROR",
+     ["6.2.244.10.in-addr.arpa. 5 IN PTR 10-244-2-6.db.default.svc.cluster.local.",
+      "6.2.244.10.in-addr.arpa. 5 IN PTR 10-244-2-6.other.default.svc.cluster.local."], []),
+    ("_http._tcp.twins.default.svc.cluster.local.", "SRV", "NOERROR",
+     ["_http._tcp.twins.default.svc.cluster.local. 5 IN SRV 0 100 80 twin.twins.default.svc.cluster.local."],
+     ["twin.twins.default.svc.cluster.local. 5 IN A 10.244.1.20"]),
 ]
 NEGATIVE = [
     ("nothing.default.svc.cluster.local.", "A", "NXDOMAIN"),
@@ -96,8 +122,17 @@ NEGATIVE = [
     ("default.svc.cluster.local.", "A", "NOERROR"),  # an empty non-terminal
     ("svc.cluster.local.", "A", "NOERROR"),
     ("10-244-1-999.default.pod.cluster.local.", "A", "NXDOMAIN"),
-    ("2.0.18.172.in-addr.arpa.", "PTR", "NXDOMAIN"),  # a hostNetwork Pod's IP is its node's
+    # names that exist without records of their own are NODATA (RFC 8020), for a namespace
+    # that exists; a Pod record in a namespace that does not is NXDOMAIN (`pods insecure`)
+    ("pod.cluster.local.", "A", "NOERROR"),
+    ("default.pod.cluster.local.", "A", "NOERROR"),
+    ("quiet.svc.cluster.local.", "A", "NOERROR"),
+    ("quiet.pod.cluster.local.", "A", "NOERROR"),
+    ("nowhere.svc.cluster.local.", "A", "NXDOMAIN"),
+    ("nowhere.pod.cluster.local.", "A", "NXDOMAIN"),
+    ("10-244-1-7.nowhere.pod.cluster.local.", "A", "NXDOMAIN"),
 ]
+REVERSE_SOA = ("in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa. hostmaster.in-addr.arpa. 1 7200 1800 86400 5",)
 
 
 @pytest.mark.parametrize("qname,qtype,rcode,ans,additional", CASES, ids=[f"{c[0]} {c[1]}" for c in CASES])
@@ -111,6 +146,14 @@ def test_answers(qname, qtype, rcode, ans, additional):
 def test_nxdomain_and_nodata_carry_the_soa(qname, qtype, rcode):
     r = answer(ZONE, qname, qtype)
     assert (r.rcode, r.answer, tuple(str(x) for x in r.authority)) == (rcode, (), SOA)
+
+
+def test_an_address_not_the_clusters_is_nxdomain_of_the_reverse_zone_and_falls_through():
+    r = answer(ZONE, "2.0.18.172.in-addr.arpa.", "PTR")  # a hostNetwork Pod's IP is its node's
+    assert (r.rcode, r.answer, tuple(str(x) for x in r.authority), r.fallthrough) == \
+        ("NXDOMAIN", (), REVERSE_SOA, True)
+    from nsk.dns.server import FORWARD
+    assert respond(ZONE, DNSRecord.question("8.8.8.8.in-addr.arpa", "PTR").pack(), forward=True) is FORWARD
 
 
 def test_outside_the_zone_is_refused_not_answered():
