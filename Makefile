@@ -7,7 +7,9 @@ NSK = $(VENV)/bin/nsk
 # What nsk and its tests use: netlink and namespaces (iproute2 for people and tests,
 # never for nsk itself), the proxy backends, and the tools labs use from inside Pods.
 APT_PACKAGES = python3 python3-venv python3-pip iproute2 iptables nftables conntrack curl dnsutils \
-	iputils-ping procps iperf3 tcpdump netcat-openbsd
+	iputils-ping procps iperf3 tcpdump netcat-openbsd sudo
+# wait for another apt (unattended-upgrades on a fresh machine) instead of failing at once
+APT = DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 BENCH_PACKAGES = mininet bridge-utils hyperfine dnsperf dnsmasq-base util-linux
 STAMP = .make
 
@@ -16,8 +18,8 @@ STAMP = .make
 up: install
 	@if [ -d /run/nsk/nsk ]; then $(NSK) down --cluster nsk; fi
 	$(NSK) up topologies/quickstart.yaml
-	$(NSK) get pods -o wide
-	@bash scripts/quickstart-check.sh $(NSK)
+	$(NSK) get pods -o wide --cluster nsk
+	@bash scripts/quickstart-check.sh $(NSK) nsk
 
 test: install
 	$(VENV)/bin/ruff check nsk tests bench
@@ -34,12 +36,12 @@ install: deps venv
 
 deps: $(STAMP)/deps
 $(STAMP)/deps: Makefile
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	$(APT) update -qq
+	$(APT) install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
 	@mkdir -p $(STAMP) && touch $@
 
 $(STAMP)/bench-deps: Makefile
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null
+	$(APT) install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null
 	@mkdir -p $(STAMP) && touch $@
 
 venv: $(STAMP)/venv

@@ -121,7 +121,7 @@ def _fill(store: Store, m: Manifest, p: ClusterPlan, source: str) -> None:
             store.put(namespace_object(ns))
         for n in p.nodes:
             store.put(node_object(n))
-        api.apply([*system_objects(m.cluster), *m.objects], source)
+        api.apply([*system_objects(m.cluster), *m.objects], source, create_namespaces=True)
 
 
 @dataclass(frozen=True)

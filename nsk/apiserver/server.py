@@ -63,13 +63,15 @@ class APIServer:
             self._write(obj, source)
             return self.store.get(k.kind, k.namespace, k.name)
 
-    def apply(self, objects: list[dict] | tuple[dict, ...], source: str = "") -> list[str]:
-        """Create or update admitted objects in one transaction; kubectl's result lines.
-        A namespace an object names is created first when missing (where kubectl would say
-        "namespaces not found", nsk makes it for the user)."""
+    def apply(self, objects: list[dict] | tuple[dict, ...], source: str = "", create_namespaces: bool = False) -> list[str]:
+        """Create or update admitted objects in one transaction, in order; kubectl's result
+        lines. An object in a namespace that does not exist is refused, as kubectl's
+        `namespaces "x" not found` (a Namespace earlier in the same file counts), and nothing
+        is changed; `create_namespaces` makes the missing ones first (`nsk up` does)."""
         lines = []
         with self.store.tx():
-            lines += [f"namespace/{ns} created" for ns in self.ensure_namespaces(objects)]
+            if create_namespaces:
+                lines += [f"namespace/{ns} created" for ns in self.ensure_namespaces(objects)]
             for obj in objects:
                 k = key(obj)
                 if obj["metadata"].get("resourceVersion") and self.store.get(k.kind, k.namespace, k.name) is None:

@@ -158,7 +158,8 @@ def _summary(p, name: str) -> str:
     from nsk.apiserver.printers import table
     rows = [[n.name, n.ip, n.pod_cidr, n.netns] for n in p.nodes]
     rows += [[f"host/{h.name}", h.ip, "-", h.netns] for h in p.hosts]
-    flag = "" if name == "nsk" else f" --cluster {name}"
+    from nsk.lifecycle import clusters
+    flag = "" if clusters() == [name] else f" --cluster {name}"  # without it, a command means the only one up
     text = table(["NODE", "IP", "POD CIDR", "NETWORK NAMESPACE"], rows)
     text += (f"\nNext: nsk get pods -o wide{flag}   nsk exec POD{flag} -- curl -s POD-IP   nsk down{flag}\n")
     return text

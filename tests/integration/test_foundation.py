@@ -155,7 +155,21 @@ def test_a_dead_process_is_restarted_and_counted(cluster):
 
 def test_apply_and_delete_on_a_running_cluster(cluster):
     cluster.up(WEB.format(replicas=1))
+    solo = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: solo, namespace: lab}
+spec: {containers: [{name: c, image: x}]}
+"""
+    r = cluster.nsk("apply", "-f", "-", input=WEB.format(replicas=3) + solo, check=False)
+    assert r.returncode == 1 and r.stderr == 'Error from server (NotFound): namespaces "lab" not found\n'
+    assert cluster.get("deploy", "web")["spec"]["replicas"] == 1  # nothing of the file was applied
     out = cluster.apply(WEB.format(replicas=3) + """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: lab}
 ---
 apiVersion: v1
 kind: Pod
@@ -164,7 +178,7 @@ spec:
   nodeName: node-2
   containers: [{name: c, image: x, ports: [{containerPort: 9376}]}]
 """)
-    assert out.stdout.splitlines() == ["namespace/lab created", "deployment.apps/web configured", "pod/solo created"]
+    assert out.stdout.splitlines() == ["deployment.apps/web configured", "namespace/lab created", "pod/solo created"]
     wait_for(lambda: len(running(cluster.pods())) == 3, what="3 web Pods")
     solo = wait_for(lambda: running(cluster.pods(namespace="lab")), what="the solo Pod")[0]
     assert solo["spec"]["nodeName"] == "node-2"

@@ -202,7 +202,10 @@ def test_the_write_path_refuses_what_the_api_server_refuses(api):
 def test_a_namespace_is_made_for_what_is_applied_into_it_and_its_deletion_cascades(api):
     svc = admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "lab"},
                  "spec": {"ports": [{"port": 80}]}})
-    assert api.apply([svc]) == ["namespace/lab created", "service/s created"]
+    with pytest.raises(NotFound, match='namespaces "lab" not found'):
+        api.apply([svc])  # as kubectl: the namespace must exist, or come first in the file
+    lab = admit({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lab"}})
+    assert api.apply([lab, svc]) == ["namespace/lab created", "service/s created"]
     assert api.store.get("Service", "lab", "s")["spec"]["clusterIP"].startswith("10.96.")
     res = api.delete([Key("Namespace", "", "lab"), Key("Service", "default", "missing")])
     assert res.lines == ('namespace "lab" deleted',) and res.missing == ('services "missing" not found',)
