@@ -42,6 +42,9 @@ def build(p: ClusterPlan, own: Own) -> None:
                 for dst, via in p.routes(node):
                     links.route_add(r, dst, gateway=via)
             for key, value in (("net.ipv4.ip_forward", "1"),
+                               # kube-proxy's localhostNodePorts: 127.0.0.1:<nodePort> on the node
+                               # reaches the Service (KUBE-FIREWALL drops such packets from outside)
+                               ("net.ipv4.conf.all.route_localnet", "1"),
                                # A Pod's packet to a Pod on the same bridge enters and leaves
                                # cbr0: without this the node would tell the Pod to go direct.
                                ("net.ipv4.conf.all.send_redirects", "0"),

@@ -34,11 +34,16 @@ KUBE_NODEPORTS = "KUBE-NODEPORTS"
 KUBE_FORWARD = "KUBE-FORWARD"
 KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 
-FILTER_CHAINS = (KUBE_NODEPORTS, KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL)
+KUBE_FIREWALL = "KUBE-FIREWALL"  # the kubelet's once; kube-proxy writes it now (localhostNodePorts)
+KUBE_PROXY_CANARY = "KUBE-PROXY-CANARY"
+FILTER_CHAINS = (KUBE_NODEPORTS, KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL,
+                 KUBE_FIREWALL)
 NAT_CHAINS = (KUBE_NODEPORTS, KUBE_SERVICES, KUBE_MARK_MASQ, KUBE_POSTROUTING, NSK_IP_MASQ)
 
 # (table, built-in chain, kube chain, comment, extra match): kube-proxy's iptablesJumpChains,
-# plus nsk's own egress masquerade (what ip-masq-agent does on a real node).
+# plus nsk's own egress masquerade (what ip-masq-agent does on a real node). In each built-in
+# chain of the filter table they stand in the order `iptables -L` shows on a kube-proxy node
+# (kube-proxy prepends them); KUBE-FIREWALL's come last, after the others.
 JUMPS = (
     ("filter", "INPUT", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", "-m conntrack --ctstate NEW"),
     ("filter", "INPUT", KUBE_NODEPORTS, "kubernetes health check service ports", ""),
@@ -51,6 +56,8 @@ JUMPS = (
      "-m conntrack --ctstate NEW"),
     ("filter", "OUTPUT", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", "-m conntrack --ctstate NEW"),
     ("filter", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", "-m conntrack --ctstate NEW"),
+    ("filter", "INPUT", KUBE_FIREWALL, "", ""),
+    ("filter", "OUTPUT", KUBE_FIREWALL, "", ""),
     ("nat", "PREROUTING", KUBE_SERVICES, "kubernetes service portals", ""),
     ("nat", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", ""),
     *masquerade.JUMPS,
@@ -90,7 +97,7 @@ def probability(n: int) -> str:
 
 
 def jump_rule(chain: str, target: str, comment: str, extra: str) -> str:
-    return " ".join(filter(None, [f"-A {chain}", extra, _comment(comment), f"-j {target}"]))
+    return " ".join(filter(None, [f"-A {chain}", extra, _comment(comment) if comment else "", f"-j {target}"]))
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,10 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     cidr = ctx.cluster_cidr
 
     f_rules += [
+        # localhostNodePorts: the node's route_localnet=1 lets 127.0.0.1:<nodePort> reach a
+        # Service; this closes what it opens to others (kubernetes#90259)
+        f"-A {KUBE_FIREWALL} {_comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 "
+        "-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
         f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
         f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding rules')} -m mark --mark {MASQ_MARK}/{MASQ_MARK} "
         "-j ACCEPT",
@@ -289,20 +300,29 @@ def nodeports_tail(ctx: NodeContext) -> list[str]:
 
 def missing_jumps(saved: str) -> str:
     """iptables-restore --noflush input inserting kube-proxy's jumps from the built-in
-    chains that `saved` (iptables-save output) does not have yet; "" when all are there."""
+    chains that `saved` (iptables-save output) does not have yet, and its canary chains;
+    "" when all are there. A missing filter jump is prepended, as kube-proxy's EnsureRule
+    does (so a chain's missing ones go in reverse, to read in order); KUBE-FIREWALL's and
+    the nat table's are appended."""
     have = {(t, line) for t, line in _save_lines(saved)}
-    out: dict[str, list[str]] = {"filter": [], "nat": []}
+    existing = {(t, line.split()[0][1:]) for t, line in _save_lines(saved, chains_too=True) if line.startswith(":")}
+    out: dict[str, list[str]] = {"mangle": [], "filter": [], "nat": []}
+    prepend: list[str] = []
     for table, chain, target, comment, extra in JUMPS:
         rule = jump_rule(chain, target, comment, extra)
-        if (table, _normal(rule)) not in have:
-            out[table].append(rule.replace(f"-A {chain}", f"-I {chain}", 1) if table == "filter" else rule)
+        if (table, _normal(rule)) in have:
+            continue
+        if table == "filter" and target != KUBE_FIREWALL:
+            prepend.append(rule.replace(f"-A {chain}", f"-I {chain}", 1))
+        else:
+            out[table].append(rule)
+    out["filter"] = prepend[::-1] + out["filter"]
     text = []
     for table, rules in out.items():
-        if rules:
-            chains = {target for t, _, target, _, _ in JUMPS if t == table}
-            existing = {line.split()[0][1:] for t, line in _save_lines(saved, chains_too=True)
-                        if t == table and line.startswith(":")}
-            text += [f"*{table}"] + [f":{c} - [0:0]" for c in sorted(chains - existing)] + rules + ["COMMIT"]
+        chains = {target for t, _, target, _, _ in JUMPS if t == table} | {KUBE_PROXY_CANARY}
+        missing = sorted(c for c in chains if (table, c) not in existing)
+        if rules or missing:
+            text += [f"*{table}"] + [f":{c} - [0:0]" for c in missing] + rules + ["COMMIT"]
     return "\n".join(text) + ("\n" if text else "")
 
 

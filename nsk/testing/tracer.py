@@ -90,6 +90,7 @@ class Tracer:
     def __init__(self, text: str, local_ips: set[str]):
         self.tables = parse(text)
         self.local = local_ips
+        self._dnat = True  # during a walk of the filter table: whether nat DNATed the packet
 
     # ---- matching -------------------------------------------------------------------
 
@@ -132,9 +133,11 @@ class Tracer:
                     ok = ((mark & mask) == value) != n
                     i += 2 + n
                 elif module == "conntrack":
-                    states = args[i + 1].split(",")
-                    ok = "NEW" in states or "DNAT" in states  # a tracer packet is always new
-                    i += 2
+                    n = args[i] == "!"
+                    states = args[i + n + 1].split(",")
+                    # a tracer packet is a new connection, DNATed when nat gave it a destination
+                    ok = ("NEW" in states or ("DNAT" in states and self._dnat)) != n
+                    i += 2 + n
                 elif module == "statistic":
                     i += 4  # --mode random --probability P
                     chance = True
@@ -216,6 +219,7 @@ class Tracer:
                 ip, port = dnat.split(":")
                 p = Packet(p.src, ip, int(port), p.proto)
             filt = self.tables.get("filter")
+            self._dnat = dnat is not None
             hook = "OUTPUT" if from_node else ("INPUT" if p.dst in self.local else "FORWARD")
             verdict = "ACCEPT"
             if filt and hook in filt.chains:

@@ -119,6 +119,9 @@ def test_node_port_from_outside_on_every_node(cluster):
         # externalTrafficPolicy Cluster: the Pod sees the node, not the client
         out = cluster.exec("host/client", "curl", "-s", "--max-time", "3", f"{node_ip}:30007/clientip").stdout
         assert out.split(":")[0] in ("172.18.0.2", "172.18.0.3", "10.244.1.1", "10.244.2.1")
+    # on the node itself, localhost too (kube-proxy's localhostNodePorts)
+    assert set(hits(cluster, "node/node-1", "127.0.0.1:30007", 20)) == pod_names(cluster)
+    assert "route_localnet = 1" in cluster.exec("node/node-1", "sysctl", "net.ipv4.conf.all.route_localnet").stdout
 
 
 def test_external_traffic_policy_local_keeps_the_client_ip_and_drops_elsewhere(cluster):

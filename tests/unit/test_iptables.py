@@ -154,8 +154,8 @@ def test_node_port_addresses_limit_the_nodeport_addresses():
 
 
 def test_jumps_are_added_once():
-    saved_with_jumps = "\n".join(
-        line.replace("-I ", "-A ", 1) for line in missing_jumps("").splitlines() if not line.startswith(":"))
+    # iptables-save lists the chains (":NAME") and every rule as appended ("-A")
+    saved_with_jumps = "\n".join(line.replace("-I ", "-A ", 1) for line in missing_jumps("").splitlines())
     assert missing_jumps(saved_with_jumps) == ""
 
 
@@ -280,3 +280,27 @@ def test_the_proxier_syncs_fully_first_then_partially_and_fully_again_each_sync_
     proxier.failed()  # a restore the kernel refused: the next sync writes every chain again
     assert proxier.plan(fewer, now=100.0 + FULL_SYNC_PERIOD + 1).endswith(
         rules.render(fewer, CTX, ruleset2.nat_chains).text)
+
+
+def test_the_built_in_chains_jump_in_kube_proxys_order():
+    """As `iptables -L` shows them on a kube-proxy node: prepended, so the list reads in
+    kube-proxy's order; KUBE-FIREWALL last, where the kubelet's jump sits."""
+    from nsk.testing.tracer import restore as model
+    tables = model({}, missing_jumps(""))
+    order = {c: [r.target for r in tables["filter"].chains[c]] for c in ("INPUT", "FORWARD", "OUTPUT")}
+    assert order == {
+        "INPUT": ["KUBE-PROXY-FIREWALL", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-FIREWALL"],
+        "FORWARD": ["KUBE-PROXY-FIREWALL", "KUBE-FORWARD", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"],
+        "OUTPUT": ["KUBE-PROXY-FIREWALL", "KUBE-SERVICES", "KUBE-FIREWALL"],
+    }
+    # kube-proxy's canaries, by which it sees its tables flushed, in each table it uses
+    assert all("KUBE-PROXY-CANARY" in tables[t].chains for t in ("mangle", "nat", "filter"))
+
+
+def test_localhost_node_ports_are_reachable_only_from_the_node():
+    """kube-proxy's localhostNodePorts: route_localnet lets 127.0.0.1:<nodePort> work on the
+    node; KUBE-FIREWALL drops what would reach 127/8 from outside (the martian hole)."""
+    text = missing_jumps("") + RULES
+    assert '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ' \
+           '! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP' in text.splitlines()
+    assert check_consistency(text) == []
