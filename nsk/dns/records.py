@@ -50,6 +50,7 @@ class Reply:
     additional: tuple[RR, ...] = ()
     authoritative: bool = True
     fallthrough: bool = False  # not the cluster's to say: a server with an upstream asks it
+    chase: str = ""  # the answer ends in a CNAME to this name outside the cluster: ask the upstream
 
 
 @dataclass
@@ -90,6 +91,7 @@ def _reverse(ip: str) -> str:
 
 
 REVERSE = "in-addr.arpa."
+MAX_CNAMES = 8  # CNAMEs followed inside the cluster before the answer stops (a loop ends)
 
 
 def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str, ttl: int = 5,
@@ -188,8 +190,22 @@ def answer(z: Zone, qname: str, qtype: str) -> Reply:
         found = [rr for (n, _), rrs in z.records.items() if n == q for rr in rrs]
     if not found and qtype in (A, ANY):
         found = _pod_record(z, q)
+    chase = ""
     if not found and qtype != CNAME and (q, CNAME) in z.records:
-        found = z.records[(q, CNAME)]  # the CNAME answers every type; the client follows it
+        # the CNAME answers every type; and, as CoreDNS, the target's records follow it when
+        # the target is the cluster's, or the server asks its upstream for them (chase)
+        found, target = list(z.records[(q, CNAME)]), z.records[(q, CNAME)][0].data
+        for _ in range(MAX_CNAMES):
+            if not z.in_zone(target) or target.endswith("." + REVERSE):
+                chase = target
+                break
+            more = z.records.get((target, qtype)) or z.records.get((target, CNAME))
+            if not more or more[0] in found:
+                break
+            found += more
+            if more[0].type != CNAME:
+                break
+            target = more[0].data
     additional: list[RR] = []
     if qtype == SRV:  # each target's address once, however many ports point at it
         for target in dict.fromkeys(rr.data.split()[3] for rr in found if rr.type == SRV):
@@ -198,7 +214,7 @@ def answer(z: Zone, qname: str, qtype: str) -> Reply:
         for rr in found:
             additional += z.records.get((rr.data, A), [])
     if found:
-        return Reply("NOERROR", tuple(found), (), tuple(additional))
+        return Reply("NOERROR", tuple(found), (), tuple(additional), chase=chase)
     exists = q in z.names or any(n == q for n, _ in z.records) or bool(_pod_record(z, q))
     if q.endswith("." + REVERSE) and not exists:
         # not a cluster address: the reverse zone's own SOA, and a server with an upstream

@@ -66,6 +66,16 @@ def _rr(rr: records.RR, asked: str) -> RR:
 FORWARD = b"forward"  # respond()'s word for "not ours: ask the upstream"
 
 
+@dataclass(frozen=True)
+class Chase:
+    """A reply that ends in a CNAME to a name outside the cluster: the server asks its
+    upstream for the target and adds what it says (CoreDNS's upstream lookup for an
+    ExternalName); when the upstream fails, the reply goes as it is."""
+    reply: bytes
+    target: str
+    qtype: int
+
+
 _HEADER = struct.Struct("!HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
 QR, OPCODE_SHIFT, RD, CD = 0x8000, 11, 0x0100, 0x0010
 MAX_PENDING = 4096  # forwarded queries in flight; past this, SERVFAIL at once
@@ -121,6 +131,20 @@ def well_formed(data: bytes, qdcount: int, arcount: int) -> bool:
         if off > len(data):
             return False
     return True
+
+
+def _with_upstream(reply: bytes, upstream: bytes) -> bytes:
+    """The cluster's CNAME reply with the upstream's answer records for its target added."""
+    try:
+        up = DNSRecord.parse(upstream)
+        if up.header.rcode != RCODE.NOERROR or not up.rr:
+            return reply
+        merged = DNSRecord.parse(reply)
+        for rr in up.rr:
+            merged.add_answer(rr)
+        return merged.pack()
+    except Exception:  # noqa: BLE001 - an upstream's garbage: the CNAME alone, as before
+        return reply
 
 
 def _same_question(query: bytes, answer: bytes) -> bool:
@@ -183,6 +207,8 @@ def respond(zone: records.Zone, data: bytes, forward: bool = False) -> bytes | N
             reply.add_ar(_rr(rr, asked))
         if opt is not None:  # EDNS0: answer with our own OPT
             reply.add_ar(EDNS0(udp_len=EDNS_SIZE))
+        if ans.chase and forward:
+            return Chase(reply.pack(), ans.chase, q.qtype)
         return reply.pack()
     except Exception as exc:  # noqa: BLE001 - as CoreDNS recovers a panic: this query fails, not the server
         print(f"nsk dns: error answering {q.qname} {qtype}: {exc!r}", file=sys.stderr, flush=True)
@@ -280,6 +306,9 @@ class Server:
         out = respond(self.zone, data, forward=bool(self.upstream_servers))
         if out is FORWARD:
             self._forward(data, reply)
+        elif isinstance(out, Chase):
+            self._forward(DNSRecord.question(out.target, QTYPE.get(out.qtype, "A")).pack(),
+                          lambda up, c=out: reply(_with_upstream(c.reply, up)))
         elif out is not None:
             # only answers that fit any UDP client: the receive loop sends cached ones as they are
             if len(out) <= UDP_PLAIN and len(self.cache) < 50000:

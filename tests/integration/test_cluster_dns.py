@@ -194,7 +194,7 @@ while True:
     data, addr = s.recvfrom(4096)
     q = DNSRecord.parse(data)
     r = q.reply()
-    r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A("203.0.113.7"), ttl=60))
+    r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(sys.argv[2] if len(sys.argv) > 2 else "203.0.113.7"), ttl=60))
     s.sendto(r.pack(), addr)
 """
 
@@ -301,3 +301,44 @@ def test_no_packet_stops_the_server_or_starts_a_ping_pong(cluster):
     assert out == [ip, "0"]
     again = {p["metadata"]["name"]: p for p in cluster.pods(namespace="kube-system")}[dns["metadata"]["name"]]
     assert again["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_an_external_name_service_reaches_its_target_by_name(cluster):
+    """The DNS specification's ExternalName example: foo.default -> www.example.com and its
+    address from the upstream, so a Pod's curl to the Service's name reaches the target."""
+    import subprocess
+
+    from tests.conftest import ROOT
+    cluster.up("""
+apiVersion: nsk.io/v1alpha1
+kind: Cluster
+metadata: {name: x}
+spec:
+  dns: {upstream: [192.0.2.53]}
+  external:
+    hosts: [{name: client, ip: 192.0.2.10}, {name: resolver, ip: 192.0.2.53}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: foo}
+spec: {type: ExternalName, externalName: www.example.com}
+""" + "---\n" + WEB.format(replicas=1))
+    pod = cluster.pods("app=web")[0]["metadata"]["name"]
+    started = []
+    try:
+        for host, argv in (("host/resolver", [sys.executable, "-c", UPSTREAM, "192.0.2.53", "192.0.2.10"]),
+                           ("host/client", [sys.executable, "-m", "http.server", "8080", "--bind", "192.0.2.10"])):
+            started.append(subprocess.Popen([sys.executable, "-m", "nsk", "exec", "--cluster", cluster.name, host,
+                                             "--", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))
+        dig = ("dig", "+short", "foo.default.svc.cluster.local")
+        # (the upstream may still be starting: until it answers, the CNAME comes alone)
+        wait_for(lambda: cluster.exec(pod, *dig).stdout.split() == ["www.example.com.", "192.0.2.10"], timeout=15,
+                 what="the ExternalName's CNAME and its target's address")
+        out = wait_for(lambda: cluster.exec(pod, "curl", "-s", "--max-time", "3", "foo:8080/", check=False).stdout,
+                       timeout=15, what="curl to the ExternalName Service")
+        assert "Directory listing" in out
+    finally:
+        for p in started:
+            p.terminate()
+            p.wait(timeout=5)

@@ -311,3 +311,48 @@ def test_a_query_with_answers_in_it_is_formerr():
     bad[7] = 1  # ANCOUNT 1 with nothing there
     r = DNSRecord.parse(respond(ZONE, bytes(bad)))
     assert r.header.rcode == RCODE.FORMERR and r.header.qr == 1
+
+
+def test_an_external_name_in_the_cluster_is_followed():
+    """CoreDNS follows an ExternalName's CNAME: to a name of the cluster, it adds its records."""
+    z = build([*SERVICES, {"metadata": {"namespace": "prod", "name": "alias"},
+                           "spec": {"type": "ExternalName", "externalName": "my-nginx.default.svc.cluster.local"}}],
+              ENDPOINTS, "cluster.local", "10.96.0.10", ttl=5, pods=PODS, namespaces=NAMESPACES)
+    r = answer(z, "alias.prod.svc.cluster.local.", "A")
+    assert [str(x) for x in r.answer] == [
+        "alias.prod.svc.cluster.local. 5 IN CNAME my-nginx.default.svc.cluster.local.",
+        "my-nginx.default.svc.cluster.local. 5 IN A 10.96.0.2"] and r.chase == ""
+    # to a name outside: the CNAME, and the server asks the upstream for the target
+    r = answer(ZONE, "my-service.prod.svc.cluster.local.", "A")
+    assert [str(x) for x in r.answer] == ["my-service.prod.svc.cluster.local. 5 IN CNAME my.database.example.com."]
+    assert r.chase == "my.database.example.com."
+    assert answer(ZONE, "my-service.prod.svc.cluster.local.", "CNAME").chase == ""
+
+
+def test_a_cname_loop_in_the_cluster_ends():
+    loop = [{"metadata": {"namespace": "default", "name": "a"},
+             "spec": {"type": "ExternalName", "externalName": "b.default.svc.cluster.local"}},
+            {"metadata": {"namespace": "default", "name": "b"},
+             "spec": {"type": "ExternalName", "externalName": "a.default.svc.cluster.local"}}]
+    r = answer(build(loop, [], "cluster.local", "10.96.0.10", namespaces=["default"]), "a.default.svc.cluster.local.", "A")
+    assert r.rcode == "NOERROR" and 2 <= len(r.answer) <= 9
+
+
+def test_the_server_adds_the_upstreams_records_for_an_outside_target():
+    from dnslib import A as ARecord
+    from dnslib import RR as WireRR
+
+    from nsk.dns.server import Chase, _with_upstream
+    q = DNSRecord.question("my-service.prod.svc.cluster.local", "A")
+    out = respond(ZONE, q.pack(), forward=True)
+    assert isinstance(out, Chase) and out.target == "my.database.example.com." and out.qtype == QTYPE.A
+    up = DNSRecord.question("my.database.example.com", "A").reply()
+    up.add_answer(WireRR("my.database.example.com", QTYPE.A, rdata=ARecord("192.0.2.10"), ttl=60))
+    merged = DNSRecord.parse(_with_upstream(out.reply, up.pack()))
+    assert merged.header.id == q.header.id
+    assert [(QTYPE[r.rtype], str(r.rdata)) for r in merged.rr] == [("CNAME", "my.database.example.com."),
+                                                                  ("A", "192.0.2.10")]
+    failed = up.reply()
+    failed.header.rcode = RCODE.SERVFAIL
+    assert _with_upstream(out.reply, failed.pack()) == out.reply  # the CNAME alone, as before
+    assert respond(ZONE, q.pack(), forward=False) == out.reply  # no upstream: the CNAME alone
