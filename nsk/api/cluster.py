@@ -162,9 +162,9 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
     npa = tuple(net.get("nodePortAddresses") or ())
     for i, cidr in enumerate(npa):
         try:
-            ipaddress.IPv4Network(cidr)
-        except ValueError:
-            errors.append(invalid(f"spec.networking.nodePortAddresses[{i}]", cidr, "must be an IPv4 CIDR"))
+            ipaddress.ip_network(cidr)  # either family, as kube-proxy's --nodeport-addresses
+        except (ValueError, TypeError):
+            errors.append(invalid(f"spec.networking.nodePortAddresses[{i}]", cidr, "must be a CIDR"))
     domain = net.get("clusterDomain", dflt.cluster_domain)
     for msg in names.dns1123_subdomain(domain):
         errors.append(invalid("spec.networking.clusterDomain", domain, msg))

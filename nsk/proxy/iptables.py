@@ -166,7 +166,7 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     for sp in ports:
         name, proto = sp.name_string, sp.proto
         match = f"-m {proto} -p {proto}"
-        ready = [e for e in sp.endpoints if e.ready]
+        ready = sorted((e for e in sp.endpoints if e.ready), key=lambda e: e.address)  # kube-proxy: "ip:port"
         local = [e for e in ready if e.node == ctx.node]
         # kube-proxy's UsesClusterEndpoints: with external traffic at all, even under eTP
         # Local, since a Pod's traffic to an external address short-circuits to all endpoints
@@ -193,7 +193,7 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
                 external_filter = ("DROP", f"{name} has no local endpoints")
 
         chains_here: list[str] = []
-        eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: (e.ip, e.port))
+        eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: e.address)
         for ep in eps_here:
             sep = sep_chain(sp, ep)
             chains_here.append(sep)
@@ -246,8 +246,15 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
                                         f"{dport} -j {target}")
         if uses_fw:
             chains_here.append(fw)
+            allow_from_node = False
             for src in sp.lb_source_ranges:
                 svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {src} -j {ext}")
+                allow_from_node = allow_from_node or _contains_any(src, ctx.node_ips)
+            # a node's own request to the LB IP may come back with the LB IP as its source (a
+            # VIP-like load balancer): kube-proxy lets it in when the node may reach it at all
+            if allow_from_node:
+                for ip in sp.lb_ips:
+                    svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {ip} -j {ext}")
             svc_rules.append(f"-A {fw} {_comment(f'other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL')}")
             for ip in sp.lb_ips:
                 f_rules.append(f"-A {KUBE_PROXY_FIREWALL} {_comment(f'{name} traffic not accepted by {fw}')} "
@@ -291,11 +298,21 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
 def nodeports_tail(ctx: NodeContext) -> list[str]:
     """The last rules of KUBE-SERVICES: traffic to this node's own addresses goes to KUBE-NODEPORTS."""
     comment = _comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-    if not ctx.node_port_addresses:
+    # kube-proxy's NodePortAddresses: the CIDRs of this family (an IPv6 one is not for the
+    # IPv4 rules); none of it, or 0.0.0.0/0, means every local address
+    nets = [n for c in ctx.node_port_addresses if (n := ipaddress.ip_network(c, strict=False)).version == 4]
+    if not nets or any(n.prefixlen == 0 for n in nets):
         return [f"-A {KUBE_SERVICES} {comment} -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}"]
-    nets = [ipaddress.IPv4Network(c) for c in ctx.node_port_addresses]
-    ips = [ip for ip in ctx.node_ips if any(ipaddress.IPv4Address(ip) in n for n in nets)]
+    ips = [ip for ip in ctx.node_ips if any(ipaddress.ip_address(ip) in n for n in nets)]
     return [f"-A {KUBE_SERVICES} {comment} -d {ip}/32 -j {KUBE_NODEPORTS}" for ip in ips]
+
+
+def _contains_any(cidr: str, ips: tuple[str, ...]) -> bool:
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return any(ipaddress.ip_address(ip) in net for ip in ips)
 
 
 def missing_jumps(saved: str) -> str:

@@ -101,7 +101,7 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
                 affinity_timeout=affinity,
                 external_local=spec.get("externalTrafficPolicy") == "Local",
                 internal_local=spec.get("internalTrafficPolicy") == "Local",
-                endpoints=tuple(sorted(set(found), key=lambda e: (e.ip, e.port)))))
+                endpoints=tuple(sorted(set(found), key=lambda e: e.address))))  # kube-proxy's order
     return sorted(out, key=lambda s: (s.namespace, s.name, s.port_name, s.protocol))
 
 

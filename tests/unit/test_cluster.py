@@ -118,7 +118,7 @@ def test_to_dict_round_trips():
     ("{networking: {nodePortRange: 30000-70000}}",
      'spec.networking.nodePortRange: Invalid value: "30000-70000": must be FIRST-LAST, e.g. 30000-32767'),
     ("{networking: {nodePortAddresses: [172.18.0.0/33]}}",
-     'spec.networking.nodePortAddresses[0]: Invalid value: "172.18.0.0/33": must be an IPv4 CIDR'),
+     'spec.networking.nodePortAddresses[0]: Invalid value: "172.18.0.0/33": must be a CIDR'),
     ("{networking: {clusterDomain: cluster_local}}",
      'spec.networking.clusterDomain: Invalid value: "cluster_local": a lowercase RFC 1123 subdomain must consist '
      "of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character "

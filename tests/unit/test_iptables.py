@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nsk.proxy.iptables import NodeContext, missing_jumps, probability, render, sep_chain, svc_chain
+from nsk.proxy.iptables import NodeContext, missing_jumps, nodeports_tail, probability, render, sep_chain, svc_chain
 from nsk.proxy.model import Endpoint, ServicePort, service_ports
 from nsk.testing.tracer import Outcome, Packet, Tracer, check_consistency
 
@@ -304,3 +304,31 @@ def test_localhost_node_ports_are_reachable_only_from_the_node():
     assert '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ' \
            '! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP' in text.splitlines()
     assert check_consistency(text) == []
+
+
+def test_an_ipv6_cidr_in_node_port_addresses_is_not_for_the_ipv4_rules():
+    only_v6 = NodeContext("node-1", "10.244.0.0/16", (NODE1,), ("fd00::/64",))
+    assert nodeports_tail(only_v6) == nodeports_tail(NodeContext("node-1", "10.244.0.0/16", (NODE1,)))
+    both = NodeContext("node-1", "10.244.0.0/16", (NODE1,), ("fd00::/64", "172.18.0.0/24"))
+    assert [r.split()[-3] for r in nodeports_tail(both)] == [f"{NODE1}/32"]
+
+
+def test_endpoints_are_in_kube_proxys_order_the_ip_port_string():
+    eps = (Endpoint("10.244.1.9", 80, "node-1"), Endpoint("10.244.1.10", 80, "node-1"),
+           Endpoint("10.244.1.9", 100, "node-1"))
+    sp = ServicePort("default", "web", "", "TCP", 80, "10.96.0.2", endpoints=eps)
+    seps = [line.split()[-1] for line in render([sp], CTX).text.splitlines()
+            if line.startswith(f"-A {svc_chain('KUBE-SVC', sp)}") and "KUBE-SEP-" in line]
+    assert seps == [sep_chain(sp, e) for e in sorted(eps, key=lambda e: f"{e.ip}:{e.port}")]
+
+
+def test_the_node_may_reach_a_load_balancer_ip_its_source_ranges_allow():
+    sp = ServicePort("default", "lb", "", "TCP", 80, "10.96.0.3", lb_ips=("198.51.100.1",),
+                     lb_source_ranges=("172.18.0.0/24",), endpoints=(Endpoint("10.244.2.3", 80, "node-2"),))
+    fw = svc_chain("KUBE-FW", sp)
+    rules = [line for line in render([sp], CTX).text.splitlines() if line.startswith(f"-A {fw} ")]
+    assert f'-A {fw} -m comment --comment "default/lb loadbalancer IP" -s 198.51.100.1 -j {svc_chain("KUBE-EXT", sp)}' \
+        in rules
+    far = ServicePort("default", "lb", "", "TCP", 80, "10.96.0.3", lb_ips=("198.51.100.1",),
+                      lb_source_ranges=("203.0.113.0/24",), endpoints=sp.endpoints)
+    assert not [line for line in render([far], CTX).text.splitlines() if "-s 198.51.100.1" in line]
