@@ -143,18 +143,38 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
         os.mkdir(d, 0o755)  # the lock: one `up` per name
     except FileExistsError:
         raise NskError(_in_use(name)) from None
-    os.makedirs(os.path.join(d, "logs"))
-    store = Store(d, create=True)
-    p = plan(m.cluster)
     try:
-        _fill(store, m, p, source)
-    except NskError:
-        store.close()
+        os.makedirs(os.path.join(d, "logs"))
+        store = Store(d, create=True)
+        p = plan(m.cluster)
+        try:
+            _fill(store, m, p, source)
+        finally:
+            store.close()
+    except (NskError, KeyboardInterrupt) as e:
         shutil.rmtree(d)  # nothing was created in the kernel yet: leave no trace
+        if isinstance(e, KeyboardInterrupt):
+            raise NskError(f'interrupted: cluster "{name}" was not made') from None
         raise
+    store = Store(d)
     progress("start", f'Creating cluster "{name}" ...')
     child = start_control_plane(store, name)
     progress("control-plane", f"control plane started (pid {child.pid})")
+    try:
+        return _wait_up(m, p, store, child, progress, timeout, t0)
+    except KeyboardInterrupt:
+        # Ctrl-C means stop: what was made so far goes, as after `nsk down`
+        store.close()
+        progress("interrupted", f'Interrupted: removing cluster "{name}" ...')
+        down(name)
+        raise NskError(f'interrupted: cluster "{name}" was removed') from None
+
+
+def _wait_up(m: Manifest, p: ClusterPlan, store: Store, child, progress: Progress, timeout: float | None,
+             t0: float) -> UpResult:
+    """Wait until every Pod of `m` runs and the rules have caught up (or fail, saying why)."""
+    name = m.cluster.name
+    d = cluster_dir(name)
 
     expected = _expected_pods(m)
     pods, up_keys = Informer(store, ("Pod",)), set()

@@ -80,17 +80,37 @@ def now_iso(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
 
 
+def _create(db: str) -> None:
+    """Make the store file whole or not at all: its tables are built under a temporary name
+    that is renamed into place, so a `kill -9` of `nsk up` at any moment leaves either no
+    store (the name is free again after `nsk down`) or a complete one."""
+    tmp = f"{db}.{os.getpid()}.tmp"
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        os.rename(tmp, db)
+    finally:
+        for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
 class Store:
     def __init__(self, directory: str, create: bool = False):
         self.dir = directory
         db = os.path.join(directory, "store.db")
-        if not create and not os.path.exists(db):
+        if create and not os.path.exists(db):
+            _create(db)
+        if not os.path.exists(db):
             raise FileNotFoundError(db)
         self.db = sqlite3.connect(db, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        if create:
-            self.db.executescript(_SCHEMA)
         self._depth = 0
         self._tx_revisions = 0  # revisions the open transaction has taken (0: nothing to announce)
         self.own_revisions = 0  # revisions this connection's committed writes took

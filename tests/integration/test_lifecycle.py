@@ -167,3 +167,23 @@ def test_bad_input_creates_nothing(cluster, case):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert leftovers(cluster.name) == {}
     assert mine() == []
+
+
+def test_ctrl_c_during_up_removes_what_was_made(cluster, tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text(WEB.format(replicas=30))
+    up = subprocess.Popen([sys.executable, "-m", "nsk", "up", str(path), "--cluster", cluster.name], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len([n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
+                              if n.startswith(f"nsk_{cluster.name}_pod_")]) >= 3, timeout=30, what="some Pods")
+        up.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 1
+    assert err.strip().splitlines()[-1] == f'Error: interrupted: cluster "{cluster.name}" was removed'
+    assert "Traceback" not in err and "Aborted!" not in err
+    assert leftovers(cluster.name) == {}

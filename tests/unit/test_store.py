@@ -124,3 +124,23 @@ def test_an_informer_follows_another_writer_and_relists_when_it_fell_behind(tmp_
     assert informer.revision == writer.revision()
     writer.close()
     reader.close()
+
+
+def test_a_store_is_made_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A kill during `nsk up`'s first moments must not leave a store without tables."""
+    calls = []
+
+    def dying(src, dst):
+        calls.append(dst)
+        raise KeyboardInterrupt  # what Ctrl-C (or the kill) does just before the store is in place
+    monkeypatch.setattr(sqlite.os, "rename", dying)
+    with pytest.raises(KeyboardInterrupt):
+        Store(str(tmp_path), create=True)
+    assert calls and sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-made
+    with pytest.raises(FileNotFoundError):
+        Store(str(tmp_path))  # a reader sees "not up", not a table-less store
+    monkeypatch.undo()
+    s = Store(str(tmp_path), create=True)
+    s.put(svc("web"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    s.close()
