@@ -543,3 +543,33 @@ class Server:
                 self._close(c)
         for qid in [q for q, f in self.pending.items() if now > f.deadline]:
             self._next_upstream(qid)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The coredns Pods' container: `python -m nsk.dns.server --run-dir DIR ...`.
+
+    A fresh interpreter, not a fork of the control plane: SQLite's state must not cross a
+    fork (its locks are per process, its file table global), and this is the one workload
+    that opens the store. A forked DNS server shared the control plane's record of the
+    store's files, held no lock on its shared memory, and after another process closed the
+    last connection it knew of, went on reading a deleted write-ahead log: new Services
+    never resolved."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="nsk-dns")
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--domain", required=True)
+    ap.add_argument("--dns-ip", required=True)
+    ap.add_argument("--ttl", type=int, required=True)
+    ap.add_argument("--upstream", default="")
+    ap.add_argument("--name", required=True)
+    a = ap.parse_args(argv)
+    try:
+        with open("/proc/self/comm", "w") as f:  # `ps` shows the Pod's name, as for a forked workload
+            f.write(a.name.split("_", 1)[-1][:15])
+    except OSError:
+        pass
+    Server(a.run_dir, a.domain, a.dns_ip, a.ttl, tuple(u for u in a.upstream.split(",") if u), a.name).serve()
+
+
+if __name__ == "__main__":
+    main()

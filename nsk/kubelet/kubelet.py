@@ -284,8 +284,11 @@ class Kubelet:
                                             run.ip, c.spec)
             # a built-in workload reads no /etc file: it needs no mount namespace of its own
             box = Sandbox(box.netns, box.hostname, box.env, None)
-            ref = self.kernel.spawn(box, path, target=workloads.entry_point(c.spec.get("image", ""))(ctx),
-                                comm=run.key.name)
+            entry = workloads.entry_point(c.spec.get("image", ""))(ctx)
+            if isinstance(entry, list):  # a command line: exec'd, nothing of ours carried over
+                ref = self.kernel.spawn(box, path, argv=entry)
+            else:
+                ref = self.kernel.spawn(box, path, target=entry, comm=run.key.name)
         c.ref, c.started_at, c.started_mono = ref, now_iso(), time.monotonic()
         c.pidfd = self.kernel.pidfd(ref)
         if c.pidfd is not None:

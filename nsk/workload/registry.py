@@ -1,13 +1,16 @@
 """What a container without a `command` runs: an image name maps to a typed entry point
 (the kubelet knows none of them by name). A container *with* a command runs that program.
 
-An entry point is built in the control plane from a WorkloadContext and returns the
-function the forked Pod process runs. Adding a workload (the ingress controller, a node
-agent) is one `register` call.
+An entry point is built in the control plane from a WorkloadContext and returns either
+the function the forked Pod process runs, or a command line to exec. A workload that
+opens the store (cluster DNS, later the ingress controller) must be exec'd: a fork would
+carry the control plane's SQLite state into it. Adding a workload (the ingress controller,
+a node agent) is one `register` call.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,7 +33,7 @@ class WorkloadContext:
         return [p["containerPort"] for p in self.container.get("ports") or [] if p.get("protocol") == protocol]
 
 
-EntryPoint = Callable[[WorkloadContext], Callable[[], None]]
+EntryPoint = Callable[[WorkloadContext], "Callable[[], None] | list[str]"]
 _IMAGES: dict[str, EntryPoint] = {}
 
 
@@ -56,12 +59,11 @@ def _builtin_server(ctx: WorkloadContext) -> Callable[[], None]:
     return lambda: server.serve(info, tcp, udp)
 
 
-def _cluster_dns(ctx: WorkloadContext) -> Callable[[], None]:
-    from nsk.dns.server import Server
+def _cluster_dns(ctx: WorkloadContext) -> list[str]:
     cfg = ctx.cluster
-    dns = Server(ctx.run_dir, cfg.cluster_domain, cfg.dns_cluster_ip, cfg.dns_ttl, cfg.dns_upstream,
-                 f"{ctx.namespace}_{ctx.pod}")
-    return dns.serve
+    return [sys.executable, "-m", "nsk.dns.server", "--run-dir", ctx.run_dir, "--domain", cfg.cluster_domain,
+            "--dns-ip", cfg.dns_cluster_ip, "--ttl", str(cfg.dns_ttl), "--upstream", ",".join(cfg.dns_upstream),
+            "--name", f"{ctx.namespace}_{ctx.pod}"]
 
 
 register("nsk/dns", _cluster_dns)

@@ -120,6 +120,12 @@ spec:
     got = cluster.exec("node/node-1", "sh", "-c", "for i in $(seq 30); do curl -s --max-time 2 "
                                                   "10.96.0.2/hostname; echo; done").stdout.split()
     assert set(got) == set(after)
+    # cluster DNS, whose Pods outlived the old control plane, follows the store still
+    cluster.apply("apiVersion: v1\nkind: Service\nmetadata: {name: late}\n"
+                  "spec: {selector: {app: web}, ports: [{port: 80}]}\n")
+    late = cluster.get("svc", "late")["spec"]["clusterIP"]
+    wait_for(lambda: cluster.exec(survivor, "dig", "+short", "late.default.svc.cluster.local").stdout.strip() == late,
+             what="the new Service's name after resume")
     assert cluster.nsk("resume", check=False).stderr.startswith(f'Error: cluster "{cluster.name}" has a running')
 
 
