@@ -65,7 +65,12 @@ def exec_target(store: Store, target: str, namespace: str, container: str | None
     try:
         os.execvpe(command[0], command, box.env)
     except FileNotFoundError:
-        raise NskError(f'exec: "{command[0]}": executable file not found in $PATH') from None
+        # as a container runtime says it, and with its exit codes: 127 not found, 126 not runnable
+        print(f'nsk: exec: "{command[0]}": executable file not found in $PATH', file=sys.stderr)
+        sys.exit(127)
+    except PermissionError:
+        print(f'nsk: exec: "{command[0]}": permission denied', file=sys.stderr)
+        sys.exit(126)
 
 
 def log_file(store: Store, pod: str, namespace: str, container: str | None) -> str:

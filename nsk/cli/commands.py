@@ -21,6 +21,21 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class Group(click.Group):
+    def main(self, *args, **kwargs):
+        """click's usage errors as one line, with where to look (kubectl's habit), exit 1."""
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Error: interrupted", err=True)
+            sys.exit(1)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "nsk"
+            click.echo(f"Error: {e.format_message()} (see '{where} --help')", err=True)
+            sys.exit(1)
+        except click.ClickException as e:
+            click.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -77,6 +92,16 @@ def _store(cluster: str | None):
 def _api(cluster: str | None):
     from nsk.apiserver.server import APIServer
     return APIServer(_store(cluster))
+
+
+def _warn_if_down(api) -> None:
+    """After a write: say so when no control plane will act on it."""
+    from nsk.lifecycle import control_plane_pid
+    alive, _ = control_plane_pid(api.store)
+    if alive is None:
+        name = api.cfg.name
+        click.echo(f'Warning: the control plane of cluster "{name}" is not running: nothing acts on this change '
+                   f"until `nsk resume --cluster {name}`", err=True)
 
 
 def _load(path: str, live=None):
@@ -310,6 +335,7 @@ def apply(files, cluster):
                            f'"{api.cfg.name}"; a cluster\'s shape is fixed at `nsk up`')
         for line in api.apply(m.objects, f):
             click.echo(line)
+    _warn_if_down(api)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -343,28 +369,43 @@ def delete(args, files, namespace, all_namespaces, cluster):
     res = api.delete(keys)
     for line in res.lines:
         click.echo(line)
+    if res.lines:
+        _warn_if_down(api)
     for m in res.missing:
         click.echo(f"Error from server (NotFound): {m}", err=True)
     if res.missing:
         sys.exit(1)
 
 
+def _type_name(words: tuple[str, ...], verb: str) -> tuple[str, str]:
+    """kubectl's two ways to name an object: TYPE/NAME or TYPE NAME."""
+    if len(words) == 1 and "/" in words[0]:
+        kind, _, name = words[0].partition("/")
+        return kind, name
+    if len(words) == 2 and "/" not in words[0]:
+        return words
+    raise NskError(f'cannot {verb} "{" ".join(words)}": give deployment/NAME or deployment NAME')
+
+
 @cli.command(context_settings=CONTEXT)
-@click.argument("target")
+@click.argument("target", nargs=-1, required=True)
 @click.option("--replicas", type=int, required=True, help="The new number of Pods.")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @cluster_option
 def scale(target, replicas, namespace, cluster):
-    """Set a Deployment's replicas: `scale deployment/NAME --replicas N`."""
+    """Set a Deployment's replicas: `scale deployment/NAME --replicas N` (or `deployment NAME`)."""
     from nsk.apiserver import registry
-    kind, _, name = target.partition("/")
+    kind, name = _type_name(target, "scale")
+    target = "/".join(target)
     try:
         is_deployment = registry.lookup(kind).kind == "Deployment"
     except NskError:
         is_deployment = False
     if not is_deployment or not name:
         raise NskError(f'cannot scale "{target}": give deployment/NAME')
-    click.echo(_api(cluster).scale(namespace, name, replicas))
+    api = _api(cluster)
+    click.echo(api.scale(namespace, name, replicas))
+    _warn_if_down(api)
 
 
 @cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
@@ -414,7 +455,7 @@ def logs(pod, namespace, container, follow, cluster):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("target")
+@click.argument("target", nargs=-1, required=True)
 @click.option("--port", type=int, help="The Service port (default: the first containerPort).")
 @click.option("--target-port", help="The Pods' port, a number or a name (default: --port).")
 @click.option("--name", help="The Service's name (default: the Deployment's).")
@@ -424,9 +465,11 @@ def logs(pod, namespace, container, follow, cluster):
 @click.option("-n", "--namespace", default="default", show_default=True)
 @cluster_option
 def expose(target, port, target_port, name, type_, protocol, namespace, cluster):
-    """Create a Service for a Deployment or Pod, as `kubectl expose` does."""
-    kind, _, obj_name = target.partition("/")
-    click.echo(_api(cluster).expose(kind, obj_name, namespace, port, target_port, name, type_, protocol))
+    """Create a Service for a Deployment or Pod, as `kubectl expose` does (TYPE/NAME or TYPE NAME)."""
+    kind, obj_name = _type_name(target, "expose")
+    api = _api(cluster)
+    click.echo(api.expose(kind, obj_name, namespace, port, target_port, name, type_, protocol))
+    _warn_if_down(api)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -57,6 +57,9 @@ def test_exec_in_pod_node_and_host(cluster):
             env: [{name: GREETING, value: hello}]
         """)
     pod = cluster.get("pod", "box")
+    # a command that is not there: a container runtime's words and exit code
+    r = cluster.exec("box", "no-such-binary", check=False)
+    assert r.returncode == 127 and r.stderr == 'nsk: exec: "no-such-binary": executable file not found in $PATH\n'
     assert cluster.exec("box", "hostname").stdout.strip() == "box"
     assert cluster.exec("box", "sh", "-c", "echo $GREETING").stdout.strip() == "hello"
     resolv = cluster.exec("box", "cat", "/etc/resolv.conf").stdout
@@ -128,7 +131,7 @@ def test_scale_up_and_down(cluster):
     assert len(ips) == 5
     for ip in ips:
         assert cluster.exec("node/node-2", "curl", "-s", "--max-time", "5", f"{ip}/healthz").stdout == "ok\n"
-    cluster.nsk("scale", "deployment/web", "--replicas", "2")
+    cluster.nsk("scale", "deployment", "web", "--replicas=2")  # the source's own form
     wait_for(lambda: len(cluster.pods()) == 2 and len(running(cluster.pods())) == 2, what="2 Pods")
     netns = [n for n in os.listdir("/run/netns") if n.startswith(f"nsk_{cluster.name}_pod_default_")]
     assert len(netns) == 2
