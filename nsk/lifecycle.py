@@ -204,6 +204,18 @@ def _wait_up(m: Manifest, p: ClusterPlan, store: Store, child, progress: Progres
             synced = store.get_meta("synced") or 0
             if synced >= rev:  # endpoints and proxy rules have caught up with the running Pods
                 break
+        stuck = {key(pod): why for pod in pods.list("Pod") if (why := _why_not_running(pod, d))} \
+            if network_done and running < expected else {}
+        if stuck and running + len(stuck) >= expected and time.monotonic() - t0 > 1.0:
+            # every Pod that does not run has a reason that waiting will not change: say it now
+            # and leave the cluster up to look at
+            first = next(iter(stuck))
+            lines = "; ".join(f"{k}: {why}" for k, why in list(stuck.items())[:3])
+            more = f" (and {len(stuck) - 3} more)" if len(stuck) > 3 else ""
+            raise NskError(f'cluster "{name}" is up, but {len(stuck)} of {expected} Pods do not run: {lines}{more}; '
+                           f"look with `nsk describe pod {first.name} -n {first.namespace}{_flag(name)}` and "
+                           f"`nsk logs {first.name} -n {first.namespace}{_flag(name)}`; "
+                           f"`nsk down{_flag(name)}` removes the cluster")
         if time.monotonic() - t0 > limit:
             waiting = [str(key(pod)) for pod in pods.list("Pod") if not _pod_up(pod)][:5]
             raise NskError(f'cluster "{name}": only {running} of {expected} Pods running after {limit:.0f} s '
@@ -215,8 +227,46 @@ def _wait_up(m: Manifest, p: ClusterPlan, store: Store, child, progress: Progres
 
 
 def _pod_up(pod: dict) -> bool:
+    """Running and ready, and not a container that failed meanwhile (between two restarts
+    a crash-looping Pod looks ready for a moment)."""
     typed = Pod.of(pod)
-    return typed.phase == "Succeeded" or typed.ready
+    if typed.phase == "Succeeded":
+        return True
+    crashed = any(((c.get("lastState") or {}).get("terminated") or {}).get("exitCode")
+                  for c in (pod.get("status") or {}).get("containerStatuses") or [])
+    return typed.ready and not crashed
+
+
+def _why_not_running(pod: dict, run_dir: str) -> str:
+    """Why a Pod does not run, when waiting will not change it ("" otherwise): kubectl's
+    reasons, with the container's last words for a crash."""
+    st = pod.get("status") or {}
+    for c in st.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return f"{c.get('reason', 'Unschedulable')}: {c.get('message', '')}".rstrip(": ")
+    if st.get("phase") == "Failed":
+        return "Failed"
+    for cs in st.get("containerStatuses") or []:
+        last = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get("terminated")
+        if last and last.get("exitCode") and cs.get("restartCount", 0) >= 1:
+            meta = pod["metadata"]
+            words = _last_line(os.path.join(run_dir, "logs", f"{meta['namespace']}_{meta['name']}_{cs['name']}.log"))
+            return f"CrashLoopBackOff (exit {last['exitCode']}{': ' + words if words else ''})"
+    return ""
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            lines = [x for x in f.read().decode(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:200] if lines else ""
+
+
+def _flag(name: str) -> str:
+    return "" if clusters() == [name] else f" --cluster {name}"
 
 
 def _expected_pods(m: Manifest) -> int:

@@ -206,7 +206,8 @@ def spawn(box: Sandbox, log_path: str, argv: list[str] | None = None, cwd: str |
         except BaseException as e:  # noqa: BLE001 - report anything, then leave
             try:
                 what = f"{argv[0]}: " if argv else ""
-                os.write(2, f"nsk: cannot start {what}{e}\n".encode())
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                os.write(2, f"nsk: cannot start {what}{why}\n".encode())
             except BaseException:  # noqa: BLE001
                 pass
         finally:

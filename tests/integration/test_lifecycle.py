@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -193,3 +194,30 @@ def test_ctrl_c_during_up_removes_what_was_made(cluster, tmp_path):
     assert err.strip().splitlines()[-1] == f'Error: interrupted: cluster "{cluster.name}" was removed'
     assert "Traceback" not in err and "Aborted!" not in err
     assert leftovers(cluster.name) == {}
+
+
+def test_up_says_at_once_why_a_pod_does_not_run_and_leaves_the_cluster_to_look_at(cluster):
+    t = time.monotonic()
+    r = cluster.up(WEB.format(replicas=1) + """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: broken}
+spec:
+  containers: [{name: c, image: x, command: ["/nonexistent/binary"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nowhere}
+spec:
+  nodeSelector: {zone: mars}
+  containers: [{name: c, image: x}]
+""", check=False)
+    assert r.returncode == 1 and time.monotonic() - t < 30  # not the whole timeout
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith(f'Error: cluster "{cluster.name}" is up, but 2 of 5 Pods do not run: ')
+    assert "default/broken: CrashLoopBackOff (exit 127: nsk: cannot start /nonexistent/binary: " \
+           "No such file or directory)" in err
+    assert "default/nowhere: Unschedulable: 0/2 nodes are available" in err
+    assert "nsk describe pod" in err and "nsk logs" in err
+    assert "running (pid" in cluster.nsk("status").stdout  # left up to look at
