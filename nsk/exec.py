@@ -73,10 +73,14 @@ def exec_target(store: Store, target: str, namespace: str, container: str | None
         sys.exit(126)
 
 
-def log_file(store: Store, pod: str, namespace: str, container: str | None) -> str:
+def log_file(store: Store, pod: str, namespace: str, container: str | None, previous: bool = False) -> str:
+    """The current run's output of a container, or with `previous` the run before (kubectl's
+    `--previous`)."""
     sandbox(store, namespace, pod)
     c = _container(store, namespace, pod, container)
-    path = os.path.join(store.dir, "logs", f"{namespace}_{pod}_{c}.log")
+    path = os.path.join(store.dir, "logs", f"{namespace}_{pod}_{c}.log") + (".previous" if previous else "")
     if not os.path.exists(path):
+        if previous:
+            raise NskError(f'previous terminated container "{c}" in pod "{pod}" not found')
         raise NskError(f'no log for container "{c}" of pod "{namespace}/{pod}" yet')
     return path

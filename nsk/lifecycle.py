@@ -250,7 +250,8 @@ def _why_not_running(pod: dict, run_dir: str) -> str:
         last = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get("terminated")
         if last and last.get("exitCode") and cs.get("restartCount", 0) >= 1:
             meta = pod["metadata"]
-            words = _last_line(os.path.join(run_dir, "logs", f"{meta['namespace']}_{meta['name']}_{cs['name']}.log"))
+            log = os.path.join(run_dir, "logs", f"{meta['namespace']}_{meta['name']}_{cs['name']}.log")
+            words = _last_line(log) or _last_line(log + ".previous")  # the new run may not have spoken yet
             return f"CrashLoopBackOff (exit {last['exitCode']}{': ' + words if words else ''})"
     return ""
 

@@ -307,7 +307,12 @@ def describe(kind, name, namespace, all_namespaces, cluster):
         kind, name = kind.split("/", 1)
     r = registry.lookup(kind)
     store = _store(cluster)
-    objs = store.list(r.kind, None if all_namespaces or not r.namespaced else namespace)
+    ns = None if all_namespaces or not r.namespaced else namespace
+    if r.kind == "EndpointSlice":  # derived, as `get` shows them
+        from nsk.controllers.endpoints import endpoint_slice
+        objs = [endpoint_slice(e) for e in store.list("Endpoints", ns)]
+    else:
+        objs = store.list(r.kind, ns)
     if name:
         objs = [o for o in objs if o["metadata"]["name"] == name]
         if not objs:
@@ -435,11 +440,12 @@ def exec(target, command, namespace, container, stdin, tty, cluster):  # noqa: A
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-c", "--container", help="The container (default: the first).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the log grows.")
+@click.option("-p", "--previous", is_flag=True, help="The output of the container's previous run.")
 @cluster_option
-def logs(pod, namespace, container, follow, cluster):
-    """Print a container's output."""
+def logs(pod, namespace, container, follow, previous, cluster):
+    """Print a container's output (its current run; --previous: the run before)."""
     from nsk.exec import log_file
-    path = log_file(_store(cluster), pod, namespace, container)
+    path = log_file(_store(cluster), pod, namespace, container, previous)
     with open(path, "rb") as f:
         while True:
             chunk = f.read(65536)

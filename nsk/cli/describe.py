@@ -22,6 +22,13 @@ def _labels_rows(label: str, m: dict | None) -> list[tuple[str, str]]:
     return [(label if i == 0 else "", f"{k}={v}") for i, (k, v) in enumerate(items)]
 
 
+def _ports_table(ports: list[dict], indent: int) -> list[str]:
+    from nsk.apiserver.printers import table
+    rows = [[p.get("name") or "<unset>", str(p["port"]), p.get("protocol", "TCP")] for p in ports]
+    body = table(["Name", "Port", "Protocol"], [["----", "----", "--------"], *rows])
+    return [" " * indent + line for line in body.splitlines()]
+
+
 def _events(events: list, now: float) -> list[str]:
     from nsk.apiserver.printers import human_duration, table
     if not events:
@@ -125,8 +132,32 @@ def describe(obj: dict, events: list, now: float | None = None, endpoints: dict 
         if spec.get("internalTrafficPolicy"):
             head.append(("Internal Traffic Policy", spec["internalTrafficPolicy"]))
         lines += _kv(head)
+    elif kind == "Endpoints":
+        head += _labels_rows("Labels", meta.get("labels"))
+        lines += _kv(head)
+        lines.append("Subsets:")
+        for sub in obj.get("subsets") or []:
+            ips = lambda k: ",".join(a["ip"] for a in sub.get(k) or []) or "<none>"  # noqa: E731
+            lines += _kv([("Addresses", ips("addresses")), ("NotReadyAddresses", ips("notReadyAddresses"))], 2)
+            lines += ["  Ports:"] + _ports_table(sub.get("ports") or [], 4) + [""]
+    elif kind == "EndpointSlice":
+        head += _labels_rows("Labels", meta.get("labels"))
+        head.append(("AddressType", obj.get("addressType", "IPv4")))
+        lines += _kv(head)
+        lines += ["Ports:"] + _ports_table(obj.get("ports") or [], 2)
+        lines.append("Endpoints:")
+        for e in obj.get("endpoints") or []:
+            ref = e.get("targetRef") or {}
+            rows = _kv([("Addresses", ",".join(e.get("addresses") or [])),
+                        ("Conditions", ""),
+                        ("  Ready", str((e.get("conditions") or {}).get("ready", False)).lower()),
+                        ("Hostname", e.get("hostname") or "<unset>"),
+                        ("TargetRef", f"{ref['kind']}/{ref['name']}" if ref else "<unset>"),
+                        ("NodeName", e.get("nodeName") or "<unset>"),
+                        ("Zone", e.get("zone") or "<unset>")], 4)
+            lines += ["  - " + rows[0][4:]] + rows[1:]
     else:
         head += _labels_rows("Labels", meta.get("labels"))
         lines += _kv(head)
     lines += _events(events, now)
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -277,6 +277,11 @@ class Kubelet:
                               c.env, run.etc_dir)
         argv = podfiles.argv(c.spec, c.env)
         path = self.log_path(run.key, c.name)
+        if c.restarts:  # the last run's output stays as the previous log (`nsk logs --previous`)
+            try:
+                os.replace(path, path + ".previous")
+            except FileNotFoundError:
+                pass
         if argv is not None:
             ref = self.kernel.spawn(box, path, argv=argv, cwd=c.spec.get("workingDir"))
         else:
@@ -406,10 +411,11 @@ class Kubelet:
         self.store.disown("etc", run.etc_dir)
         self.store.disown("sandbox", str(k))
         for c in run.containers:
-            try:
-                os.unlink(self.log_path(k, c))
-            except FileNotFoundError:
-                pass
+            for suffix in ("", ".previous"):
+                try:
+                    os.unlink(self.log_path(k, c) + suffix)
+                except FileNotFoundError:
+                    pass
         self.on_change()
 
     # ---- status -------------------------------------------------------------------------

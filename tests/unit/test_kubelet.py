@@ -316,3 +316,18 @@ def test_a_probe_that_outlives_its_timeout_fails():
     p.close()
     kernel.close()
     srv.close()
+
+
+def test_a_restart_keeps_the_last_runs_output_as_the_previous_log(env):
+    store, kernel, loop, k = env
+    k.sync([make_pod(store, "web")])
+    (first,) = kernel.running()
+    with open(first.log_path, "a") as f:
+        f.write("the first run's last words\n")
+    kernel.exit(first.ref.pid, 1)
+    loop.run_ready()
+    k.tick(time.monotonic())
+    (second,) = kernel.running()
+    assert second.log_path == first.log_path
+    assert open(first.log_path + ".previous").read() == "the first run's last words\n"
+    assert not os.path.exists(first.log_path)  # the current run's output starts empty
