@@ -8,6 +8,7 @@ queries get FORMERR or are dropped; nothing a client sends can stop it.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import select
@@ -32,6 +33,9 @@ UDP_PLAIN = 512  # the largest UDP answer without EDNS0 (RFC 1035)
 EDNS_SIZE = 1232  # what nsk offers with EDNS0: the DNS flag day 2020 size, no IP fragments
 FORWARD_TIMEOUT = 2.0  # seconds an upstream has to answer a forwarded query
 RELOAD_DELAY = 0.01  # seconds: at most one look at the store per this time
+MISS_BUDGET = 0.005  # seconds a loop turn spends answering misses before it looks at its sockets again
+MISS_PER_SOURCE = 64  # misses one sender may have waiting
+MISS_SOURCES = 4096  # senders with misses waiting
 
 
 def _rdata(rr: records.RR):
@@ -268,6 +272,8 @@ class Server:
         self.pending: dict[int, _Forwarded] = {}  # by our ID
         self.up_first = 0  # the upstream that answered last: asked first
         self.reload_at = 0.0  # a write was announced: look at the store then
+        self.misses: dict[str, collections.deque] = {}  # sender -> its queries waiting for a miss's answer
+        self.miss_turn: collections.deque = collections.deque()  # senders, round robin
         self.loaded_at = -RELOAD_DELAY  # when we last looked
         self._rng = random.SystemRandom()
 
@@ -398,6 +404,8 @@ class Server:
         try:
             while True:
                 timeout = 0.5 if not self.reload_at else max(0.0, self.reload_at - time.monotonic())
+                if self.misses:
+                    timeout = 0.0  # misses wait: answer more of them after a look at the sockets
                 for fd, events in poll(timeout):
                     handler = handlers.get(fd)  # None: closed by an earlier handler of this turn
                     if handler is not None:
@@ -407,6 +415,8 @@ class Server:
                     self.load()
                 if self.conns or self.pending:
                     self._expire()
+                if self.misses:
+                    self._answer_misses(udp)
         finally:
             os.unlink(self.watch_path)
 
@@ -450,10 +460,39 @@ class Server:
             for i in batch.answer_from(self.cache, keep=2):
                 data, addr = batch.data(i), batch.peer(i)
                 if data:
-                    self.answer(data, lambda out, a=addr, q=data: self._udp_reply(sock, out, a, q))
+                    self._queue_miss(bytes(data), addr)
             batch.send()
             if n < batch.size:  # the socket was empty: epoll says when more arrives
+                break
+        self._answer_misses(sock)
+
+    def _queue_miss(self, data: bytes, addr) -> None:
+        """A query the cache cannot answer waits in its sender's queue (bounded: a client
+        that floods loses its own newest queries, nobody else's)."""
+        q = self.misses.get(addr[0])
+        if q is None:
+            if len(self.misses) >= MISS_SOURCES:
                 return
+            q = self.misses[addr[0]] = collections.deque()
+            self.miss_turn.append(addr[0])
+        if len(q) < MISS_PER_SOURCE:
+            q.append((data, addr))
+
+    def _answer_misses(self, sock: socket.socket) -> None:
+        """Answer waiting misses one sender at a time, round robin, for at most MISS_BUDGET
+        of this turn: a flood of names nobody asked before from one Pod costs the others a
+        turn each, not their answers (they used to wait behind it until the kernel dropped them)."""
+        deadline = time.monotonic() + MISS_BUDGET
+        turn, misses = self.miss_turn, self.misses
+        while turn and time.monotonic() < deadline:
+            src = turn.popleft()
+            q = misses[src]
+            data, addr = q.popleft()
+            if q:
+                turn.append(src)
+            else:
+                del misses[src]
+            self.answer(data, lambda out, a=addr, d=data: self._udp_reply(sock, out, a, d))
 
     @staticmethod
     def _udp_reply(sock: socket.socket, out: bytes, addr, query: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -342,3 +343,63 @@ spec: {type: ExternalName, externalName: www.example.com}
         for p in started:
             p.terminate()
             p.wait(timeout=5)
+
+
+FLOOD = r"""
+import socket, sys, time
+dns, seconds = sys.argv[1], float(sys.argv[2])
+from dnslib import DNSRecord
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+for s in socks:
+    s.setblocking(False)
+i, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:  # names nobody asked before, as fast as one client can send
+    try:
+        socks[i % 4].sendto(DNSRecord.question(f"n{i}.nothing.svc.cluster.local", "A").pack(), (dns, 53))
+    except BlockingIOError:
+        pass
+    i += 1
+print(i)
+"""
+
+ASK = r"""
+import socket, sys, time
+from dnslib import DNSRecord
+dns = sys.argv[1]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(1.0)
+answered = 0
+for i in range(20):
+    q = DNSRecord.question(f"quiet{i}.default.svc.cluster.local", "A")
+    u.sendto(q.pack(), (dns, 53))
+    try:
+        while DNSRecord.parse(u.recv(4096)).header.id != q.header.id:
+            pass
+        answered += 1
+    except socket.timeout:
+        pass
+    time.sleep(0.05)
+print(answered)
+"""
+
+
+def test_a_flood_of_new_names_from_one_pod_starves_no_other(cluster):
+    import subprocess
+
+    from tests.conftest import ROOT
+    cluster.up(WEB.format(replicas=2))
+    a, b = [p["metadata"]["name"] for p in cluster.pods("app=web")]
+    dns = cluster.pods(namespace="kube-system")[0]["status"]["podIP"]
+    flood = subprocess.Popen([sys.executable, "-m", "nsk", "exec", "--cluster", cluster.name, a, "--",
+                              sys.executable, "-c", FLOOD, dns, "6"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(1)  # the flood is on
+        answered = int(cluster.exec(b, sys.executable, "-c", ASK, dns).stdout)
+        sent = int(flood.communicate(timeout=30)[0])
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+            flood.wait()
+    assert sent > 10000  # a real flood
+    assert answered == 20  # every lookup of the quiet Pod, each a miss too
