@@ -61,11 +61,14 @@ class Zone:
     records: dict[tuple[str, str], list[RR]] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)  # every name that exists (also empty non-terminals)
     namespaces: set[str] = field(default_factory=set)
+    srv_shares: dict[str, int] = field(default_factory=dict)  # SRV name -> endpoints it was made for
 
-    def add(self, name: str, rtype: str, data: str) -> None:
+    def add(self, name: str, rtype: str, data: str, ttl: int | None = None) -> None:
         name = name.lower()
         rrs = self.records.setdefault((name, rtype), [])
-        rr = RR(name, rtype, data, self.ttl)
+        rr = RR(name, rtype, data, self.ttl if ttl is None else ttl)
+        if rtype == SRV:  # CoreDNS shares the weight among endpoints, before it drops duplicates
+            self.srv_shares[name] = self.srv_shares.get(name, 0) + 1
         if rr in rrs:
             return  # one record however many endpoints share a hostname
         rrs.append(rr)
@@ -109,7 +112,7 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
     z.add(d, SOA, z.soa().data)
     z.add(d, NS, f"ns.dns.{d}")
     z.add(f"ns.dns.{d}", A, dns_ip)
-    z.add(f"dns-version.{d}", TXT, f'"{SCHEMA_VERSION}"')
+    z.add(f"dns-version.{d}", TXT, f'"{SCHEMA_VERSION}"', ttl=28800)  # CoreDNS's TTL for it
     eps = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in endpoints}
     cluster_ips = {ip for svc in services for ip in Service.of(svc).cluster_ips}
     for svc in services:
@@ -156,10 +159,11 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
         ip = (pod.get("status") or {}).get("podIP")
         if ip and not pod["spec"].get("hostNetwork") and (_reverse(ip), PTR) not in z.records:
             z.add(_reverse(ip), PTR, f"{_dashed(ip)}.{pod['metadata']['namespace']}.pod.{d}")
-    # SRV weights: an equal share of 100 each, as CoreDNS gives them
+    # SRV weights: an equal share of 100 for each endpoint, as CoreDNS gives them (two
+    # endpoints under one hostname make one record, of a half share)
     for (n, t), rrs in z.records.items():
-        if t == SRV and len(rrs) > 1:
-            w = max(1, 100 // len(rrs))
+        if t == SRV and z.srv_shares.get(n, 1) > 1:
+            w = max(1, 100 // z.srv_shares[n])
             z.records[(n, t)] = [RR(r.name, r.type, " ".join([r.data.split()[0], str(w)] + r.data.split()[2:]),
                                     r.ttl) for r in rrs]
     return z

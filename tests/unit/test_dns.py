@@ -95,7 +95,7 @@ CASES = [
      ["7.1.244.10.in-addr.arpa. 5 IN PTR 10-244-1-7.default.pod.cluster.local."], []),
     ("10-244-1-7.default.pod.cluster.local.", "A", "NOERROR",
      ["10-244-1-7.default.pod.cluster.local. 5 IN A 10.244.1.7"], []),
-    ("dns-version.cluster.local.", "TXT", "NOERROR", ['dns-version.cluster.local. 5 IN TXT "1.1.0"'], []),
+    ("dns-version.cluster.local.", "TXT", "NOERROR", ['dns-version.cluster.local. 28800 IN TXT "1.1.0"'], []),
     ("cluster.local.", "NS", "NOERROR", ["cluster.local. 5 IN NS ns.dns.cluster.local."],
      ["ns.dns.cluster.local. 5 IN A 10.96.0.10"]),  # with its glue
     # an endpoint of a ClusterIP Service points back to it, as CoreDNS's reverse lookup finds it
@@ -106,7 +106,7 @@ CASES = [
      ["6.2.244.10.in-addr.arpa. 5 IN PTR 10-244-2-6.db.default.svc.cluster.local.",
       "6.2.244.10.in-addr.arpa. 5 IN PTR 10-244-2-6.other.default.svc.cluster.local."], []),
     ("_http._tcp.twins.default.svc.cluster.local.", "SRV", "NOERROR",
-     ["_http._tcp.twins.default.svc.cluster.local. 5 IN SRV 0 100 80 twin.twins.default.svc.cluster.local."],
+     ["_http._tcp.twins.default.svc.cluster.local. 5 IN SRV 0 50 80 twin.twins.default.svc.cluster.local."],
      ["twin.twins.default.svc.cluster.local. 5 IN A 10.244.1.20"]),
 ]
 NEGATIVE = [
