@@ -146,6 +146,7 @@ def _with_upstream(reply: bytes, upstream: bytes) -> bytes:
         merged = DNSRecord.parse(reply)
         for rr in up.rr:
             merged.add_answer(rr)
+        merged.header.tc = up.header.tc  # the upstream's answer did not fit: nor does ours (CoreDNS)
         return merged.pack()
     except Exception:  # noqa: BLE001 - an upstream's garbage: the CNAME alone, as before
         return reply

@@ -352,6 +352,8 @@ def test_the_server_adds_the_upstreams_records_for_an_outside_target():
     assert merged.header.id == q.header.id
     assert [(QTYPE[r.rtype], str(r.rdata)) for r in merged.rr] == [("CNAME", "my.database.example.com."),
                                                                   ("A", "192.0.2.10")]
+    up.header.tc = 1  # a truncated upstream answer makes a truncated reply (CoreDNS's "CNAME External Truncated")
+    assert DNSRecord.parse(_with_upstream(out.reply, up.pack())).header.tc == 1
     failed = up.reply()
     failed.header.rcode = RCODE.SERVFAIL
     assert _with_upstream(out.reply, failed.pack()) == out.reply  # the CNAME alone, as before
