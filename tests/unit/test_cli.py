@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from nsk.cli.commands import cli
@@ -86,8 +87,9 @@ def test_apply_checks_node_names_against_the_running_cluster():
         load(pod.replace("worker-a", "node-1"), "p.yaml", live=live)
 
 
-def test_an_apply_of_a_stale_object_is_refused_in_kubectls_words(tmp_path, monkeypatch):
-    """A manifest saved with `get -o yaml` before someone else changed the object: 409."""
+@pytest.fixture
+def stored(tmp_path, monkeypatch):
+    """A cluster's store (no control plane, no kernel) under a private RUN_ROOT, with WEB in it."""
     import yaml
 
     from nsk.api.cluster import parse_cluster
@@ -99,9 +101,14 @@ def test_an_apply_of_a_stale_object_is_refused_in_kubectls_words(tmp_path, monke
     store = Store(str(tmp_path / "c1"), create=True)
     cfg = parse_cluster(None)
     store.set_meta("cluster", cfg.to_dict())
-    api = APIServer(store, cfg)
     store.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
-    api.apply([admit(d) for d in yaml.safe_load_all(WEB)])
+    APIServer(store, cfg).apply([admit(d) for d in yaml.safe_load_all(WEB)])
+    yield store
+    store.close()
+
+
+def test_an_apply_of_a_stale_object_is_refused_in_kubectls_words(stored, tmp_path, monkeypatch):
+    """A manifest saved with `get -o yaml` before someone else changed the object: 409."""
     saved = tmp_path / "saved.yaml"
     saved.write_text(run(["get", "deploy", "web", "-o", "yaml", "--cluster", "c1"], monkeypatch, euid=0).output)
     assert run(["scale", "deployment/web", "--replicas", "5", "--cluster", "c1"], monkeypatch, euid=0).exit_code == 0
@@ -109,34 +116,18 @@ def test_an_apply_of_a_stale_object_is_refused_in_kubectls_words(tmp_path, monke
     assert r.exit_code == 1
     assert r.output == ('Error from server (Conflict): Operation cannot be fulfilled on deployments.apps "web": the '
                         "object has been modified; please apply your changes to the latest version and try again\n")
-    assert store.get("Deployment", "default", "web")["spec"]["replicas"] == 5
-    store.close()
+    assert stored.get("Deployment", "default", "web")["spec"]["replicas"] == 5
 
 
 def test_a_usage_error_is_one_line_that_says_where_to_look(monkeypatch, capsys):
-    import pytest as _pytest
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    with _pytest.raises(SystemExit) as e:
+    with pytest.raises(SystemExit) as e:
         cli.main(["get"], prog_name="nsk")
     assert e.value.code == 1
     assert capsys.readouterr().err == "Error: Missing argument 'KIND'. (see 'nsk get --help')\n"
 
 
-def test_writes_while_the_control_plane_is_dead_say_so(tmp_path, monkeypatch):
-    import yaml
-
-    from nsk.api.cluster import parse_cluster
-    from nsk.apiserver.admission import admit
-    from nsk.apiserver.server import APIServer
-    from nsk.store import Store, sqlite
-    monkeypatch.setattr(sqlite, "RUN_ROOT", str(tmp_path))
-    (tmp_path / "c2").mkdir()
-    store = Store(str(tmp_path / "c2"), create=True)
-    cfg = parse_cluster(None)
-    store.set_meta("cluster", cfg.to_dict())
-    store.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
-    APIServer(store, cfg).apply([admit(d) for d in yaml.safe_load_all(WEB)])
-    r = run(["scale", "deployment", "web", "--replicas", "2", "--cluster", "c2"], monkeypatch, euid=0)
+def test_writes_while_the_control_plane_is_dead_say_so(stored, monkeypatch):
+    r = run(["scale", "deployment", "web", "--replicas", "2", "--cluster", "c1"], monkeypatch, euid=0)
     assert r.exit_code == 0 and "deployment.apps/web scaled" in r.output
     assert 'Warning: the control plane of cluster "nsk" is not running' in r.output  # (CliRunner mixes stderr in)
-    store.close()
