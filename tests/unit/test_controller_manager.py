@@ -258,3 +258,23 @@ def test_controllers_follow_the_keys_that_changed(api):
     assert len(pods) == 3 and all(p["spec"].get("nodeName") for p in pods)
     ips = [a["ip"] for a in api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]]
     assert gone["status"]["podIP"] not in ips
+
+
+def test_publish_not_ready_addresses_puts_unready_pods_in_the_endpoints_and_dns(api):
+    from nsk.dns.records import answer, build
+    m, inf = manager(api, deployment.DeploymentController(random.Random(4)), scheduler.Scheduler(plan(CFG).nodes),
+                     endpoints.EndpointsController())
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers"},
+           "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    api.apply([deploy(2), admit(svc), admit({**svc, "metadata": {"name": "published"},
+                                             "spec": {**svc["spec"], "publishNotReadyAddresses": True}})])
+    settle(m, inf)
+    run_pods(api, ready=False)  # running, not ready (a StatefulSet's peers finding each other)
+    settle(m, inf)
+    plain = api.store.get("Endpoints", "default", "peers")["subsets"][0]
+    published = api.store.get("Endpoints", "default", "published")["subsets"][0]
+    assert "addresses" not in plain and len(plain["notReadyAddresses"]) == 2
+    assert len(published["addresses"]) == 2 and "notReadyAddresses" not in published
+    zone = build(api.store.list("Service"), api.store.list("Endpoints"), "cluster.local", "10.96.0.10")
+    assert answer(zone, "peers.default.svc.cluster.local.", "A").rcode == "NXDOMAIN"
+    assert len(answer(zone, "published.default.svc.cluster.local.", "A").answer) == 2
