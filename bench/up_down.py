@@ -159,7 +159,12 @@ def netlink_bench(pods: int, nodes: int, requests: int = 2000) -> None:
                     f"(in batches of 6: {batch_r * 1e6:.1f} µs) |")
         rows.append(f"| open + close a socket | {open_p * 1e6:.0f} µs | {open_r * 1e6:.1f} µs |")
         per_pod = {}
-        for label, fn in (("pyroute2", pyroute2_sandbox), ("rtnl", network.pod_sandbox)):
+        def pyroute2_node(node: str):
+            route = links.open_route(node)
+            return route, links.index(route, "cbr0")
+
+        for label, fn, open_node in (("pyroute2", pyroute2_sandbox, pyroute2_node),
+                                     ("rtnl", network.pod_sandbox, network.node_socket)):
             routes = []
             try:
                 for k in range(nodes):
@@ -169,8 +174,7 @@ def netlink_bench(pods: int, nodes: int, requests: int = 2000) -> None:
                     with links.ipr(node) as r:
                         links.lo_up(r)
                         links.bridge(r, "cbr0", f"10.244.{k + 1}.1", 24)
-                    route = links.open_route(node)
-                    routes.append((route, links.index(route, "cbr0")))
+                    routes.append(open_node(node))  # each path's own handle on the node
                 times = []
                 for i in range(pods):
                     k = i % nodes

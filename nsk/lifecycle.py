@@ -179,7 +179,7 @@ def _wait_up(m: Manifest, p: ClusterPlan, store: Store, child, progress: Progres
     expected = _expected_pods(m)
     pods, up_keys = Informer(store, ("Pod",)), set()
     limit = timeout if timeout is not None else 60 + 0.2 * expected
-    network_done, last = False, None
+    network_done, last, next_look = False, None, 0.0
     while True:
         fatal = store.get_meta("fatal")
         if fatal or child.poll() is not None:
@@ -204,8 +204,12 @@ def _wait_up(m: Manifest, p: ClusterPlan, store: Store, child, progress: Progres
             synced = store.get_meta("synced") or 0
             if synced >= rev:  # endpoints and proxy rules have caught up with the running Pods
                 break
-        stuck = {key(pod): why for pod in pods.list("Pod") if (why := _why_not_running(pod, d))} \
-            if network_done and running < expected else {}
+        # every half second, not every turn: a look at the Pods that do not run yet
+        stuck = {}
+        if network_done and running < expected and time.monotonic() >= next_look:
+            next_look = time.monotonic() + 0.5
+            stuck = {k: why for pod in pods.list("Pod")
+                     if (k := key(pod)) not in up_keys and (why := _why_not_running(pod, d))}
         if stuck and running + len(stuck) >= expected and time.monotonic() - t0 > 1.0:
             # every Pod that does not run has a reason that waiting will not change: say it now
             # and leave the cluster up to look at

@@ -11,7 +11,6 @@ import json
 import random
 from dataclasses import dataclass
 
-from nsk.api.objects import matches
 from nsk.api.types import Pod
 
 # apimachinery's rand.SafeEncodeString alphabet: no vowels, no look-alike characters
@@ -114,9 +113,6 @@ def status(deploy: dict, pods: list[dict]) -> dict:
                          "reason": "MinimumReplicasAvailable" if ready >= want else "MinimumReplicasUnavailable"}]
     return st
 
-
-def selects(deploy: dict, pod: dict) -> bool:
-    return matches(deploy["spec"]["selector"], pod["metadata"].get("labels") or {})
 
 
 class DeploymentController:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from nsk.api.objects import Key, key
-from nsk.api.types import Pod, Service
 from nsk.errors import NskError
 
 log = logging.getLogger("nsk.controller-manager")
@@ -85,8 +84,7 @@ class Snapshot:
         self._inf = informer
         self.revision = informer.revision
         self.changed = None if changed is None else frozenset(changed)
-        self._pods_by_ns: dict[str, list[dict]] | None = None
-        self._services_by_ns: dict[str, list[dict]] | None = None
+        self._by_ns: dict[str, dict[str, list[dict]]] = {}  # kind -> namespace -> objects
         self._endpoints_of_pod: dict[tuple[str, str], set[str]] | None = None
 
     def everything(self) -> "Snapshot":
@@ -96,12 +94,17 @@ class Snapshot:
     def changed_kinds(self, *kinds: str) -> list[Key]:
         return [] if self.changed is None else [k for k in self.changed if k.kind in kinds]
 
+    def in_namespace(self, kind: str, namespace: str) -> list[dict]:
+        """The objects of `kind` in `namespace` (an index built once a snapshot)."""
+        index = self._by_ns.get(kind)
+        if index is None:
+            index = self._by_ns[kind] = {}
+            for o in self.list(kind):
+                index.setdefault(o["metadata"]["namespace"], []).append(o)
+        return index.get(namespace, [])
+
     def services_in(self, namespace: str) -> list[dict]:
-        if self._services_by_ns is None:
-            self._services_by_ns = {}
-            for s in self.list("Service"):
-                self._services_by_ns.setdefault(s["metadata"]["namespace"], []).append(s)
-        return self._services_by_ns.get(namespace, [])
+        return self.in_namespace("Service", namespace)
 
     def endpoints_of_pod(self, namespace: str, pod: str) -> set[str]:
         """The names of the Endpoints that list the Pod (by targetRef)."""
@@ -125,19 +128,7 @@ class Snapshot:
         return self._inf.get(kind, namespace, name)
 
     def pods_in(self, namespace: str) -> list[dict]:
-        if self._pods_by_ns is None:
-            self._pods_by_ns = {}
-            for p in self.list("Pod"):
-                self._pods_by_ns.setdefault(p["metadata"]["namespace"], []).append(p)
-        return self._pods_by_ns.get(namespace, [])
-
-    @staticmethod
-    def pod(obj: dict) -> Pod:
-        return Pod.of(obj)
-
-    @staticmethod
-    def service(obj: dict) -> Service:
-        return Service.of(obj)
+        return self.in_namespace("Pod", namespace)
 
 
 class Controller(Protocol):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import os
 from typing import Callable, TypeVar
 
@@ -26,7 +25,6 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
-SIOCGSKNS = 0x894C  # linux/sockios.h: the network namespace of a socket, as an fd
 
 T = TypeVar("T")
 
@@ -160,33 +158,6 @@ def entered_fd(fd: int):
             setns(own)
     finally:
         os.close(own)
-
-
-def of_socket(fd: int) -> int:
-    """A new fd for the network namespace the socket `fd` belongs to (SIOCGSKNS, root)."""
-    return fcntl.ioctl(fd, SIOCGSKNS)
-
-
-def name_of_socket(fd: int) -> str | None:
-    """The name under RUN_DIR of the namespace the socket `fd` belongs to, if it has one
-    (a scan: for error messages, not for hot paths)."""
-    ns_fd = of_socket(fd)
-    try:
-        st = os.fstat(ns_fd)
-    finally:
-        os.close(ns_fd)
-    try:
-        names = sorted(os.listdir(RUN_DIR))
-    except FileNotFoundError:
-        return None
-    for name in names:
-        try:
-            other = os.stat(path(name))
-        except OSError:
-            continue
-        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
-            return name
-    return None
 
 
 def inode(name: str) -> int | None:

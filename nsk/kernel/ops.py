@@ -129,9 +129,6 @@ class Kernel:
             raise KernelError(wire_netns, "route replace", _errno_name(e), str(e),
                               "the routes are made again on the next sync") from e
 
-    def netns_exists(self, name: str) -> bool:
-        return netns.exists(name)
-
 
 class Job:
     """Kernel work in the background: `fds` become readable as it ends; `done()` says

@@ -68,9 +68,6 @@ class Prober:
                 if spec:
                     self.states.append(ProbeState(kind, spec, c["name"], now + _delay(spec), ok=kind == "liveness"))
 
-    def has(self, kind: str, container: str) -> bool:
-        return any(s.kind == kind and s.container == container for s in self.states)
-
     def ready(self, container: str) -> bool:
         return all(s.ok for s in self.states if s.kind == "readiness" and s.container == container)
 

@@ -10,7 +10,7 @@
                  of stale UDP (model.stale_udp, shared by every mode); the cloud's routes
 
 A mode is one entry in MODES: a class with `plan(ports, now)`, `applied(ports, started)`,
-`failed()` and `rules(table)`. A failed sync (a restore the kernel refused) becomes a
+`failed()` and `show(kernel, netns, table)` (what `nsk rules` prints). A failed sync (a restore the kernel refused) becomes a
 Warning Event on the Node and a retry with back-off; it never stops the control plane.
 """
 
@@ -38,8 +38,6 @@ class Provider(Protocol):
     def applied(self, ports: list[ServicePort], started: float) -> None: ...
 
     def failed(self) -> None: ...
-
-    def rules(self, table: str | None = None) -> str: ...
 
     @staticmethod
     def show(kernel, netns: str, table: str | None = None) -> str: ...

@@ -77,9 +77,6 @@ class IptablesProxier:
     def failed(self) -> None:
         self._job = None  # self.last stays None: the next sync writes every chain
 
-    def rules(self, table: str | None = None) -> str:
-        return self.show(self.kernel, self.netns, table)
-
     @staticmethod
     def show(kernel, netns: str, table: str | None = None) -> str:
         """A node's live rules of this mode, as `iptables-save` prints them there (root)."""

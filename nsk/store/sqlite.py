@@ -113,7 +113,6 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._depth = 0
         self._tx_revisions = 0  # revisions the open transaction has taken (0: nothing to announce)
-        self.own_revisions = 0  # revisions this connection's committed writes took
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.setblocking(False)
 
@@ -141,7 +140,6 @@ class Store:
         if self._depth == 0:
             self.db.execute("COMMIT")
             took, self._tx_revisions = self._tx_revisions, 0
-            self.own_revisions += took
             if took:
                 self.wake()
 

@@ -160,8 +160,5 @@ class RecordingKernel:
         self.calls.append(("routes", wire_netns, dict(want)))
         self._maybe_fail("route replace", wire_netns)
 
-    def netns_exists(self, name: str) -> bool:
-        return True
-
     def ops(self, name: str) -> list[tuple]:
         return [c for c in self.calls if c[0] == name]
