@@ -68,7 +68,7 @@ class ControlPlane:
             scheduler.Scheduler(self.plan.nodes), endpoints.EndpointsController(),
             loadbalancer.LoadBalancerController(self.cfg.lb_pool)])
         self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch,
-                                         self.kernel) for n in self.plan.nodes}
+                                         self.kernel, self.api) for n in self.plan.nodes}
         for k in self.kubelets.values():
             k.on_change = self._kick
         self.proxies: ProxyManager | None = None

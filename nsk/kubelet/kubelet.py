@@ -66,9 +66,10 @@ class PodRun:
 
 class Kubelet:
     def __init__(self, node: NodePlan, cplan: ClusterPlan, cfg: ClusterConfig, store: Store, run_dir: str,
-                 watch_fd: Callable[[int, Callable[[], None]], None], unwatch_fd: Callable[[int], None], kernel):
+                 watch_fd: Callable[[int, Callable[[], None]], None], unwatch_fd: Callable[[int], None], kernel,
+                 api: APIServer | None = None):
         self.node, self.plan, self.cfg, self.store, self.kernel = node, cplan, cfg, store, kernel
-        self.api = APIServer(store, cfg)
+        self.api = api or APIServer(store, cfg)  # the control plane's own, where it gives it
         self.run_dir = run_dir
         self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
         self.pods: dict[Key, PodRun] = {}
