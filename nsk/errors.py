@@ -79,6 +79,8 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "[]string{" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "}"  # Go's %#v
     return str(value)
 
 

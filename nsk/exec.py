@@ -8,6 +8,7 @@ import sys
 
 from nsk.api.cluster import parse_cluster
 from nsk.errors import NotFound, NskError
+from nsk.kubelet import podfiles
 from nsk.net.plan import plan
 from nsk.store import Store
 
@@ -78,7 +79,7 @@ def log_file(store: Store, pod: str, namespace: str, container: str | None, prev
     `--previous`)."""
     sandbox(store, namespace, pod)
     c = _container(store, namespace, pod, container)
-    path = os.path.join(store.dir, "logs", f"{namespace}_{pod}_{c}.log") + (".previous" if previous else "")
+    path = os.path.join(store.dir, "logs", podfiles.log_name(namespace, pod, c)) + (".previous" if previous else "")
     if not os.path.exists(path):
         if previous:
             raise NskError(f'previous terminated container "{c}" in pod "{pod}" not found')

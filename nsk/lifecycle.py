@@ -16,6 +16,7 @@ from nsk.api.objects import key
 from nsk.api.types import Pod
 from nsk.apiserver.server import SYSTEM_NAMESPACES, APIServer, namespace_object, system_objects
 from nsk.errors import NskError
+from nsk.kubelet import podfiles
 from nsk.net.plan import ClusterPlan, plan
 from nsk.store import RUN_ROOT, Store, cluster_dir
 from nsk.store.informer import Informer
@@ -254,7 +255,7 @@ def _why_not_running(pod: dict, run_dir: str) -> str:
         last = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get("terminated")
         if last and last.get("exitCode") and cs.get("restartCount", 0) >= 1:
             meta = pod["metadata"]
-            log = os.path.join(run_dir, "logs", f"{meta['namespace']}_{meta['name']}_{cs['name']}.log")
+            log = os.path.join(run_dir, "logs", podfiles.log_name(meta["namespace"], meta["name"], cs["name"]))
             words = _last_line(log) or _last_line(log + ".previous")  # the new run may not have spoken yet
             return f"CrashLoopBackOff (exit {last['exitCode']}{': ' + words if words else ''})"
     return ""

@@ -20,14 +20,24 @@ class Manifest:
     objects: tuple[dict, ...]  # admitted (defaulted and valid), in file order
 
 
-def read_file(path: str) -> str:
+# The API server's limit on a request body; a topology file is held to it too, so that
+# `nsk up /dev/zero` is one line, not a MemoryError.
+MAX_BYTES = 3 * 1024 * 1024
+# What `kubectl apply -f DIR` reads from a directory (its FileExtensions), not recursing.
+EXTENSIONS = (".json", ".yaml", ".yml")
+
+
+def text_of(data: bytes, source: str) -> str:
+    """The text of a manifest file's bytes, or a one-line error."""
+    if len(data) > MAX_BYTES:
+        raise NskError(f"{source}: larger than {MAX_BYTES // (1024 * 1024)} MiB, the API server's limit for a request")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise NskError(f"{source}: not a text file (a NUL byte at byte {nul})")
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise NskError(f"{path}: cannot read the file: {e.strerror}") from e
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise NskError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
+        raise NskError(f"{source}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -134,24 +144,33 @@ def load(text: str, source: str, default_name: str = "nsk", live: ClusterConfig 
 
     `live`: the running cluster a file is applied to; without a Cluster document, its
     nodes (not the defaults) are what a nodeName must name."""
-    docs = parse_documents(text, source)
-    cluster_docs = [d for d in docs if d.get("kind") == "Cluster"]
+    return load_sources([(source, text)], default_name, live)
+
+
+def load_sources(sources: list[tuple[str, str]], default_name: str = "nsk",
+                 live: ClusterConfig | None = None) -> Manifest:
+    """`load` of several files (a directory) as one topology; errors name the file."""
+    docs = [(source, d) for source, text in sources for d in parse_documents(text, source)]
+    cluster_docs = [(source, d) for source, d in docs if d.get("kind") == "Cluster"]
     if len(cluster_docs) > 1:
-        raise NskError(f"{source}: more than one Cluster document; a file describes one cluster")
+        where = ", ".join(dict.fromkeys(source for source, _ in cluster_docs))
+        raise NskError(f"{where}: more than one Cluster document; a file describes one cluster")
     if cluster_docs or live is None:
-        cluster = parse_cluster(cluster_docs[0] if cluster_docs else None, default_name, source)
+        source = cluster_docs[0][0] if cluster_docs else sources[0][0]
+        cluster = parse_cluster(cluster_docs[0][1] if cluster_docs else None, default_name, source)
     else:
         cluster = live
-    objects, seen = [], {}
-    for i, doc in enumerate(d for d in docs if d.get("kind") != "Cluster"):
+    objects, sources_of, seen = [], [], {}
+    for i, (source, doc) in enumerate((s, d) for s, d in docs if d.get("kind") != "Cluster"):
         obj = admit(doc, source)
         k = key(obj)
         if k in seen:
             raise NskError(f'{source}: {k.kind} "{k}" is defined twice (objects {seen[k] + 1} and {i + 1})')
         seen[k] = i
         objects.append(obj)
+        sources_of.append(source)
     node_names = {n.name for n in cluster.nodes}
-    for obj in objects:
+    for source, obj in zip(sources_of, objects):
         spec = obj.get("spec") or {}
         pod_spec = spec.get("template", {}).get("spec", {}) if obj["kind"] == "Deployment" else spec
         node = pod_spec.get("nodeName") if obj["kind"] in ("Pod", "Deployment") else None

@@ -114,3 +114,16 @@ def label_key(value: str) -> list[str]:
     if not _QNAME.fullmatch(name):
         msgs.append("name part " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc"))
     return msgs
+
+
+_ENV_FMT = "[-._a-zA-Z][-._a-zA-Z0-9]*"
+
+
+def env_var_name(value: str) -> list[str]:
+    """IsEnvVarName: the names a container's environment may hold."""
+    msgs = []
+    if not re.fullmatch(_ENV_FMT, value):
+        msgs.append(_regex_error("a valid environment variable name must consist of alphabetic characters, digits, "
+                                 "'_', '-', or '.', and must not start with a digit",
+                                 _ENV_FMT, "my.env-name", "MY_ENV.NAME", "MyEnvName1"))
+    return msgs

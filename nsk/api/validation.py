@@ -169,9 +169,13 @@ def _pod_spec(spec: dict, path: str) -> list[FieldError]:
                 if p["name"] in port_names:
                     errors.append(duplicate(f"{pp}.name", p["name"]))
                 port_names.add(p["name"])
+            if p.get("hostIP"):
+                errors += _ip(f"{pp}.hostIP", p["hostIP"])
         for j, e in enumerate(c.get("env") or []):
             if not e.get("name"):
                 errors.append(required(f"{cp}.env[{j}].name"))
+            else:
+                errors += [invalid(f"{cp}.env[{j}].name", e["name"], m) for m in names.env_var_name(e["name"])]
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             if c.get(probe) is not None:
                 errors += _probe(c[probe], f"{cp}.{probe}", probe != "readinessProbe")
@@ -179,15 +183,76 @@ def _pod_spec(spec: dict, path: str) -> list[FieldError]:
         errors.append(unsupported(f"{path}.restartPolicy", spec["restartPolicy"], RESTART_POLICIES))
     if spec["dnsPolicy"] not in DNS_POLICIES:
         errors.append(unsupported(f"{path}.dnsPolicy", spec["dnsPolicy"], DNS_POLICIES))
-    elif spec["dnsPolicy"] == "None" and not (spec.get("dnsConfig") or {}).get("nameservers"):
-        errors.append(required(f"{path}.dnsConfig.nameservers",
-                               "must provide at least one DNS nameserver when `dnsPolicy` is None"))
+    else:
+        errors += _dns_config(spec.get("dnsConfig"), spec["dnsPolicy"], f"{path}.dnsConfig")
     for k in ("hostname", "subdomain"):
         if spec.get(k):
             errors += [invalid(f"{path}.{k}", spec[k], m) for m in names.dns1123_label(spec[k])]
     if spec.get("nodeName"):
         errors += [invalid(f"{path}.nodeName", spec["nodeName"], m) for m in names.dns1123_subdomain(spec["nodeName"])]
     return errors
+
+
+# kubelet's limits, from glibc's resolver (validation.go: MaxDNSNameservers, ...).
+MAX_DNS_NAMESERVERS = 3
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LIST_CHARS = 2048
+
+
+def _dns_config(conf: dict | None, policy: str, path: str) -> list[FieldError]:
+    """validatePodDNSConfig. Option names and values are also refused when they hold white
+    space: upstream only requires a name, but either would split a line of resolv.conf."""
+    if policy == "None":
+        if conf is None:
+            return [required(path, "must provide `dnsConfig` when `dnsPolicy` is None")]
+        if not conf.get("nameservers"):
+            return [required(f"{path}.nameservers", "must provide at least one DNS nameserver when `dnsPolicy` is None")]
+    if conf is None:
+        return []
+    errors = []
+    servers, searches = conf.get("nameservers") or [], conf.get("searches") or []
+    if len(servers) > MAX_DNS_NAMESERVERS:
+        errors.append(invalid(f"{path}.nameservers", servers,
+                              f"must not have more than {MAX_DNS_NAMESERVERS} nameservers"))
+    for i, ns in enumerate(servers):
+        errors += _ip(f"{path}.nameservers[{i}]", ns)
+    if len(searches) > MAX_DNS_SEARCH_PATHS:
+        errors.append(invalid(f"{path}.searches", searches,
+                              f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths"))
+    if len(" ".join(searches)) > MAX_DNS_SEARCH_LIST_CHARS:
+        errors.append(invalid(f"{path}.searches", searches, f"must not have more than {MAX_DNS_SEARCH_LIST_CHARS} "
+                                                            "characters (including spaces) in the search list"))
+    for i, search in enumerate(searches):
+        errors += [invalid(f"{path}.searches[{i}]", search, m)
+                   for m in names.dns1123_subdomain(search.removesuffix("."))]
+    for i, opt in enumerate(conf.get("options") or []):
+        if not opt.get("name"):
+            errors.append(required(f"{path}.options[{i}]", "must not be empty"))
+        for k in ("name", "value"):
+            if opt.get(k) and any(ch.isspace() or not ch.isprintable() for ch in opt[k]):
+                errors.append(invalid(f"{path}.options[{i}].{k}", opt[k],
+                                      "must not contain white space or control characters"))
+    return errors
+
+
+def _ip(path: str, value: str) -> list[FieldError]:
+    """IsValidIP."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return [invalid(path, value, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")]
+    return []
+
+
+def _cidr(path: str, value: str) -> list[FieldError]:
+    """IsValidCIDR (ParseCIDRSloppy: host bits may be set)."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+        if "/" not in value:
+            raise ValueError(value)
+    except ValueError:
+        return [invalid(path, value, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")]
+    return []
 
 
 def _probe(pr: dict, path: str, single_success: bool) -> list[FieldError]:
@@ -328,6 +393,18 @@ def service_rules(obj: dict) -> list[FieldError]:
             errors.append(invalid("spec.clusterIP", cip, "must be a valid IP address, (e.g. 10.9.8.7)"))
     for i, ip in enumerate(spec.get("externalIPs") or []):
         errors += _endpoint_ip(f"spec.externalIPs[{i}]", ip)
+    if spec.get("loadBalancerIP"):
+        errors += _ip("spec.loadBalancerIP", spec["loadBalancerIP"])
+    ranges = spec.get("loadBalancerSourceRanges") or []
+    if ranges:
+        # The API server's path has the capital L (a leftover of the annotation's days), and
+        # entries may be padded with spaces (the same history).
+        if stype != "LoadBalancer":
+            errors.append(FieldError("spec.LoadBalancerSourceRanges", "Forbidden",
+                                     detail="may only be used when `type` is 'LoadBalancer'"))
+        for i, r in enumerate(ranges):
+            errors += [invalid(f"spec.LoadBalancerSourceRanges[{i}]", r, e.detail)
+                       for e in _cidr("", r.strip())]
     if spec["sessionAffinity"] not in AFFINITIES:
         errors.append(unsupported("spec.sessionAffinity", spec["sessionAffinity"], AFFINITIES))
     elif spec["sessionAffinity"] == "None" and spec.get("sessionAffinityConfig") is not None:

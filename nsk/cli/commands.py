@@ -104,22 +104,55 @@ def _warn_if_down(api) -> None:
                    f"until `nsk resume --cluster {name}`", err=True)
 
 
+def read_stream(f, source: str) -> str:
+    from nsk.api.load import MAX_BYTES, text_of
+    return text_of(f.read(MAX_BYTES + 1), source)
+
+
+def read_file(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return read_stream(f, path)
+    except OSError as e:
+        raise NskError(f"{path}: cannot read the file: {e.strerror}") from e
+
+
+def read_sources(path: str) -> list[tuple[str, str]]:
+    """(source, text) of a manifest path: a file, `-` for stdin, or a directory's
+    .json/.yaml/.yml files in name order, as `kubectl apply -f DIR` reads them."""
+    from nsk.api.load import EXTENSIONS
+    if path == "-":
+        return [("<stdin>", read_stream(sys.stdin.buffer, "<stdin>"))]
+    if not os.path.isdir(path):
+        return [(path, read_file(path))]
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as e:
+        raise NskError(f"{path}: cannot read the directory: {e.strerror}") from e
+    files = [os.path.join(path, e) for e in entries
+             if e.endswith(EXTENSIONS) and os.path.isfile(os.path.join(path, e))]
+    if not files:
+        raise NskError(f"{path}: a directory with no manifest in it (files ending {', '.join(EXTENSIONS)})")
+    return [(f, read_file(f)) for f in files]
+
+
 def _load(path: str, live=None):
-    """A manifest file (or stdin); `live` is the running cluster's config for apply/delete."""
-    from nsk.api.load import load, read_file
-    text = sys.stdin.read() if path == "-" else read_file(path)
-    return load(text, "<stdin>" if path == "-" else path, live=live)
+    """A manifest file, directory or stdin; `live` is the running cluster's config for apply/delete."""
+    from nsk.api.load import load_sources
+    return load_sources(read_sources(path), live=live)
 
 
 # ---- up / down / status ----------------------------------------------------------------
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--cluster", "cluster", metavar="NAME", help="Cluster name (default: the Cluster document's, else nsk).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (nodes, addresses, namespaces, Pods); change nothing.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the Pods (default 60 + 0.2 a Pod).")
 def up(file, cluster, dry_run, timeout):
     """Create the cluster described by FILE (Kubernetes manifests + an optional Cluster).
+
+    FILE may be a directory: its .yaml, .yml and .json files make one topology.
 
     Returns when every Pod runs. Needs root, except with --dry-run.
     """
@@ -328,7 +361,8 @@ def describe(kind, name, namespace, all_namespaces, cluster):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("-f", "--filename", "files", multiple=True, required=True, help="A manifest file (- for stdin).")
+@click.option("-f", "--filename", "files", multiple=True, required=True,
+              help="A manifest file, a directory of them, or - for stdin.")
 @cluster_option
 def apply(files, cluster):
     """Create or update the objects of FILE on the running cluster."""

@@ -16,6 +16,8 @@ from nsk.api.types import Pod
 # apimachinery's rand.SafeEncodeString alphabet: no vowels, no look-alike characters
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
+BURST_REPLICAS = 500  # the ReplicaSet controller's most Pods created (or deleted) in one sync
+
 
 def _fnv32a(data: bytes) -> int:
     h = 0x811C9DC5
@@ -70,7 +72,11 @@ def reconcile(deploy: dict, pods: list[dict], rng: random.Random, taken: set[str
                                       key=lambda p: p["metadata"]["creationTimestamp"], reverse=True)
         for p in (not_running + running_newest_first)[:excess]:
             delete.append(p)
-    for _ in range(max(0, want - len(current))):
+    # As the ReplicaSet controller's burstReplicas: at most a batch of Pods per sync. Not in
+    # Kubernetes: no new batch while a batch's worth still waits for a node, so that a
+    # replica count no cluster can run costs a bounded number of Pending Pods, not memory.
+    waiting = sum(1 for p in current if not p["spec"].get("nodeName"))
+    for _ in range(max(0, min(want - len(current), BURST_REPLICAS - waiting))):
         while True:
             name = f"{meta['name']}-{h}-{random_suffix(rng)}"
             if name not in taken:

@@ -5,15 +5,30 @@ from __future__ import annotations
 from nsk.net.plan import NodePlan
 
 
-def choose(pod: dict, nodes: tuple[NodePlan, ...], load: dict[str, int]) -> str | None:
-    """The node with the fewest Pods among those whose labels match the Pod's nodeSelector
-    (ties: the first in the Cluster's order); None if no node fits."""
+# kubelet's default maxPods: a node admits at most this many Pods (its /24 would hold 253)
+MAX_PODS = 110
+
+SELECTOR_MISMATCH = "node(s) didn't match Pod's node affinity/selector"
+TOO_MANY_PODS = "Too many pods"
+
+
+def choose(pod: dict, nodes: tuple[NodePlan, ...], load: dict[str, int]) -> tuple[str | None, str]:
+    """(the node with the fewest Pods among those that fit, ""); ties go to the first in
+    the Cluster's order. When none fits, (None, why) in the scheduler's words: each
+    reason with the number of nodes it ruled out, sorted, as FitError prints them."""
     selector = pod["spec"].get("nodeSelector") or {}
-    fits = [n for n in nodes
-            if all({**n.labels, "kubernetes.io/hostname": n.name}.get(k) == v for k, v in selector.items())]
+    fits, reasons = [], {}
+    for n in nodes:
+        if not all({**n.labels, "kubernetes.io/hostname": n.name}.get(k) == v for k, v in selector.items()):
+            reasons[SELECTOR_MISMATCH] = reasons.get(SELECTOR_MISMATCH, 0) + 1
+        elif load.get(n.name, 0) >= MAX_PODS:
+            reasons[TOO_MANY_PODS] = reasons.get(TOO_MANY_PODS, 0) + 1
+        else:
+            fits.append(n)
     if not fits:
-        return None
-    return min(fits, key=lambda n: (load.get(n.name, 0), n.index)).name
+        why = ", ".join(sorted(f"{v} {k}" for k, v in reasons.items()))
+        return None, f"0/{len(nodes)} nodes are available: {why}."
+    return min(fits, key=lambda n: (load.get(n.name, 0), n.index)).name, ""
 
 
 class Scheduler:
@@ -41,11 +56,10 @@ class Scheduler:
                 load[p["spec"]["nodeName"]] = load.get(p["spec"]["nodeName"], 0) + 1
         out: list = []
         for p in sorted(todo, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
-            node = choose(p, self.nodes, load)
+            node, why = choose(p, self.nodes, load)
             if node is None:
                 st = {"phase": "Pending", "conditions": [{
-                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                    "message": f"0/{len(self.nodes)} nodes are available: node(s) didn't match Pod's node selector"}]}
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}]}
                 if p.get("status") != st:
                     out.append(Status(key(p), st))
                 continue

@@ -221,7 +221,7 @@ class Kubelet:
         host_net = bool(spec.get("hostNetwork"))
         if host_net:
             ns_name, ip = self.node.netns, self.node.ip
-            etc_dir = os.path.join(self.run_dir, "pods", f"{k.namespace}_{k.name}")
+            etc_dir = os.path.join(self.run_dir, "pods", netns_name(self.plan.name, "pod", k.namespace, k.name))
         else:
             ns_name, ip = netns_name(self.plan.name, "pod", k.namespace, k.name), self._allocate_ip()
             etc_dir = self.kernel.etc_dir(ns_name)
@@ -268,10 +268,10 @@ class Kubelet:
     def _hostname(self, pod: dict) -> str:
         if pod["spec"].get("hostNetwork"):
             return self.node.name
-        return (pod["spec"].get("hostname") or pod["metadata"]["name"])[:63]
+        return podfiles.hostname(pod)
 
     def log_path(self, k: Key, container: str) -> str:
-        return os.path.join(self.run_dir, "logs", f"{k.namespace}_{k.name}_{container}.log")
+        return os.path.join(self.run_dir, "logs", podfiles.log_name(k.namespace, k.name, container))
 
     def _start_container(self, run: PodRun, c: ContainerRun) -> None:
         box = Sandbox(run.netns, c.env["HOSTNAME"] if not run.host_network else self.node.name,

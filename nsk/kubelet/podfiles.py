@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+
+from nsk.api import names
 from nsk.api.cluster import ClusterConfig
+
+
+def hostname(pod: dict) -> str:
+    """The Pod's host name: spec.hostname or its name, cut to a DNS label's 63 characters
+    with the dashes and dots left at the cut dropped (kubelet's truncatePodHostnameIfNeeded)."""
+    name = pod["spec"].get("hostname") or pod["metadata"]["name"]
+    return name if len(name) <= 63 else name[:63].rstrip("-.")
+
+
+def log_name(namespace: str, pod: str, container: str) -> str:
+    """The file a container's output goes to: `<ns>_<pod>_<container>.log`. A Pod name may
+    be 253 characters, more than a file name can hold with the rest: a long one is cut and
+    given a hash of the whole, so the name (with `.previous`) stays under NAME_MAX."""
+    if len(pod) > 100:
+        pod = pod[:100] + "-" + hashlib.sha256(pod.encode()).hexdigest()[:10]
+    return f"{namespace}_{pod}_{container}.log"
 
 
 def resolv_conf(pod: dict, cfg: ClusterConfig, host_resolv: str) -> str:
@@ -32,11 +52,15 @@ def resolv_conf(pod: dict, cfg: ClusterConfig, host_resolv: str) -> str:
             elif parts[0] == "options":
                 options += parts[1:]
     conf = spec.get("dnsConfig") or {}
-    nameservers += [n for n in conf.get("nameservers") or [] if n not in nameservers]
-    searches += [s for s in conf.get("searches") or [] if s not in searches]
+    # Validation refuses what would not fit resolv.conf; what is written is still only
+    # what parses back (an address, a DNS name, a word), so no value can add a line.
+    nameservers += [n for n in _addresses(conf.get("nameservers") or []) if n not in nameservers]
+    searches += [s for s in conf.get("searches") or []
+                 if s not in searches and names.DNS1123_SUBDOMAIN.fullmatch(s.removesuffix("."))]
     for opt in conf.get("options") or []:
         text = opt["name"] + (f":{opt['value']}" if opt.get("value") is not None else "")
-        options = [o for o in options if o.split(":")[0] != opt["name"]] + [text]
+        if text.isprintable() and not any(c.isspace() for c in text):
+            options = [o for o in options if o.split(":")[0] != opt["name"]] + [text]
     lines = [f"nameserver {n}" for n in nameservers[:3]]
     if searches:
         lines.append("search " + " ".join(searches[:32]))
@@ -45,19 +69,29 @@ def resolv_conf(pod: dict, cfg: ClusterConfig, host_resolv: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _addresses(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_address(v)))
+        except ValueError:
+            pass
+    return out
+
+
 def hosts_file(pod: dict, pod_ip: str, cfg: ClusterConfig) -> str:
     """kubelet's managed /etc/hosts (kubelet_pods.go: managedHostsFileContent)."""
     spec = pod["spec"]
-    hostname = spec.get("hostname") or pod["metadata"]["name"]
+    host = hostname(pod)
     lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes",
              "fe00::2\tip6-allrouters"]
     if spec.get("subdomain"):
         ns = pod["metadata"]["namespace"]
-        fqdn = f"{hostname}.{spec['subdomain']}.{ns}.svc.{cfg.cluster_domain}"
-        lines.append(f"{pod_ip}\t{fqdn}\t{hostname}")
+        fqdn = f"{host}.{spec['subdomain']}.{ns}.svc.{cfg.cluster_domain}"
+        lines.append(f"{pod_ip}\t{fqdn}\t{host}")
     else:
-        lines.append(f"{pod_ip}\t{hostname}")
+        lines.append(f"{pod_ip}\t{host}")
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +143,7 @@ def environment(pod: dict, container: dict, pod_ip: str, host_ip: str, base: dic
     fields kubelet offers through fieldRef."""
     meta, spec = pod["metadata"], pod["spec"]
     env = dict(base)
-    env["HOSTNAME"] = spec.get("hostname") or meta["name"]
+    env["HOSTNAME"] = hostname(pod)
     env.update(service_environment(visible_services(pod, list(services))))
     fields = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
               "metadata.uid": meta.get("uid", ""), "spec.nodeName": spec.get("nodeName", ""),

@@ -84,6 +84,9 @@ def sep_chain(sp: ServicePort, ep: Endpoint) -> str:
 
 
 def _q(text: str) -> str:
+    """A comment as iptables-save prints it. Names are validated before they get here;
+    anything unprintable or a quote is still replaced, so no text can end a rule early."""
+    text = "".join(c if c.isprintable() and c not in '"\\' else "?" for c in text)
     return f'"{text}"' if " " in text else text
 
 

@@ -7,6 +7,7 @@ their node and readiness, traffic policies, affinity.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from nsk.api.types import Service
@@ -65,6 +66,28 @@ class ServicePort:
         return bool(self.node_port or self.external_ips or self.lb_ips)
 
 
+def _ips(values) -> tuple[str, ...]:
+    """Addresses as the renderers may use them: parsed and printed back, so that a string
+    that slipped past validation (a newline, an option) can never become part of a rule."""
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_address(v)))
+        except (TypeError, ValueError):
+            pass  # kube-proxy, too, skips what does not parse
+    return tuple(out)
+
+
+def _cidrs(values) -> tuple[str, ...]:
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(str(v).strip(), strict=False)))
+        except ValueError:
+            pass
+    return tuple(out)
+
+
 def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePort]:
     """Every port of every Service with a virtual IP (not headless, not ExternalName)."""
     eps = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in endpoints}
@@ -75,14 +98,19 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
         if not typed.has_virtual_ip:
             continue
         stype = typed.type
-        lb_ips = tuple(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-                       if i.get("ip")) if stype == "LoadBalancer" else ()
+        lb_ips = _ips(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+                      if i.get("ip")) if stype == "LoadBalancer" else ()
+        cluster_ip = _ips([typed.cluster_ip])
+        if not cluster_ip:
+            continue
         affinity = 0
         if spec.get("sessionAffinity") == "ClientIP":
             affinity = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds", 10800)
         ep = eps.get((meta["namespace"], meta["name"]))
         for p in spec.get("ports") or []:
             name, proto = p.get("name", ""), p.get("protocol", "TCP")
+            if proto not in ("TCP", "UDP", "SCTP"):
+                continue
             found = []
             for sub in (ep or {}).get("subsets") or []:
                 sub_ports = sub.get("ports") or []
@@ -92,13 +120,14 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
                 for sp in match:
                     for key, ready in (("addresses", True), ("notReadyAddresses", False)):
                         for a in sub.get(key) or []:
-                            found.append(Endpoint(a["ip"], sp["port"], a.get("nodeName", ""), ready))
+                            for ip in _ips([a.get("ip")]):
+                                found.append(Endpoint(ip, int(sp["port"]), a.get("nodeName", ""), ready))
             out.append(ServicePort(
-                namespace=meta["namespace"], name=meta["name"], port_name=name, protocol=proto, port=p["port"],
-                cluster_ip=typed.cluster_ip, node_port=p.get("nodePort") or 0,
-                external_ips=tuple(spec.get("externalIPs") or ()), lb_ips=lb_ips,
-                lb_source_ranges=tuple(s.strip() for s in spec.get("loadBalancerSourceRanges") or ()),
-                affinity_timeout=affinity,
+                namespace=meta["namespace"], name=meta["name"], port_name=name, protocol=proto, port=int(p["port"]),
+                cluster_ip=cluster_ip[0], node_port=int(p.get("nodePort") or 0),
+                external_ips=_ips(spec.get("externalIPs") or ()), lb_ips=lb_ips,
+                lb_source_ranges=_cidrs(spec.get("loadBalancerSourceRanges") or ()),
+                affinity_timeout=int(affinity),
                 external_local=spec.get("externalTrafficPolicy") == "Local",
                 internal_local=spec.get("internalTrafficPolicy") == "Local",
                 endpoints=tuple(sorted(set(found), key=lambda e: e.address))))  # kube-proxy's order

@@ -368,7 +368,7 @@ def test_yaml_merge_keys_are_not_duplicates():
      f'f.yaml: Potato "x" is invalid: kind: Unsupported value: "Potato": supported values: {KINDS_LIST}'),
     ("apiVersion: v1\nmetadata: {name: x}\n", 'f.yaml: Object "x" is invalid: kind: Required value'),
     ("kind: [Service]\nmetadata: {name: x}\n",
-     "f.yaml: Object \"x\" is invalid: kind: Invalid value: ['Service']: must be of type string, not array"),
+     "f.yaml: Object \"x\" is invalid: kind: Invalid value: []string{\"Service\"}: must be of type string, not array"),
     (svc("{ports: [{port: 80}]}").replace("apiVersion: v1", "apiVersion: apps/v1"),
      'f.yaml: Service "default/web" is invalid: apiVersion: Invalid value: "apps/v1": '
      'no matches for kind "Service" in version "apps/v1": use "v1"'),
@@ -655,9 +655,31 @@ def test_deployment_defaults():
      f'spec.externalName: Invalid value: "my_db.example.com": {DNS1123_SUBDOMAIN_MSG}'),
     ("{type: ExternalName, externalName: db.example.com, clusterIP: 10.96.0.5}",
      "spec.clusterIP: Forbidden: may not be set for ExternalName services"),
+    # A source range is a CIDR and nothing else: one with a newline once wrote its own rule
+    # into every node's iptables-restore input. The path has the API server's capital L.
+    ("{type: LoadBalancer, ports: [{port: 80}], loadBalancerSourceRanges: [not-a-cidr]}",
+     'spec.LoadBalancerSourceRanges[0]: Invalid value: "not-a-cidr": must be a valid CIDR value, '
+     "(e.g. 10.9.8.0/24 or 2001:db8::/64)"),
+    ('{type: LoadBalancer, ports: [{port: 80}], loadBalancerSourceRanges: ["10.0.0.0/8\\n-A KUBE-SERVICES -j RETURN"]}',
+     'spec.LoadBalancerSourceRanges[0]: Invalid value: "10.0.0.0/8\\n-A KUBE-SERVICES -j RETURN": must be a valid '
+     "CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"),
+    ("{type: LoadBalancer, ports: [{port: 80}], loadBalancerSourceRanges: [10.0.0.1]}",
+     'spec.LoadBalancerSourceRanges[0]: Invalid value: "10.0.0.1": must be a valid CIDR value, '
+     "(e.g. 10.9.8.0/24 or 2001:db8::/64)"),
+    ("{type: NodePort, ports: [{port: 80}], loadBalancerSourceRanges: [10.0.0.0/8]}",
+     "spec.LoadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'"),
+    ("{type: LoadBalancer, ports: [{port: 80}], loadBalancerIP: 10.0.0.300}",
+     'spec.loadBalancerIP: Invalid value: "10.0.0.300": must be a valid IP address, (e.g. 10.9.8.7 or '
+     "2001:db8::ffff)"),
 ])
 def test_service_rules(spec, message):
     assert error(svc(spec)) == f'{SRC}: Service "default/web" is invalid: {message}'
+
+
+def test_source_ranges_may_be_padded_with_spaces():
+    """As upstream (a leftover of the annotation): the entry is trimmed before it is checked."""
+    ok = objects(svc('{type: LoadBalancer, ports: [{port: 80}], loadBalancerSourceRanges: [" 10.0.0.0/8 "]}'))[0]
+    assert ok["spec"]["loadBalancerSourceRanges"] == [" 10.0.0.0/8 "]
 
 
 def test_service_port_names_of_the_source():
@@ -739,8 +761,33 @@ C = "spec.containers[0]"
     ("[{name: c, image: x}]", ", restartPolicy: Sometimes",
      'spec.restartPolicy: Unsupported value: "Sometimes": supported values: "Always", "OnFailure", "Never"'),
     ("[{name: c, image: x}]", ", dnsPolicy: None",
+     "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"),
+    ("[{name: c, image: x}]", ", dnsPolicy: None, dnsConfig: {searches: [a.b]}",
      "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is "
      "None"),
+    # No string may add a line to resolv.conf or reach it unparsed (the security findings of #16).
+    ("[{name: c, image: x}]", ', dnsConfig: {searches: ["a.b\\nnameserver 6.6.6.6"]}',
+     'spec.dnsConfig.searches[0]: Invalid value: "a.b\\nnameserver 6.6.6.6": ' + DNS1123_SUBDOMAIN_MSG),
+    ("[{name: c, image: x}]", ", dnsConfig: {nameservers: [not-an-ip]}",
+     'spec.dnsConfig.nameservers[0]: Invalid value: "not-an-ip": must be a valid IP address, '
+     "(e.g. 10.9.8.7 or 2001:db8::ffff)"),
+    ("[{name: c, image: x}]", ", dnsConfig: {nameservers: [1.1.1.1, 1.1.1.2, 1.1.1.3, 1.1.1.4]}",
+     'spec.dnsConfig.nameservers: Invalid value: []string{"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4"}: '
+     "must not have more than 3 nameservers"),
+    ("[{name: c, image: x}]", ", dnsConfig: {searches: [" + ",".join(["a"] * 33) + "]}",
+     "spec.dnsConfig.searches: Invalid value: []string{" + ", ".join(['"a"'] * 33) + "}: "
+     "must not have more than 32 search paths"),
+    ("[{name: c, image: x}]", ', dnsConfig: {options: [{name: "ndots:1\\nnameserver"}]}',
+     'spec.dnsConfig.options[0].name: Invalid value: "ndots:1\\nnameserver": '
+     "must not contain white space or control characters"),
+    ("[{name: c, image: x}]", ", dnsConfig: {options: [{value: '2'}]}",
+     "spec.dnsConfig.options[0]: Required value: must not be empty"),
+    ("[{name: c, image: x, env: [{name: 1BAD, value: x}]}]", "",
+     f'{C}.env[0].name: Invalid value: "1BAD": a valid environment variable name must consist of alphabetic '
+     "characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or "
+     "'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')"),
+    ("[{name: c, image: x, ports: [{containerPort: 80, hostIP: 'x y'}]}]", "",
+     f'{C}.ports[0].hostIP: Invalid value: "x y": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)'),
     ("[{name: c, image: x}]", ", hostname: my_host",
      f'spec.hostname: Invalid value: "my_host": {DNS1123_LABEL_MSG}'),
 ])

@@ -62,6 +62,37 @@ def test_bad_file_is_one_error_line(tmp_path, monkeypatch):
     assert r.output == f"Error: {tmp_path / 'missing.yaml'}: cannot read the file: No such file or directory\n"
 
 
+def test_input_no_manifest_could_be_is_one_error_line(tmp_path, monkeypatch):
+    """`nsk up /dev/zero` once died of a MemoryError; a NUL byte or a directory, too, is
+    one line: the API server's 3 MiB limit, a binary file, an empty directory."""
+    cases = [("/dev/zero", "/dev/zero: larger than 3 MiB, the API server's limit for a request")]
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(WEB.encode() + b"\0")
+    cases.append((str(nul), f"{nul}: not a text file (a NUL byte at byte {len(WEB)})"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text(WEB)
+    cases.append((str(empty), f"{empty}: a directory with no manifest in it (files ending .json, .yaml, .yml)"))
+    for path, message in cases:
+        r = run(["up", "--dry-run", path], monkeypatch)
+        assert (r.exit_code, r.output) == (1, f"Error: {message}\n")
+
+
+def test_a_directory_is_one_topology_as_kubectl_apply_reads_it(tmp_path, monkeypatch):
+    d = tmp_path / "lab"
+    d.mkdir()
+    (d / "1-web.yaml").write_text(WEB)
+    (d / "2-svc.json").write_text('{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, '
+                                  '"spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}')
+    (d / "README.md").write_text("not a manifest")
+    r = run(["up", "--dry-run", str(d)], monkeypatch)
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-2:] == ["  Deployment default/web x2", "  Service default/web"]
+    (d / "3-bad.yaml").write_text(WEB.replace("replicas: 2", "replicas: -1").replace("name: web}", "name: w2}"))
+    r = run(["up", "--dry-run", str(d)], monkeypatch)
+    assert r.output.startswith(f'Error: {d / "3-bad.yaml"}: Deployment "default/w2" is invalid')
+
+
 def test_bad_cluster_name(tmp_path, monkeypatch):
     f = tmp_path / "web.yaml"
     f.write_text(WEB)

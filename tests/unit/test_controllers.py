@@ -79,9 +79,32 @@ def test_status_counts_ready_pods():
 def test_scheduler_spreads_and_honours_node_selector():
     p = plan(ClusterConfig(nodes=(NodeConfig("a"), NodeConfig("b", {"zone": "z"}), NodeConfig("c"))))
     pod = {"spec": {}}
-    assert scheduler.choose(pod, p.nodes, {}) == "a"
-    assert scheduler.choose(pod, p.nodes, {"a": 1}) == "b"
-    assert scheduler.choose(pod, p.nodes, {"a": 1, "b": 1}) == "c"
-    assert scheduler.choose({"spec": {"nodeSelector": {"zone": "z"}}}, p.nodes, {"b": 9}) == "b"
-    assert scheduler.choose({"spec": {"nodeSelector": {"kubernetes.io/hostname": "c"}}}, p.nodes, {}) == "c"
-    assert scheduler.choose({"spec": {"nodeSelector": {"zone": "nowhere"}}}, p.nodes, {}) is None
+    assert scheduler.choose(pod, p.nodes, {}) == ("a", "")
+    assert scheduler.choose(pod, p.nodes, {"a": 1}) == ("b", "")
+    assert scheduler.choose(pod, p.nodes, {"a": 1, "b": 1}) == ("c", "")
+    assert scheduler.choose({"spec": {"nodeSelector": {"zone": "z"}}}, p.nodes, {"b": 9}) == ("b", "")
+    assert scheduler.choose({"spec": {"nodeSelector": {"kubernetes.io/hostname": "c"}}}, p.nodes, {}) == ("c", "")
+    assert scheduler.choose({"spec": {"nodeSelector": {"zone": "nowhere"}}}, p.nodes, {}) == (
+        None, "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.")
+
+
+def test_a_full_node_takes_no_more_pods_and_the_scheduler_says_why():
+    """kubelet's maxPods (110): the rest stay Pending with the scheduler's reasons counted."""
+    p = plan(ClusterConfig(nodes=(NodeConfig("a"), NodeConfig("b", {"zone": "z"}), NodeConfig("c"))))
+    full = {"a": 110, "b": 110, "c": 110}
+    assert scheduler.choose({"spec": {}}, p.nodes, {"a": 110, "b": 109, "c": 110}) == ("b", "")
+    assert scheduler.choose({"spec": {}}, p.nodes, full) == (None, "0/3 nodes are available: 3 Too many pods.")
+    assert scheduler.choose({"spec": {"nodeSelector": {"zone": "z"}}}, p.nodes, full) == (
+        None, "0/3 nodes are available: 1 Too many pods, 2 node(s) didn't match Pod's node affinity/selector.")
+
+
+def test_a_huge_replica_count_creates_pods_in_bounded_batches():
+    """replicas: 2147483647 once grew the control plane without bound. As the ReplicaSet
+    controller (burstReplicas), at most 500 Pods are made per sync, and none while 500 of
+    the Deployment's Pods wait for a node: memory stays bounded whatever the count."""
+    d = deploy(replicas=2147483647)
+    first = list(deployment.reconcile(d, [], random.Random(1), set()).create)
+    assert len(first) == deployment.BURST_REPLICAS == 500
+    assert deployment.reconcile(d, first, random.Random(1), set()).create == ()  # 500 unscheduled
+    placed = [{**p, "spec": {**p["spec"], "nodeName": "a"}} for p in first[:200]] + first[200:]
+    assert len(deployment.reconcile(d, placed, random.Random(1), set()).create) == 200

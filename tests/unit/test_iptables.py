@@ -178,6 +178,28 @@ def test_service_ports_from_api_objects():
                                 Endpoint("10.244.2.2", 8080, "node-2", False))
 
 
+def test_no_string_that_slipped_past_validation_becomes_a_rule():
+    """Defence in depth behind validation (#16): the rules are built from parsed addresses
+    and numbers, so a source range, an external IP or a name with a newline adds no line."""
+    svc = {"metadata": {"namespace": "default", "name": "web\n-A KUBE-SERVICES -j RETURN"},
+           "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.2",
+                    "externalIPs": ["80.11.12.10\n-A KUBE-SERVICES -j RETURN", "80.11.12.11"],
+                    "loadBalancerSourceRanges": ["10.0.0.0/8\n-A KUBE-SERVICES -j RETURN", " 192.0.2.0/24 ",
+                                                 "not-a-cidr"],
+                    "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30001}]},
+           "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}}
+    ep = {"metadata": {"namespace": "default", "name": "web\n-A KUBE-SERVICES -j RETURN"},
+          "subsets": [{"addresses": [{"ip": "10.244.1.2\n-A X", "nodeName": "node-1"}, {"ip": "10.244.1.3"}],
+                       "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]}
+    (port,) = service_ports([svc], [ep])
+    assert port.external_ips == ("80.11.12.11",)
+    assert port.lb_source_ranges == ("192.0.2.0/24",)
+    assert [e.ip for e in port.endpoints] == ["10.244.1.3"]
+    text = render([port], CTX).text
+    assert "\n-A KUBE-SERVICES -j RETURN" not in text and "-A X" not in text and "10.244.1.2" not in text
+    assert all(line.startswith(("*", ":", "-A ", "-X ", "COMMIT")) for line in text.splitlines() if line)
+
+
 def test_both_policies_local_with_a_node_port_still_has_the_cluster_chain():
     """kube-proxy's UsesClusterEndpoints: a Pod's traffic to the node port short-circuits
     to every endpoint, so KUBE-SVC exists even when both policies are Local (without it

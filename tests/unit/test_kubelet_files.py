@@ -33,6 +33,31 @@ def test_resolv_conf(spec, expected):
     assert podfiles.resolv_conf(pod(**spec), CFG, HOST_RESOLV) == expected
 
 
+def test_resolv_conf_writes_only_what_parses():
+    """Validation refuses these; should one slip past, it still cannot add a line."""
+    spec = {"dnsConfig": {"nameservers": ["not-an-ip", "1.2.3.4\nnameserver 6.6.6.6", "9.9.9.9"],
+                          "searches": ["a.example\nnameserver 6.6.6.6", "b.example."],
+                          "options": [{"name": "ndots:1\nnameserver", "value": "x"}, {"name": "edns0"}]}}
+    text = podfiles.resolv_conf(pod(**spec), CFG, HOST_RESOLV)
+    assert text == ("nameserver 10.96.0.10\nnameserver 9.9.9.9\n"
+                    "search prod.svc.cluster.local svc.cluster.local cluster.local b.example.\n"
+                    "options ndots:5 edns0\n")
+
+
+def test_a_long_pod_name_gives_a_bounded_hostname_and_log_file():
+    """A Pod name may be a 253-character subdomain; a host name is a 63-character label, and
+    a file name holds 255 bytes (it once killed the control plane with ENAMETOOLONG)."""
+    name = "a" * 62 + "-" + "b" * 190
+    p = pod()
+    p["metadata"]["name"] = name
+    assert podfiles.hostname(p) == "a" * 62  # cut at 63, the dash left at the cut dropped
+    assert "\t" + "a" * 62 + "\n" in podfiles.hosts_file(p, "10.244.1.2", CFG)
+    log = podfiles.log_name("n" * 63, name, "c" * 63)
+    assert len(log + ".previous") <= 255
+    assert log != podfiles.log_name("n" * 63, name[:-1] + "c", "c" * 63)  # unique by a hash of the whole
+    assert podfiles.log_name("prod", "web-1", "c") == "prod_web-1_c.log"
+
+
 def test_hosts_file_names_the_pod():
     text = podfiles.hosts_file(pod(), "10.244.1.7", CFG)
     assert text.startswith("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n")
