@@ -46,9 +46,18 @@ def up(route: IPRoute, ifname: str) -> int:
     return idx
 
 
+def bridge_mac(address: str) -> str:
+    """The bridge's own MAC: 0a:58 and its IPv4 address (as OVN-Kubernetes writes its own),
+    locally administered, and the same for the same address after every `nsk up`."""
+    return "0a:58:" + ":".join(f"{int(b):02x}" for b in address.split("."))
+
+
 def bridge(route: IPRoute, ifname: str, address: str, prefix: int) -> None:
-    """A bridge holding `address/prefix`, up (root)."""
-    route.link("add", ifname=ifname, kind="bridge")
+    """A bridge holding `address/prefix`, up (root). Its MAC is set when it is made: a
+    bridge left to choose takes the lowest MAC among its ports and changes it as Pods come
+    and go, which leaves every Pod a stale ARP entry for its gateway (the CNI bridge
+    plugin sets it for the same reason)."""
+    route.link("add", ifname=ifname, kind="bridge", address=bridge_mac(address))
     idx = up(route, ifname)
     route.addr("add", index=idx, address=address, prefixlen=prefix)
 

@@ -90,6 +90,9 @@ class Kernel:
     def kill(self, ref: ProcRef) -> None:
         process.kill(ref)
 
+    def kill_group(self, ref: ProcRef) -> None:
+        process.kill_group(ref)
+
     def probe_socket(self, ns: str, host: str) -> socket.socket:
         """A non-blocking TCP socket of the namespace `ns` for `host`'s family (kubelet probes from the node)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

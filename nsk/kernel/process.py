@@ -84,11 +84,29 @@ def terminate(ref: ProcRef) -> None:
 
 
 def kill(ref: ProcRef) -> None:
-    """SIGKILL `ref` if it is still that process."""
+    """SIGKILL `ref` and its process group, if it is still that process."""
     if alive(ref):
         with _suppress_gone():
             os.kill(ref.pid, signal.SIGKILL)
+        kill_group(ref)
         _reap(ref.pid)
+
+
+def kill_group(ref: ProcRef) -> None:
+    """SIGKILL every process left in the group `ref` led: a container's children, which a
+    runtime kills with the container (its cgroup) when the main process ends or is killed.
+
+    Each container's process is made a session and group leader when spawned. Call it
+    before the leader is reaped, or when it is gone: while any member lives, its number
+    cannot be given to a new process; a number that another process now holds is left alone.
+    """
+    st = start_time(ref.pid)
+    if st is not None and st != ref.start:
+        return
+    try:
+        os.killpg(ref.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _reap(pid: int) -> None:

@@ -318,6 +318,8 @@ class Kubelet:
 
     def _exited(self, run: PodRun, c: ContainerRun) -> None:
         """A container's process ended: record it and restart it as the restart policy says."""
+        if c.ref is not None:
+            self.kernel.kill_group(c.ref)  # what the container started ends with it (before the reap)
         if self.terminating.get((run.key, run.uid)) is run:
             if c.ref is not None:
                 self.kernel.exit_status(c.ref)  # reap it

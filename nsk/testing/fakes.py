@@ -112,6 +112,9 @@ class RecordingKernel:
         if ref.pid in self.processes:
             self.exit(ref.pid, 137)
 
+    def kill_group(self, ref: ProcRef) -> None:
+        self.calls.append(("kill-group", ref.pid))
+
     def running(self) -> list[FakeProcess]:
         return [p for p in self.processes.values() if p.code is None]
 

@@ -9,7 +9,9 @@ answers JSON. `POST /healthz/fail` makes /healthz answer 503 (a readinessProbe o
 then takes the Pod out of its Services' endpoints); `POST /healthz/ok` heals it.
 
 It serves in whatever network namespace it is started in; the kubelet forks it into
-the Pod's. One thread, one selector: a Pod costs a fork, not an interpreter.
+the Pod's. One selector accepts and echoes; each HTTP connection gets a thread of its own
+(at most MAX_CONNECTIONS, each with a deadline), so an idle, slow or garbage connection
+holds up no other client and nothing a client sends ends the server.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import selectors
 import socket
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
@@ -63,12 +66,19 @@ def answer(info: PodInfo, client: tuple[str, int], host: str, path: str, accept:
     return 200, "text/plain", "\n".join(lines) + "\n"
 
 
+# Connections served at once; how long a read may wait; how long one connection may take
+# in all (a slow client sending a byte a second ends there).
+MAX_CONNECTIONS = 128
+IDLE_TIMEOUT = 5.0
+CONNECTION_DEADLINE = 30.0
+
+
 def _handler(info: PodInfo, health: Health):
     class Handler(BaseHTTPRequestHandler):
         server_version = "nsk"
         sys_version = ""
         protocol_version = "HTTP/1.0"
-        timeout = 5
+        timeout = IDLE_TIMEOUT  # for each read: an idle or stalled client is dropped
 
         def do_GET(self):  # noqa: N802 - http.server's naming
             status, ctype, body = answer(info, self.client_address, self.headers.get("Host", ""), self.path,
@@ -84,30 +94,33 @@ def _handler(info: PodInfo, health: Health):
         do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
         def log_message(self, fmt, *args):
-            sys.stderr.write(f"{self.client_address[0]} - \"{self.requestline}\" {args[1] if len(args) > 1 else ''}\n")
+            # also called before a request line was read (a timeout, a garbage first line)
+            line = getattr(self, "requestline", "") or (fmt % args)
+            sys.stderr.write(f"{self.client_address[0]} - \"{line}\" {args[1] if len(args) > 1 else ''}\n")
             sys.stderr.flush()
 
     return Handler
 
 
-def serve(info: PodInfo, tcp_ports: list[int], udp_ports: list[int]) -> None:
-    """Serve forever on the given ports of every address of the current namespace."""
+def serve(info: PodInfo, tcp_ports: list[int], udp_ports: list[int], address: str = "0.0.0.0") -> None:
+    """Serve forever on the given ports of every address of the current namespace (or of `address`)."""
     sel = selectors.DefaultSelector()
     for port in tcp_ports:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
+        s.bind((address, port))
         s.listen(512)
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, "tcp")
     for port in udp_ports:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", port))
+        s.bind((address, port))
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, "udp")
     print(f"nsk built-in server: pod {info.namespace}/{info.pod} on {info.pod_ip}, "
           f"http on {tcp_ports or 'no'} tcp ports, echo on {udp_ports or 'no'} udp ports", flush=True)
     handler = _handler(info, Health())
+    slots = threading.Semaphore(MAX_CONNECTIONS)
     while True:
         for key, _ in sel.select():
             sock = key.fileobj
@@ -122,11 +135,33 @@ def serve(info: PodInfo, tcp_ports: list[int], udp_ports: list[int]) -> None:
                 conn, addr = sock.accept()
             except OSError:
                 continue
-            conn.setblocking(True)
-            conn.settimeout(5)
-            try:
-                handler(conn, addr, None)
-            except OSError:
-                pass
-            finally:
-                conn.close()
+            if not slots.acquire(blocking=False):
+                conn.close()  # full: shed the newcomer rather than stall everyone
+                continue
+            threading.Thread(target=_one, args=(handler, conn, addr, slots), daemon=True).start()
+
+
+
+
+def _one(handler, conn: socket.socket, addr, slots: threading.Semaphore) -> None:
+    try:
+        conn.setblocking(True)
+        conn.settimeout(handler.timeout)
+        timer = threading.Timer(CONNECTION_DEADLINE, _shut, (conn,))
+        timer.start()
+        try:
+            handler(conn, addr, None)
+        finally:
+            timer.cancel()
+    except Exception as e:  # noqa: BLE001 - one client's trouble is not the server's
+        print(f"{addr[0]} - connection ended: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    finally:
+        conn.close()
+        slots.release()
+
+
+def _shut(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

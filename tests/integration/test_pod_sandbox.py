@@ -7,12 +7,15 @@ network.build makes it, and Pods on it. All of them are removed at the end, what
 from __future__ import annotations
 
 import errno
+import os
+import signal
 import subprocess
+import time
 import uuid
 
 import pytest
 
-from nsk.kernel import links, netns, network, rtnl
+from nsk.kernel import links, netns, network, process, rtnl
 from tests.conftest import needs_root
 
 pytestmark = pytest.mark.root
@@ -99,6 +102,45 @@ def test_the_sandbox_is_what_the_design_says(node):
     assert end.get_attr("IFLA_MASTER") == node.bridge_index
     assert end["flags"] & 1
     assert end.get_attr("IFLA_LINK") == eth0["index"]
+
+
+def test_the_bridge_keeps_its_mac_as_pods_come_and_go(node):
+    """A bridge without a set MAC takes its ports' lowest and changed it 10 times in a churn
+    run, leaving Pods a stale ARP entry for the gateway (#16). Its MAC is fixed when made."""
+    def mac():
+        return node.route.link("get", index=node.bridge_index)[0].get_attr("IFLA_ADDRESS")
+    assert mac() == links.bridge_mac(GATEWAY) == "0a:58:0a:f4:01:01"
+    pods = [node.pod(n) for n in range(1, 4)]
+    for n in range(1, 4):  # ports with MACs lower than the bridge's: a bridge left alone would take one
+        node.route.link("set", index=node.route.link_lookup(ifname=node.veth(n))[0], address=f"02:00:00:00:00:0{n}")
+    assert mac() == "0a:58:0a:f4:01:01"
+    netns.remove(pods[0])
+    assert mac() == "0a:58:0a:f4:01:01"
+
+
+def test_a_containers_children_end_with_it(node, tmp_path):
+    """A restarted container once left its previous run's children behind (3 processes
+    before, 5 after). Its process leads a group; kill_group ends what it started."""
+    pod = node.pod(1)
+    ref = process.spawn(process.Sandbox(pod, "p", {"PATH": "/usr/bin:/bin"}, None), str(tmp_path / "log"),
+                        argv=["sh", "-c", "sleep 300 & echo $!; sleep 300 & wait"])
+    try:
+        deadline = time.monotonic() + 5
+        while len(process.in_netns(os.stat(netns.path(pod)).st_ino)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(process.in_netns(os.stat(netns.path(pod)).st_ino)) == 3
+        os.kill(ref.pid, signal.SIGKILL)  # the main process dies; its children do not by themselves
+        time.sleep(0.1)
+        assert len(process.in_netns(os.stat(netns.path(pod)).st_ino)) == 2  # its two sleeps live on
+        process.kill_group(ref)
+        process.exit_status(ref.pid)
+        deadline = time.monotonic() + 5
+        while process.in_netns(os.stat(netns.path(pod)).st_ino) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.in_netns(os.stat(netns.path(pod)).st_ino) == []
+    finally:
+        process.kill(ref)
+        process.kill_group(ref)
 
 
 def test_a_netlink_error_is_an_oserror_naming_the_request_and_namespaces(node):

@@ -131,6 +131,7 @@ def test_a_container_that_exits_is_restarted_at_once_then_after_a_back_off(env):
     (first,) = kernel.running()
     kernel.exit(first.ref.pid, 1)
     loop.run_ready()
+    assert ("kill-group", first.ref.pid) in kernel.calls  # what it started ends with it
     k.tick(time.monotonic())  # what the loop does after every select
     (second,) = kernel.running()  # the first restart is immediate
     st = status(store, "web")["containerStatuses"][0]
