@@ -210,13 +210,13 @@ def _wait_up(m: Manifest, p: ClusterPlan, store: Store, child, progress: Progres
         if network_done and running < expected and time.monotonic() >= next_look:
             next_look = time.monotonic() + 0.5
             stuck = {k: why for pod in pods.list("Pod")
-                     if (k := key(pod)) not in up_keys and (why := _why_not_running(pod, d))}
+                     if (k := key(pod)) not in up_keys and (why := _why_not_running(pod, d, store))}
         if stuck and running + len(stuck) >= expected and time.monotonic() - t0 > 1.0:
             # every Pod that does not run has a reason that waiting will not change: say it now
             # and leave the cluster up to look at
             first = next(iter(stuck))
-            lines = "; ".join(f"{k}: {why}" for k, why in list(stuck.items())[:3])
-            more = f" (and {len(stuck) - 3} more)" if len(stuck) > 3 else ""
+            lines = "; ".join(f"{k}: {why}" for k, why in list(stuck.items())[:5])
+            more = f" (and {len(stuck) - 5} more)" if len(stuck) > 5 else ""
             raise NskError(f'cluster "{name}" is up, but {len(stuck)} of {expected} Pods do not run: {lines}{more}; '
                            f"look with `nsk describe pod {first.name} -n {first.namespace}{_flag(name)}` and "
                            f"`nsk logs {first.name} -n {first.namespace}{_flag(name)}`; "
@@ -242,9 +242,10 @@ def _pod_up(pod: dict) -> bool:
     return typed.ready and not crashed
 
 
-def _why_not_running(pod: dict, run_dir: str) -> str:
+def _why_not_running(pod: dict, run_dir: str, store: Store) -> str:
     """Why a Pod does not run, when waiting will not change it ("" otherwise): kubectl's
-    reasons, with the container's last words for a crash."""
+    reasons, with the container's last words for a crash, or the readiness probe's failure
+    once it has failed failureThreshold times in a row without the Pod ever being ready."""
     st = pod.get("status") or {}
     for c in st.get("conditions") or []:
         if c.get("type") == "PodScheduled" and c.get("status") == "False":
@@ -258,6 +259,12 @@ def _why_not_running(pod: dict, run_dir: str) -> str:
             log = os.path.join(run_dir, "logs", podfiles.log_name(meta["namespace"], meta["name"], cs["name"]))
             words = _last_line(log) or _last_line(log + ".previous")  # the new run may not have spoken yet
             return f"CrashLoopBackOff (exit {last['exitCode']}{': ' + words if words else ''})"
+    if st.get("phase") == "Running" and not Pod.of(pod).ready:
+        for _, _, reason, message in reversed(store.events(key(pod))):
+            if reason == "Unhealthy" and message.startswith("Readiness probe failed"):
+                return message
+            if reason in ("Ready", "Started"):
+                break  # a failure older than the Pod's last start or readiness is no reason now
     return ""
 
 

@@ -219,8 +219,11 @@ def spawn(box: Sandbox, log_path: str, argv: list[str] | None = None, cwd: str |
                 os.environ.clear()
                 os.environ.update(box.env)
                 assert target is not None
+                code = 1  # from here a failure is the workload's own, not a missing command's
                 target()
                 code = 0
+        except SystemExit as e:  # the workload said how it ends
+            code = e.code if isinstance(e.code, int) else 1
         except BaseException as e:  # noqa: BLE001 - report anything, then leave
             try:
                 what = f"{argv[0]}: " if argv else ""

@@ -198,7 +198,9 @@ class Prober:
                 self.on_change(s.kind, s.container, True)
         else:
             s.failures, s.successes = s.failures + 1, 0
-            if s.failures >= s.spec["failureThreshold"] and s.ok:
+            if s.failures == s.spec["failureThreshold"] and not s.ok and s.kind == "readiness":
+                self.on_change(s.kind, s.container, False)  # never ready yet: say so once a streak
+            elif s.failures >= s.spec["failureThreshold"] and s.ok:
                 s.ok = s.kind == "liveness"  # a failed liveness probe restarts; reset() follows
                 s.failures = 0 if s.kind == "liveness" else s.failures
                 self.on_change(s.kind, s.container, False)

@@ -105,18 +105,21 @@ def _handler(info: PodInfo, health: Health):
 def serve(info: PodInfo, tcp_ports: list[int], udp_ports: list[int], address: str = "0.0.0.0") -> None:
     """Serve forever on the given ports of every address of the current namespace (or of `address`)."""
     sel = selectors.DefaultSelector()
-    for port in tcp_ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((address, port))
-        s.listen(512)
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "tcp")
-    for port in udp_ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((address, port))
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, "udp")
+    for kind, ports in (("tcp", tcp_ports), ("udp", udp_ports)):
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+            try:
+                if kind == "tcp":
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((address, port))
+                if kind == "tcp":
+                    s.listen(512)
+            except OSError as e:  # a server that cannot listen says where, and exits 1 (nginx's way)
+                print(f"nsk built-in server: cannot listen on {address}:{port}/{kind}: {e.strerror}",
+                      file=sys.stderr, flush=True)
+                sys.exit(1)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, kind)
     print(f"nsk built-in server: pod {info.namespace}/{info.pod} on {info.pod_ip}, "
           f"http on {tcp_ports or 'no'} tcp ports, echo on {udp_ports or 'no'} udp ports", flush=True)
     handler = _handler(info, Health())

@@ -212,12 +212,32 @@ metadata: {name: nowhere}
 spec:
   nodeSelector: {zone: mars}
   containers: [{name: c, image: x}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unready}
+spec:
+  containers:
+  - {name: c, image: x, ports: [{containerPort: 80}],
+     readinessProbe: {tcpSocket: {port: 81}, periodSeconds: 1, failureThreshold: 2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: clash}
+spec:
+  containers:
+  - {name: a, image: x, ports: [{containerPort: 80}]}
+  - {name: b, image: x, ports: [{containerPort: 80}]}
 """, check=False)
     assert r.returncode == 1 and time.monotonic() - t < 30  # not the whole timeout
     err = r.stderr.strip().splitlines()[-1]
-    assert err.startswith(f'Error: cluster "{cluster.name}" is up, but 2 of 5 Pods do not run: ')
+    assert err.startswith(f'Error: cluster "{cluster.name}" is up, but 4 of 7 Pods do not run: ')
     assert "default/broken: CrashLoopBackOff (exit 127: nsk: cannot start /nonexistent/binary: " \
            "No such file or directory)" in err
-    assert "default/nowhere: Unschedulable: 0/2 nodes are available" in err
+    assert "default/nowhere: Unschedulable: 0/2 nodes are available: " \
+           "2 node(s) didn't match Pod's node affinity/selector." in err
+    assert "default/unready: Readiness probe failed: container c: dial tcp " in err
+    assert "default/clash: CrashLoopBackOff (exit 1: nsk built-in server: cannot listen on 0.0.0.0:80/tcp: " \
+           "Address already in use)" in err
     assert "nsk describe pod" in err and "nsk logs" in err
     assert "running (pid" in cluster.nsk("status").stdout  # left up to look at

@@ -161,6 +161,21 @@ def test_the_restart_policy_decides_whether_an_ended_container_comes_back(env, p
     assert status(store, "job")["containerStatuses"][0]["state"]["terminated"]["exitCode"] == code
 
 
+def test_a_readiness_probe_that_never_passes_is_told_once_it_reaches_its_threshold(env):
+    """The failure `nsk up` and `describe` show for a Pod that never becomes ready."""
+    store, kernel, loop, k = env
+    probe = {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2, "successThreshold": 1,
+             "timeoutSeconds": 1, "initialDelaySeconds": 0}
+    k.sync([make_pod(store, "web", readinessProbe=probe)])
+    now = time.monotonic()
+    for i in range(1, 4):
+        k.tick(now + i)
+        kernel.exit(next(p for p in kernel.running() if p.argv == ["false"]).ref.pid, 1)
+        loop.run_ready()
+    told = [e[3] for e in store.events(Key("Pod", "default", "web")) if e[2] == "Unhealthy"]
+    assert told == ["Readiness probe failed: container app: command ['false'] exited with 1"]  # once, at the threshold
+
+
 def test_a_failing_liveness_probe_restarts_the_container(env):
     store, kernel, loop, k = env
     probe = {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1}
@@ -270,7 +285,8 @@ def run_probe(spec: dict, kind: str = "readiness", rounds: int = 1) -> list[tupl
 
 def test_an_http_probe_is_ready_on_2xx_and_not_on_500(http_server):
     assert run_probe({"httpGet": {"path": "/ok", "port": http_server}}) == [("readiness", "app", True)]
-    assert run_probe({"httpGet": {"path": "/bad", "port": http_server}}) == []
+    # never ready: no change, but told once the failures reach the threshold (for `nsk up`)
+    assert run_probe({"httpGet": {"path": "/bad", "port": http_server}}) == [("readiness", "app", False)]
 
 
 def test_a_tcp_probe_fails_on_a_closed_port_and_liveness_reports_it():
