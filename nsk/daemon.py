@@ -200,7 +200,8 @@ class ControlPlane:
             self._services_pass()
         self._seen_rev = self.informer.revision
         # what `nsk up` waits for: every write up to this revision is in the kernel's rules
-        if self.proxies is not None and not self.proxies.busy and self.proxies.healthy:
+        if self.proxies is not None and not self.proxies.busy and self.proxies.healthy and \
+                not any(k.host_ports_busy for k in self.kubelets.values()):
             synced = min(self._seen_rev, self.proxies.synced_rev)
             if self.store.get_meta("synced") != synced:
                 self.store.set_meta("synced", synced)

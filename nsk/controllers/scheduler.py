@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nsk.kubelet import portmap
 from nsk.net.plan import NodePlan
 
 
@@ -10,19 +11,35 @@ MAX_PODS = 110
 
 SELECTOR_MISMATCH = "node(s) didn't match Pod's node affinity/selector"
 TOO_MANY_PODS = "Too many pods"
+PORTS_TAKEN = "node(s) didn't have free ports for the requested pod ports"
 
 
-def choose(pod: dict, nodes: tuple[NodePlan, ...], load: dict[str, int]) -> tuple[str | None, str]:
+def wanted_ports(pod: dict) -> list[tuple[str, str, int]]:
+    """(hostIP, protocol, hostPort) of each host port a Pod asks for ("" = every address)."""
+    out = []
+    for c in pod["spec"].get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("hostPort"):
+                ip = p.get("hostIP") or ""
+                out.append(("" if ip in ("0.0.0.0", "::") else ip, p.get("protocol", "TCP"), p["hostPort"]))
+    return out
+
+
+def choose(pod: dict, nodes: tuple[NodePlan, ...], load: dict[str, int],
+           ports: dict[str, list] | None = None) -> tuple[str | None, str]:
     """(the node with the fewest Pods among those that fit, ""); ties go to the first in
     the Cluster's order. When none fits, (None, why) in the scheduler's words: each
     reason with the number of nodes it ruled out, sorted, as FitError prints them."""
     selector = pod["spec"].get("nodeSelector") or {}
+    wanted = wanted_ports(pod)
     fits, reasons = [], {}
     for n in nodes:
         if not all({**n.labels, "kubernetes.io/hostname": n.name}.get(k) == v for k, v in selector.items()):
             reasons[SELECTOR_MISMATCH] = reasons.get(SELECTOR_MISMATCH, 0) + 1
         elif load.get(n.name, 0) >= MAX_PODS:
             reasons[TOO_MANY_PODS] = reasons.get(TOO_MANY_PODS, 0) + 1
+        elif any(portmap.conflicts(a, b) for a in wanted for b in (ports or {}).get(n.name, ())):
+            reasons[PORTS_TAKEN] = reasons.get(PORTS_TAKEN, 0) + 1
         else:
             fits.append(n)
     if not fits:
@@ -51,12 +68,14 @@ class Scheduler:
         if not todo:
             return []
         load: dict[str, int] = {}
+        ports: dict[str, list] = {}
         for p in snap.list("Pod"):
-            if p["spec"].get("nodeName"):
-                load[p["spec"]["nodeName"]] = load.get(p["spec"]["nodeName"], 0) + 1
+            if (node := p["spec"].get("nodeName")):
+                load[node] = load.get(node, 0) + 1
+                ports.setdefault(node, []).extend(wanted_ports(p))
         out: list = []
         for p in sorted(todo, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
-            node, why = choose(p, self.nodes, load)
+            node, why = choose(p, self.nodes, load, ports)
             if node is None:
                 st = {"phase": "Pending", "conditions": [{
                     "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why}]}
@@ -64,5 +83,6 @@ class Scheduler:
                     out.append(Status(key(p), st))
                 continue
             load[node] = load.get(node, 0) + 1
+            ports.setdefault(node, []).extend(wanted_ports(p))
             out.append(Put({k: v for k, v in p.items() if k != "status"} | {"spec": {**p["spec"], "nodeName": node}}))
         return out

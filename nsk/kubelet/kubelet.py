@@ -17,7 +17,8 @@ from nsk.api.cluster import ClusterConfig
 from nsk.api.objects import Key, key
 from nsk.apiserver.server import APIServer
 from nsk.kernel.process import ProcRef, Sandbox
-from nsk.kubelet import podfiles
+from nsk.errors import KernelError
+from nsk.kubelet import podfiles, portmap
 from nsk.kubelet.prober import Prober
 from nsk.net.plan import ClusterPlan, NodePlan, netns_name, pod_veth
 from nsk.store import Store
@@ -57,6 +58,7 @@ class PodRun:
     ip: str
     host_network: bool
     containers: dict[str, ContainerRun] = field(default_factory=dict)
+    host_ports: list = field(default_factory=list)  # portmap.HostPort
     start_time: str = ""
     prober: Prober | None = None
     grace: float = 30.0  # terminationGracePeriodSeconds
@@ -77,6 +79,11 @@ class Kubelet:
         self.on_change: Callable[[], None] = lambda: None  # a Pod finished terminating: a sync may start it anew
         self.cidr = ipaddress.ip_network(node.pod_cidr)
         self._cursor = 1  # host-local IPAM: the next address after the last one given out
+        # portmap's chains of this node: what was written, what is being written, whether
+        # the jumps to them are known to be there
+        self._ports_written: list | None = None
+        self._ports_job = None
+        self._ports_jumps = False
         try:
             with open("/etc/resolv.conf") as f:
                 self._host_resolv = f.read()
@@ -134,6 +141,7 @@ class Kubelet:
                                     Sandbox(run.netns, box["hostname"], first.env, run.etc_dir),
                                     self.kernel, self.watch_fd, self.unwatch_fd,
                                     lambda kind, cname, ok, r=run: self._probe_changed(r, kind, cname, ok))
+            run.host_ports = portmap.host_ports(pod, run.ip)
             self.pods[k] = run
             if not run.host_network:
                 self._cursor = max(self._cursor, int(ipaddress.ip_address(run.ip)) - int(self.cidr.network_address))
@@ -170,6 +178,54 @@ class Kubelet:
             for k in wanted:
                 if k in self.pods:
                     self._publish(self.pods[k])
+        self._write_host_ports()
+
+    def _write_host_ports(self) -> None:
+        """Bring the node's portmap chains to the running Pods' host ports, in the background
+        (one write at a time; what changes meanwhile is written when it ends)."""
+        want = sorted(hp for run in self.pods.values() for hp in run.host_ports)
+        if self._ports_job is not None or want == (self._ports_written or []):
+            if self._ports_written is None:
+                self._ports_written = want  # none ever, none now: nothing to write
+            return
+        text = portmap.render(want)
+        if not self._ports_jumps:
+            try:
+                text += portmap.missing_jumps(self.kernel.save(self.node.netns, "nat"))  # after the chains
+            except KernelError as e:
+                log.warning("node %s: host ports: %s", self.node.name, e)
+                return
+        try:
+            job = self.kernel.restore_start([(self.node.netns, text)])
+        except KernelError as e:
+            log.warning("node %s: host ports: %s", self.node.name, e)
+            return
+        self._ports_job = (job, want)
+        for fd in job.fds:
+            self.watch_fd(fd, self._host_ports_written)
+
+    @property
+    def host_ports_busy(self) -> bool:
+        """Whether the node's host port rules are still being written."""
+        return self._ports_job is not None
+
+    def _host_ports_written(self) -> None:
+        job, want = self._ports_job
+        if not job.done():
+            return
+        for fd in job.fds:
+            self.unwatch_fd(fd)
+        self._ports_job = None
+        try:
+            job.result()
+            self._ports_written, self._ports_jumps = want, True
+        except KernelError as e:
+            log.warning("node %s: host ports: %s", self.node.name, e)
+            self.store.event(Key("Node", "", self.node.name), "Warning", "FailedHostPorts", str(e))
+            return  # the next sync tries again
+        self._write_host_ports()
+        if self._ports_job is None:
+            self.on_change()  # what waits for the rules (`nsk up`) may go on
 
     def tick(self, now: float) -> float | None:
         """Restart containers whose back-off has run out, run due probes; the next deadline."""
@@ -226,7 +282,7 @@ class Kubelet:
             ns_name, ip = netns_name(self.plan.name, "pod", k.namespace, k.name), self._allocate_ip()
             etc_dir = self.kernel.etc_dir(ns_name)
         run = PodRun(k, pod["metadata"]["uid"], ns_name, etc_dir, ip, host_net, start_time=now_iso(),
-                     grace=float(spec.get("terminationGracePeriodSeconds", 30)))
+                     grace=float(spec.get("terminationGracePeriodSeconds", 30)), host_ports=portmap.host_ports(pod, ip))
         self.pods[k] = run
         with self.store.tx():  # recorded before they are made: `nsk down` after a crash finds them
             if not host_net:

@@ -389,3 +389,36 @@ def test_a_restore_the_kernel_refuses_is_an_event_and_a_retry_not_a_dead_control
     wait_for(lambda: chain not in cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout, timeout=40,
              what="the retry to delete the chain")
     assert hits(cluster, "node/node-1", new_ip, 3) == [next(iter(pod_names(cluster)))] * 3
+
+
+HOST_PORT_POD = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: hp}}}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: node-1}}
+  containers:
+  - {{name: c, image: x, ports: [{{containerPort: 9376, hostPort: 8080}}]}}
+"""
+
+
+def test_host_port_reaches_the_pod_from_outside_the_node_and_the_pod_itself(cluster):
+    """hostPort as the CNI portmap plugin does it: the node's address and port DNAT to the
+    Pod (the client's address kept), from the node's localhost too; a second Pod asking for
+    the same port on that node is a scheduling conflict, said in the scheduler's words."""
+    cluster.up(CLUSTER.format(replicas=1) + HOST_PORT_POD.format(name="hp"))
+    out = cluster.exec("host/client", "curl", "-s", "--max-time", "3", "172.18.0.2:8080/clientip").stdout
+    assert out.split(":")[0] == "192.0.2.10"
+    assert cluster.exec("node/node-1", "curl", "-s", "--max-time", "3", "127.0.0.1:8080/hostname").stdout == "hp\n"
+    assert cluster.exec("hp", "curl", "-s", "--max-time", "3", "172.18.0.2:8080/hostname").stdout == "hp\n"
+    assert connect(cluster, "host/client", "172.18.0.3", 8080) == "ConnectionRefusedError"  # only its node
+    cluster.apply(HOST_PORT_POD.format(name="hp2"))
+    wait_for(lambda: cluster.get("pod", "hp2").get("status", {}).get("conditions"), 10)
+    cond = cluster.get("pod", "hp2")["status"]["conditions"][0]
+    assert (cond["reason"], cond["message"]) == ("Unschedulable", "0/2 nodes are available: 1 node(s) didn't have "
+                                                 "free ports for the requested pod ports, 1 node(s) didn't match "
+                                                 "Pod's node affinity/selector.")
+    cluster.nsk("delete", "pod", "hp")  # the port is free again: the other Pod gets it
+    wait_for(lambda: cluster.exec("host/client", "curl", "-s", "--max-time", "1", "172.18.0.2:8080/hostname",
+                                  check=False).stdout == "hp2\n", 15)

@@ -12,6 +12,8 @@ from nsk.testing.fakes import RecordingKernel
 
 
 class IdleKubelet:
+    host_ports_busy = False
+
     def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> None:
         pass
 

@@ -98,6 +98,40 @@ def test_a_full_node_takes_no_more_pods_and_the_scheduler_says_why():
         None, "0/3 nodes are available: 1 Too many pods, 2 node(s) didn't match Pod's node affinity/selector.")
 
 
+def test_host_ports_conflict_as_the_schedulers_node_ports_check_says():
+    from nsk.kubelet import portmap
+    assert portmap.conflicts(("", "TCP", 80), ("", "TCP", 80))
+    assert portmap.conflicts(("10.0.0.1", "TCP", 80), ("", "TCP", 80))  # every address includes it
+    assert not portmap.conflicts(("10.0.0.1", "TCP", 80), ("10.0.0.2", "TCP", 80))
+    assert not portmap.conflicts(("", "UDP", 80), ("", "TCP", 80))
+    p = plan(ClusterConfig(nodes=(NodeConfig("a"), NodeConfig("b"))))
+    pod = {"spec": {"containers": [{"ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "TCP"}]}]}}
+    taken = {"a": [("", "TCP", 8080)]}
+    assert scheduler.choose(pod, p.nodes, {}, taken) == ("b", "")
+    assert scheduler.choose(pod, p.nodes, {}, {**taken, "b": [("", "TCP", 8080)]}) == (
+        None, "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports.")
+
+
+def test_portmap_rules_are_the_plugins_and_only_parsed_values():
+    from nsk.kubelet import portmap
+    pod = {"metadata": {"namespace": "default", "name": "hp"},
+           "spec": {"containers": [{"ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "TCP"},
+                                              {"containerPort": 53, "hostPort": 5353, "protocol": "UDP",
+                                               "hostIP": "172.18.0.2"}, {"containerPort": 81}]}]}}
+    entries = portmap.host_ports(pod, "10.244.1.5")
+    assert [(e.protocol, e.host_ip, e.host_port, e.container_port) for e in entries] == [
+        ("tcp", "", 8080, 80), ("udp", "172.18.0.2", 5353, 53)]
+    assert portmap.host_ports({**pod, "spec": {**pod["spec"], "hostNetwork": True}}, "172.18.0.2") == []
+    text = portmap.render(entries)
+    assert '-A CNI-HOSTPORT-DNAT -p udp -m comment --comment "hostPort of default/hp" -d 172.18.0.2/32 -m udp ' \
+           "--dport 5353 -j DNAT --to-destination 10.244.1.5:53" in text
+    assert "-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE" in text
+    jumps = portmap.missing_jumps("-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n")
+    assert jumps.splitlines()[1:3] == ["-I OUTPUT 1 -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+                                       '-I POSTROUTING 1 -m comment --comment "CNI portfwd requiring masquerade" '
+                                       "-j CNI-HOSTPORT-MASQ"]
+
+
 def test_a_huge_replica_count_creates_pods_in_bounded_batches():
     """replicas: 2147483647 once grew the control plane without bound. As the ReplicaSet
     controller (burstReplicas), at most 500 Pods are made per sync, and none while 500 of
