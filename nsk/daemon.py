@@ -33,6 +33,7 @@ from nsk.kernel import network
 from nsk.kernel.ops import Kernel
 from nsk.kubelet.kubelet import Kubelet
 from nsk.net.plan import plan
+from nsk.proxy.sync import SYNC_PERIOD
 from nsk.proxy.model import NodeContext, service_ports
 from nsk.proxy.provider import ProxyManager, provider_for
 from nsk.store import Store, cluster_dir
@@ -40,7 +41,10 @@ from nsk.store.informer import Informer
 from nsk.store.sqlite import NOTIFY
 
 log = logging.getLogger("nsk.control-plane")
-RESYNC = 5.0  # seconds: a full reconcile even without a write, as informers resync
+# seconds: a full reconcile even without a write, as informers resync (a safety net:
+# every change reaches the controllers through the watch; at 1,000 Services a pass over
+# everything costs a few hundred ms, so it is rare, as client-go's resyncs are)
+RESYNC = 300.0
 MAX_ROUNDS = 20  # controller rounds in one pass before the loop looks at its sockets again
 KINDS = ("Namespace", "Node", "Pod", "Service", "Endpoints", "Deployment")
 
@@ -141,15 +145,19 @@ class ControlPlane:
             n = sum(k.adopt() for k in self.kubelets.values())
             log.info("adopted %d running Pods from the previous control plane", n)
         self.start_proxies()
-        last_resync = time.monotonic()
+        last_resync = last_poll = time.monotonic()
         while not self.stopping:
             now = time.monotonic()
             force = now - last_resync >= RESYNC
             if force:
                 last_resync = now
             self.reconcile(force)
+            if self.proxies is not None and now - last_poll >= SYNC_PERIOD:
+                last_poll = now
+                self.proxies.poll()  # each node's canary, and a full sync when one is due
             deadlines = [k.tick(time.monotonic()) for k in self.kubelets.values()]
-            deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, last_resync + RESYNC]
+            deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, last_resync + RESYNC,
+                          last_poll + SYNC_PERIOD]
             if self._kicked:
                 deadlines.append(time.monotonic())
             timeout = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())

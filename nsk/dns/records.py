@@ -53,28 +53,85 @@ class Reply:
     chase: str = ""  # the answer ends in a CNAME to this name outside the cluster: ask the upstream
 
 
+# Where a reverse name's PTR records come from, best first: a Service's cluster IP; else
+# every endpoint with that address, of any Service; else the Pod's own record. Each tier is
+# kept under its own key, so one object's change never has to look at another's.
+PTR_TIERS = (PTR, "PTR#endpoint", "PTR#pod")
+_TYPES = (SOA, NS, A, AAAA, CNAME, PTR, SRV, TXT)
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one object gives the zone: records, names that exist without records, and
+    namespaces (for `pods insecure` and NODATA)."""
+
+    records: tuple[tuple[str, RR], ...] = ()  # (key type, record): the key type may be a PTR tier
+    names: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+
+
 @dataclass
 class Zone:
+    """The cluster zone, kept up to date object by object: `put(owner, part)` replaces what
+    `owner` (a Service with its Endpoints, a Pod, a Namespace) gave before, so a change
+    costs what that object holds, not what the cluster holds."""
+
     domain: str  # "cluster.local." (lower case, trailing dot)
     ttl: int
     dns_ip: str
-    records: dict[tuple[str, str], list[RR]] = field(default_factory=dict)
-    names: set[str] = field(default_factory=set)  # every name that exists (also empty non-terminals)
-    namespaces: set[str] = field(default_factory=set)
-    srv_shares: dict[str, int] = field(default_factory=dict)  # SRV name -> endpoints it was made for
+    records: dict[tuple[str, str], dict[RR, int]] = field(default_factory=dict)  # -> how many give it
+    names: dict[str, int] = field(default_factory=dict)  # every name that exists (also empty non-terminals)
+    namespaces: dict[str, int] = field(default_factory=dict)
+    parts: dict[tuple, Part] = field(default_factory=dict)
 
-    def add(self, name: str, rtype: str, data: str, ttl: int | None = None) -> None:
-        name = name.lower()
-        rrs = self.records.setdefault((name, rtype), [])
-        rr = RR(name, rtype, data, self.ttl if ttl is None else ttl)
-        if rtype == SRV:  # CoreDNS shares the weight among endpoints, before it drops duplicates
-            self.srv_shares[name] = self.srv_shares.get(name, 0) + 1
-        if rr in rrs:
-            return  # one record however many endpoints share a hostname
-        rrs.append(rr)
+    def put(self, owner: tuple, part: Part) -> bool:
+        """Make `part` what `owner` gives; whether anything changed."""
+        old = self.parts.get(owner)
+        if old == part:
+            return False
+        if old is not None:
+            self._count(old, -1)
+        if part.records or part.names or part.namespaces:
+            self.parts[owner] = part
+            self._count(part, 1)
+        else:
+            self.parts.pop(owner, None)
+        return True
+
+    def _count(self, part: Part, step: int) -> None:
+        for ktype, rr in part.records:
+            rrs = self.records.setdefault((rr.name, ktype), {})
+            _bump(rrs, rr, step)
+            if not rrs:
+                del self.records[(rr.name, ktype)]
+            self._name(rr.name, step)
+        for n in part.names:
+            self._name(n, step)
+        for n in part.namespaces:
+            _bump(self.namespaces, n, step)
+
+    def _name(self, name: str, step: int) -> None:
         labels = name.split(".")
         for i in range(len(labels) - 1):
-            self.names.add(".".join(labels[i:]))
+            _bump(self.names, ".".join(labels[i:]), step)
+
+    def get(self, name: str, rtype: str) -> list[RR]:
+        """The records of one name and type, as served: a PTR from its best tier; SRV
+        weights an equal share of 100 for each endpoint, as CoreDNS gives them (two
+        endpoints under one hostname make one record, of a half share)."""
+        if rtype == PTR:
+            for tier in PTR_TIERS:
+                if (name, tier) in self.records:
+                    return list(self.records[(name, tier)])
+            return []
+        rrs = self.records.get((name, rtype))
+        if not rrs:
+            return []
+        shares = sum(rrs.values())
+        if rtype != SRV or shares <= 1:
+            return list(rrs)
+        w = str(max(1, 100 // shares))
+        return [RR(r.name, r.type, " ".join([r.data.split()[0], w] + r.data.split()[2:]), r.ttl) for r in rrs]
 
     def soa(self, zone: str | None = None) -> RR:
         """The SOA of the cluster zone, or of another zone served (in-addr.arpa.), as CoreDNS makes them."""
@@ -83,6 +140,78 @@ class Zone:
 
     def in_zone(self, qname: str) -> bool:
         return qname == self.domain or qname.endswith("." + self.domain) or qname.endswith(".in-addr.arpa.")
+
+    # ---- what each object gives ---------------------------------------------------------
+
+    def rr(self, name: str, rtype: str, data: str, ttl: int | None = None, key: str | None = None) -> tuple[str, RR]:
+        return (key or rtype, RR(name.lower(), rtype, data, self.ttl if ttl is None else ttl))
+
+    def base_part(self) -> Part:
+        d = self.domain
+        return Part((self.rr(d, SOA, self.soa().data), self.rr(d, NS, f"ns.dns.{d}"),
+                     self.rr(f"ns.dns.{d}", A, self.dns_ip),
+                     self.rr(f"dns-version.{d}", TXT, f'"{SCHEMA_VERSION}"', ttl=28800)),  # CoreDNS's TTL
+                    (f"pod.{d}",))
+
+    def namespace_part(self, ns: str) -> Part:
+        ns = ns.lower()
+        return Part(names=(f"{ns}.svc.{self.domain}", f"{ns}.pod.{self.domain}"), namespaces=(ns,))
+
+    def service_part(self, svc: dict, ep: dict | None) -> Part:
+        """A Service's records with its Endpoints'."""
+        d = self.domain
+        meta, spec = svc["metadata"], svc["spec"]
+        ns, name = meta["namespace"], meta["name"]
+        base = f"{name}.{ns}.svc.{d}"
+        out = []
+        if spec.get("type") == "ExternalName":
+            return Part((self.rr(base, CNAME, spec["externalName"].rstrip(".").lower() + "."),), (f"{ns}.svc.{d}",))
+        typed = Service.of(svc)
+        subsets = (ep or {}).get("subsets") or []
+        if typed.has_virtual_ip:
+            cip = typed.cluster_ip
+            out += [self.rr(base, A, cip), self.rr(_reverse(cip), PTR, base)]
+            for p in spec.get("ports") or []:
+                out.append(self.rr(base, SRV, f"0 100 {p['port']} {base}"))
+                if p.get("name"):
+                    out.append(self.rr(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV,
+                                       f"0 100 {p['port']} {base}"))
+            # its endpoints' addresses point back to them, as CoreDNS's reverse lookup finds
+            # an endpoint of any Service (unless the address is some Service's cluster IP)
+            for sub in subsets:
+                for a in sub.get("addresses") or []:
+                    out.append(self.rr(_reverse(a["ip"]), PTR, f"{a.get('hostname') or _dashed(a['ip'])}.{base}",
+                                       key=PTR_TIERS[1]))
+            return Part(tuple(out), (f"{ns}.svc.{d}",))
+        # headless: the ready endpoints themselves; none ready: no record, and so no name
+        # (NXDOMAIN), as CoreDNS answers
+        for sub in subsets:
+            for a in sub.get("addresses") or []:
+                host = f"{a.get('hostname') or _dashed(a['ip'])}.{base}"
+                out += [self.rr(base, A, a["ip"]), self.rr(host, A, a["ip"]),
+                        self.rr(_reverse(a["ip"]), PTR, host, key=PTR_TIERS[1])]
+                for p in sub.get("ports") or []:
+                    out.append(self.rr(base, SRV, f"0 100 {p['port']} {host}"))
+                    if p.get("name"):
+                        out.append(self.rr(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV,
+                                           f"0 100 {p['port']} {host}"))
+        return Part(tuple(out), (f"{ns}.svc.{d}",))
+
+    def pod_part(self, pod: dict) -> Part:
+        """A Pod's address points back to its pod record, unless an endpoint name claims it."""
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip or pod["spec"].get("hostNetwork"):
+            return Part()
+        ns = pod["metadata"]["namespace"]
+        return Part((self.rr(_reverse(ip), PTR, f"{_dashed(ip)}.{ns}.pod.{self.domain}", key=PTR_TIERS[2]),))
+
+
+def _bump(counts: dict, k, step: int) -> None:
+    n = counts.get(k, 0) + step
+    if n > 0:
+        counts[k] = n
+    else:
+        counts.pop(k, None)
 
 
 def _dashed(ip: str) -> str:
@@ -101,71 +230,18 @@ def build(services: list[dict], endpoints: list[dict], domain: str, dns_ip: str,
           pods: list[dict] = (), namespaces: list[str] | None = None) -> Zone:
     """Every record of the cluster zone for these objects. `namespaces`: the names of the
     Namespaces that exist (by default those the objects are in)."""
-    d = domain.lower().rstrip(".") + "."
-    z = Zone(d, ttl, dns_ip)
+    z = Zone(domain.lower().rstrip(".") + ".", ttl, dns_ip)
+    z.put(("",), z.base_part())
     if namespaces is None:
         namespaces = [o["metadata"]["namespace"] for o in [*services, *pods]]
-    z.namespaces = {n.lower() for n in namespaces}
-    z.names.add(f"pod.{d}")
-    for n in z.namespaces:
-        z.names.update((f"{n}.svc.{d}", f"{n}.pod.{d}"))
-    z.add(d, SOA, z.soa().data)
-    z.add(d, NS, f"ns.dns.{d}")
-    z.add(f"ns.dns.{d}", A, dns_ip)
-    z.add(f"dns-version.{d}", TXT, f'"{SCHEMA_VERSION}"', ttl=28800)  # CoreDNS's TTL for it
+    for n in namespaces:
+        z.put(("Namespace", n), z.namespace_part(n))
     eps = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in endpoints}
-    cluster_ips = {ip for svc in services for ip in Service.of(svc).cluster_ips}
     for svc in services:
-        meta, spec = svc["metadata"], svc["spec"]
-        ns, name = meta["namespace"], meta["name"]
-        base = f"{name}.{ns}.svc.{d}"
-        z.names.add(f"{ns}.svc.{d}")
-        if spec.get("type") == "ExternalName":
-            z.add(base, CNAME, spec["externalName"].rstrip(".").lower() + ".")
-            continue
-        typed = Service.of(svc)
-        if typed.has_virtual_ip:
-            cip = typed.cluster_ip
-            z.add(base, A, cip)
-            z.add(_reverse(cip), PTR, base)
-            for p in spec.get("ports") or []:
-                z.add(base, SRV, f"0 100 {p['port']} {base}")
-                if p.get("name"):
-                    z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV, f"0 100 {p['port']} {base}")
-            # its endpoints' addresses point back to them, as CoreDNS's reverse lookup finds
-            # an endpoint of any Service (unless the address is some Service's cluster IP)
-            for sub in (eps.get((ns, name)) or {}).get("subsets") or []:
-                for a in sub.get("addresses") or []:
-                    if a["ip"] not in cluster_ips:
-                        z.add(_reverse(a["ip"]), PTR, f"{a.get('hostname') or _dashed(a['ip'])}.{base}")
-            continue
-        # headless: the ready endpoints themselves
-        ep = eps.get((ns, name)) or {}
-        for sub in ep.get("subsets") or []:
-            for a in sub.get("addresses") or []:
-                host = f"{a.get('hostname') or _dashed(a['ip'])}.{base}"
-                z.add(base, A, a["ip"])
-                z.add(host, A, a["ip"])
-                if a["ip"] not in cluster_ips:
-                    z.add(_reverse(a["ip"]), PTR, host)
-                for p in sub.get("ports") or []:
-                    z.add(base, SRV, f"0 100 {p['port']} {host}")
-                    if p.get("name"):
-                        z.add(f"_{p['name']}._{p.get('protocol', 'TCP').lower()}.{base}", SRV,
-                              f"0 100 {p['port']} {host}")
-        # no ready endpoint: no record, and so no name (NXDOMAIN), as CoreDNS answers
-    # a Pod's address points back to its pod record, unless an endpoint name claims it
+        meta = svc["metadata"]
+        z.put(("Service", meta["namespace"], meta["name"]), z.service_part(svc, eps.get((meta["namespace"], meta["name"]))))
     for pod in pods:
-        ip = (pod.get("status") or {}).get("podIP")
-        if ip and not pod["spec"].get("hostNetwork") and (_reverse(ip), PTR) not in z.records:
-            z.add(_reverse(ip), PTR, f"{_dashed(ip)}.{pod['metadata']['namespace']}.pod.{d}")
-    # SRV weights: an equal share of 100 for each endpoint, as CoreDNS gives them (two
-    # endpoints under one hostname make one record, of a half share)
-    for (n, t), rrs in z.records.items():
-        if t == SRV and z.srv_shares.get(n, 1) > 1:
-            w = max(1, 100 // z.srv_shares[n])
-            z.records[(n, t)] = [RR(r.name, r.type, " ".join([r.data.split()[0], str(w)] + r.data.split()[2:]),
-                                    r.ttl) for r in rrs]
+        z.put(("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"]), z.pod_part(pod))
     return z
 
 
@@ -189,21 +265,22 @@ def answer(z: Zone, qname: str, qtype: str) -> Reply:
         q += "."
     if not z.in_zone(q):
         return Reply("REFUSED", authoritative=False)
-    found = z.records.get((q, qtype), [])
+    found = z.get(q, qtype)
     if qtype == ANY:
-        found = [rr for (n, _), rrs in z.records.items() if n == q for rr in rrs]
+        found = [rr for t in _TYPES for rr in z.get(q, t)]
     if not found and qtype in (A, ANY):
         found = _pod_record(z, q)
     chase = ""
     if not found and qtype != CNAME and (q, CNAME) in z.records:
         # the CNAME answers every type; and, as CoreDNS, the target's records follow it when
         # the target is the cluster's, or the server asks its upstream for them (chase)
-        found, target = list(z.records[(q, CNAME)]), z.records[(q, CNAME)][0].data
+        found = z.get(q, CNAME)
+        target = found[0].data
         for _ in range(MAX_CNAMES):
             if not z.in_zone(target) or target.endswith("." + REVERSE):
                 chase = target
                 break
-            more = z.records.get((target, qtype)) or z.records.get((target, CNAME))
+            more = z.get(target, qtype) or z.get(target, CNAME)
             if not more or more[0] in found:
                 break
             found += more
@@ -213,13 +290,13 @@ def answer(z: Zone, qname: str, qtype: str) -> Reply:
     additional: list[RR] = []
     if qtype == SRV:  # each target's address once, however many ports point at it
         for target in dict.fromkeys(rr.data.split()[3] for rr in found if rr.type == SRV):
-            additional += z.records.get((target, A), [])
+            additional += z.get(target, A)
     if qtype == NS:  # the name server's address, as glue
         for rr in found:
-            additional += z.records.get((rr.data, A), [])
+            additional += z.get(rr.data, A)
     if found:
         return Reply("NOERROR", tuple(found), (), tuple(additional), chase=chase)
-    exists = q in z.names or any(n == q for n, _ in z.records) or bool(_pod_record(z, q))
+    exists = q in z.names or bool(_pod_record(z, q))
     if q.endswith("." + REVERSE) and not exists:
         # not a cluster address: the reverse zone's own SOA, and a server with an upstream
         # asks it (kubeadm's Corefile: `fallthrough in-addr.arpa ip6.arpa`)

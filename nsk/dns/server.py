@@ -263,11 +263,10 @@ class Server:
         self.poll: select.epoll | None = None  # made in serve(): this object is built before a fork
         self.handlers: dict[int, Callable[[int], None]] = {}  # fd -> what to do with its epoll events
         self.watch_path = os.path.join(store_dir, "watch", f"{name}.sock")
-        self.zone = records.build([], [], domain, dns_ip, ttl)
+        self.zone = records.build([], [], domain, dns_ip, ttl, namespaces=[])
         self.cache: dict[bytes, bytes] = {}
         self.conns: dict[int, _Conn] = {}
         self.informer = None  # opened in the child: a forked process carries no store connection
-        self.pod_ips: frozenset = frozenset()
         self.up_sock: socket.socket | None = None
         self.batch: Batch | None = None  # the UDP socket's receive and send buffers
         self.pending: dict[int, _Forwarded] = {}  # by our ID
@@ -279,27 +278,30 @@ class Server:
         self._rng = random.SystemRandom()
 
     def load(self) -> None:
-        """Rebuild the zone if a Service or an Endpoints changed, or the set of Pod IPs.
-
-        Every write to the store wakes us (each Pod status update too); Pods matter only
-        through their IPs (PTR and pod records), so a Pod's readiness flip costs no rebuild.
-        """
+        """Apply what changed to the zone, object by object (the watch of the store's change
+        log): a write that changes no record costs a comparison, and one Pod coming up costs
+        the same however many Pods there are."""
         if self.informer is None:
             from nsk.store import Store
             from nsk.store.informer import Informer
             self.informer = Informer(Store(self.store_dir), ("Service", "Endpoints", "Pod", "Namespace"))
-        changed = self.informer.sync()
-        if not changed:
-            return
-        pods = self.informer.list("Pod")
-        pod_ips = frozenset((p["metadata"]["namespace"], (p.get("status") or {}).get("podIP")) for p in pods)
-        if all(k.kind == "Pod" for k in changed) and pod_ips == self.pod_ips:
-            return
-        self.pod_ips = pod_ips
-        self.zone = records.build(self.informer.list("Service"), self.informer.list("Endpoints"), self.domain,
-                                  self.dns_ip, self.ttl, pods,
-                                  [n["metadata"]["name"] for n in self.informer.list("Namespace")])
-        self.cache.clear()
+        touched = False
+        for k in self.informer.sync():
+            touched |= self.zone.put(*self._part(k))
+        if touched:
+            self.cache.clear()
+
+    def _part(self, k) -> tuple[tuple, records.Part]:
+        """What the object `k` names gives the zone now (nothing, if it is gone)."""
+        z, inf = self.zone, self.informer
+        if k.kind in ("Service", "Endpoints"):
+            svc = inf.get("Service", k.namespace, k.name)
+            part = z.service_part(svc, inf.get("Endpoints", k.namespace, k.name)) if svc else records.Part()
+            return ("Service", k.namespace, k.name), part
+        obj = inf.get(k.kind, k.namespace, k.name)
+        if k.kind == "Pod":
+            return ("Pod", k.namespace, k.name), z.pod_part(obj) if obj else records.Part()
+        return ("Namespace", k.name), z.namespace_part(k.name) if obj else records.Part()
 
     def answer(self, data: bytes, reply) -> None:
         """Answer `data` by calling reply(bytes), now or, for a forwarded query, when the

@@ -142,9 +142,24 @@ class Ruleset:
         return "\n".join(lines)
 
 
-def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] = frozenset()) -> Ruleset:
+# kube-proxy's largeClusterEndpointsThreshold: above this many endpoints (counted per
+# Service port, ready or not) it drops the comments of the endpoint rules, for speed
+LARGE_CLUSTER_ENDPOINTS = 1000
+
+
+def large_cluster(ports: list[ServicePort]) -> bool:
+    return sum(len(sp.endpoints) for sp in ports) > LARGE_CLUSTER_ENDPOINTS
+
+
+def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] = frozenset(),
+           large: bool = False) -> Ruleset:
     """The node's KUBE-* chains for these Service ports; chains in `previous` that are no
-    longer wanted are declared and deleted, so the restore leaves nothing stale."""
+    longer wanted are declared and deleted, so the restore leaves nothing stale. `large`:
+    kube-proxy's large-cluster mode, in which the KUBE-SEP rules and the KUBE-SVC/SVL
+    jumps to them carry no comment."""
+    def ep_comment(text: str) -> str:
+        return "" if large else " " + _comment(text)
+
     f_rules: list[str] = []
     n_chains: list[str] = []
     n_rules: list[str] = []
@@ -200,9 +215,9 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
         for ep in eps_here:
             sep = sep_chain(sp, ep)
             chains_here.append(sep)
-            svc_rules.append(f"-A {sep} {_comment(name)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
+            svc_rules.append(f"-A {sep}{ep_comment(name)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
             recent = f" -m recent --name {sep} --set" if sp.affinity_timeout else ""
-            svc_rules.append(f"-A {sep} {_comment(name)}{recent} {match} -j DNAT --to-destination {ep.address}")
+            svc_rules.append(f"-A {sep}{ep_comment(name)}{recent} {match} -j DNAT --to-destination {ep.address}")
         if has_endpoints and uses_cluster:
             chains_here.append(svc)
         if has_endpoints and uses_local and local_eps:
@@ -277,12 +292,12 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
             if sp.affinity_timeout:
                 for ep in eps:
                     sep = sep_chain(sp, ep)
-                    svc_rules.append(f"-A {chain} {_comment(f'{name} -> {ep.address}')} -m recent --name {sep} "
+                    svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')} -m recent --name {sep} "
                                      f"--rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
             for i, ep in enumerate(eps):
                 stat = f" -m statistic --mode random --probability {probability(len(eps) - i)}" \
                     if i < len(eps) - 1 else ""
-                svc_rules.append(f"-A {chain} {_comment(f'{name} -> {ep.address}')}{stat} -j {sep_chain(sp, ep)}")
+                svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')}{stat} -j {sep_chain(sp, ep)}")
         n_chains += chains_here
 
     n_rules += nodeports_tail(ctx)

@@ -87,6 +87,12 @@ class ProxyManager:
         self.wanted = (ports, revision)
         self._start()
 
+    def poll(self) -> None:
+        """kube-proxy's periodic look (every --iptables-sync-period): each mode checks that
+        its rules are still there and syncs what is due; idle and intact, nothing is written."""
+        if not self.busy and self.healthy:
+            self._start()
+
     def retry(self) -> None:
         """The back-off has passed: try the latest wish again."""
         self._start()

@@ -7,13 +7,18 @@ import logging
 import re
 import time
 
+from nsk.errors import KernelError
 from nsk.proxy import iptables as rules
 from nsk.proxy.model import NodeContext, ServicePort
 
 log = logging.getLogger("nsk.kube-proxy")
-# kube-proxy's --iptables-sync-period: at least this often a sync writes every chain, which
-# also undoes what a person changed by hand; in between, only the chains that changed
-FULL_SYNC_PERIOD = 30.0
+# kube-proxy's FullSyncPeriod (pkg/proxy/util): at least this often a sync writes every
+# chain, which also undoes what a person changed by hand; in between, only the chains that
+# changed. In large-cluster mode there is no periodic full sync (kubernetes#138571).
+FULL_SYNC_PERIOD = 3600.0
+# its --iptables-sync-period: how often it looks for its canary chain (a full sync when it is
+# gone: someone flushed the tables) and how long it waits to retry a failed sync
+SYNC_PERIOD = 30.0
 _CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z0-9]{16}) ")
 
 
@@ -33,9 +38,12 @@ class IptablesProxier:
             self.previous = frozenset(m.group(1) for line in saved.splitlines() if (m := _CHAIN.match(line)))
             self.pending_jumps = rules.missing_jumps(saved)
         self.last: rules.Ruleset | None = None  # what the kernel has; None: unknown, sync fully
+        self.last_ports: list[ServicePort] | None = None  # what `last` was rendered from
+        self.large = False  # kube-proxy's large-cluster mode, as of the last sync
         self.full_at = 0.0  # monotonic time of the last full sync
+        self.canary_at = 0.0  # monotonic time the canary chain was last looked for
         self.last_sync_ms = 0.0
-        self._job: tuple[rules.Ruleset, str, bool] | None = None
+        self._job: tuple | None = None  # (ruleset, text, full, large) of the restore under way
 
     # ---- the Provider interface ---------------------------------------------------------
 
@@ -43,8 +51,18 @@ class IptablesProxier:
         """The restore input that brings `ports` to the kernel (every chain on the first sync,
         after a failure, or when FULL_SYNC_PERIOD has passed, else only what changed); None
         when the kernel already has them."""
-        ruleset = rules.render(ports, self.ctx, self.previous)
-        if self.last is None or now - self.full_at >= FULL_SYNC_PERIOD:
+        if self.last is not None and now - self.canary_at >= SYNC_PERIOD:
+            self.canary_at = now
+            if not self._canary_present():
+                log.warning("%s: the canary chain is gone (tables flushed?): syncing every chain", self.netns)
+                self.last = None
+                self.pending_jumps = rules.missing_jumps(self.kernel.save(self.netns))
+        full = self.last is None or (now - self.full_at >= FULL_SYNC_PERIOD and not self.large)
+        if not full and ports == self.last_ports:
+            return None  # nothing changed: not even a render
+        large = rules.large_cluster(ports)
+        ruleset = rules.render(ports, self.ctx, self.previous, large)
+        if full:
             if self.last is not None:
                 # as kube-proxy ensures its jumps from the built-in chains on every sync: one
                 # deleted by hand (PREROUTING -> KUBE-SERVICES, say) comes back
@@ -55,19 +73,19 @@ class IptablesProxier:
             return None  # (only the chains to delete may differ: those are gone already)
         else:
             text, full = ruleset.since(self.last), False
-        self._job = (ruleset, text, full)
+        self._job = (ruleset, text, full, large)
         self.last = None  # until the restore succeeds: after a failure, the next sync is a full one
         # the jumps first: they create the chains, which the ruleset then declares (flushes) and fills
         return self.pending_jumps + text
 
     def applied(self, ports: list[ServicePort], started: float) -> None:
         """The restore `plan` returned is in the kernel."""
-        ruleset, text, full = self._job
+        ruleset, text, full, large = self._job
         self._job = None
         if full:
-            self.full_at = started
+            self.full_at = self.canary_at = started
         self.previous = ruleset.nat_chains
-        self.last = ruleset
+        self.last, self.last_ports, self.large = ruleset, ports, large
         self.pending_jumps = ""
         self.last_sync_ms = (time.monotonic() - started) * 1000
         log.info("%s: synced %d service ports (%d nat, %d filter rules; %s, %d lines) in %.1f ms", self.netns,
@@ -76,6 +94,13 @@ class IptablesProxier:
 
     def failed(self) -> None:
         self._job = None  # self.last stays None: the next sync writes every chain
+
+    def _canary_present(self) -> bool:
+        try:
+            return f":{rules.KUBE_PROXY_CANARY} " in self.kernel.save(self.netns, "mangle")
+        except KernelError as e:
+            log.warning("%s", e)
+            return False
 
     @staticmethod
     def show(kernel, netns: str, table: str | None = None) -> str:

@@ -358,3 +358,39 @@ def test_the_server_adds_the_upstreams_records_for_an_outside_target():
     failed.header.rcode = RCODE.SERVFAIL
     assert _with_upstream(out.reply, failed.pack()) == out.reply  # the CNAME alone, as before
     assert respond(ZONE, q.pack(), forward=False) == out.reply  # no upstream: the CNAME alone
+
+
+def test_the_zone_kept_object_by_object_is_the_zone_built_whole():
+    """The server applies each change to its zone (#17: a write that changes no record costs
+    DNS nothing, one Pod's cost does not grow with the Pods). Objects put, changed and
+    deleted in any order leave the same zone as one built from the end state."""
+    rng = random.Random(7)
+    pods = [{"metadata": {"namespace": "default", "name": f"p{i}"}, "spec": {},
+             "status": {"podIP": f"10.244.{1 + i % 2}.{5 + i}"}} for i in range(8)]
+    svcs = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in SERVICES}
+    eps = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in ENDPOINTS}
+    final = build(SERVICES, ENDPOINTS, "cluster.local", "10.96.0.10", pods=pods, namespaces=["default", "prod"])
+    z = build([], [], "cluster.local", "10.96.0.10", namespaces=[])
+    owners = [("Service", *k) for k in svcs] + [("Pod", "default", p["metadata"]["name"]) for p in pods] + \
+        [("Namespace", "default"), ("Namespace", "prod"), ("Namespace", "gone")]
+    for _ in range(3):  # each owner given something, taken away, given again, in random orders
+        rng.shuffle(owners)
+        for o in owners:
+            if o[0] == "Service":
+                part = z.service_part(svcs[o[1:]], rng.choice([eps.get(o[1:]), None]))
+            elif o[0] == "Pod":
+                part = z.pod_part(rng.choice(pods))
+            else:
+                part = z.namespace_part(o[1])
+            z.put(o, part)
+        for o in rng.sample(owners, len(owners) // 2):
+            z.put(o, type(part)())
+    for o in owners:
+        if o[0] == "Service":
+            z.put(o, z.service_part(svcs[o[1:]], eps.get(o[1:])))
+        elif o[0] == "Pod":
+            z.put(o, z.pod_part(next(p for p in pods if p["metadata"]["name"] == o[2])))
+        else:
+            z.put(o, z.namespace_part(o[1]) if o[1] != "gone" else type(part)())
+    assert (z.records, z.names, z.namespaces) == (final.records, final.names, final.namespaces)
+    assert not z.put(("Pod", "default", "p1"), z.pod_part(pods[1]))  # the same again: no change

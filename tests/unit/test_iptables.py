@@ -304,6 +304,45 @@ def test_the_proxier_syncs_fully_first_then_partially_and_fully_again_each_sync_
         rules.render(fewer, CTX, ruleset2.nat_chains).text)
 
 
+def _many(n_services: int, n_eps: int) -> list[ServicePort]:
+    return [ServicePort("default", f"s{i}", "", "TCP", 80, f"10.96.{i // 250}.{i % 250 + 2}",
+                        endpoints=tuple(Endpoint(f"10.244.1.{j + 2}", 8080, "node-1") for j in range(n_eps)))
+            for i in range(n_services)]
+
+
+def test_large_cluster_mode_drops_the_endpoint_comments_as_kube_proxy_does():
+    """Above 1,000 endpoints (per Service port, ready or not) the KUBE-SEP rules and the
+    jumps to them carry no comment; every other rule keeps its own (TestSyncProxyRulesLargeClusterMode)."""
+    from nsk.proxy.iptables import large_cluster
+    assert not large_cluster(_many(50, 20)) and large_cluster(_many(50, 20) + _many(1, 1)[:1])
+    web = sp("web", "10.96.0.2", eps=(E1, Endpoint("10.244.2.2", 8080, "node-2", False)))
+    normal, large = render([web], CTX).text.splitlines(), render([web], CTX, large=True).text.splitlines()
+    sep = sep_chain(web, E1)
+    assert f"-A {sep} -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination " \
+           "10.244.1.2:8080" in normal
+    assert f"-A {sep} -m tcp -p tcp -j DNAT --to-destination 10.244.1.2:8080" in large
+    assert f"-A {sep} -s 10.244.1.2/32 -j KUBE-MARK-MASQ" in large
+    svc = svc_chain("KUBE-SVC", web)
+    assert f"-A {svc} -j {sep}" in large  # its only ready endpoint: no probability, no comment
+    assert [x for x in normal if "-A KUBE-SERVICES" in x] == [x for x in large if "-A KUBE-SERVICES" in x]
+    assert any(f"-A {svc} -m comment --comment \"default/web:http cluster IP\"" in x for x in large)
+
+
+def test_no_periodic_full_sync_in_large_cluster_mode_but_a_gone_canary_brings_one():
+    from nsk.proxy.sync import FULL_SYNC_PERIOD, SYNC_PERIOD, IptablesProxier
+    from nsk.testing.fakes import RecordingKernel
+    kernel = RecordingKernel(saved={"nsk_test_node": ":KUBE-PROXY-CANARY - [0:0]\n"})
+    proxier = IptablesProxier("nsk_test_node", CTX, kernel, fresh=True)
+    big = _many(60, 20)  # 1,200 endpoints
+    first = proxier.plan(big, now=0.0)
+    assert "--comment default/s0 " not in first and "--comment \"default/s0 cluster IP\"" in first
+    proxier.applied(big, 0.0)
+    assert proxier.plan(big, now=FULL_SYNC_PERIOD + 1) is None  # kubernetes#138571
+    kernel.saved["nsk_test_node"] = ""  # someone flushed the tables: the canary is gone
+    again = proxier.plan(big, now=FULL_SYNC_PERIOD + 1 + SYNC_PERIOD)
+    assert again.startswith(missing_jumps("")) and len(again) > len(first) * 0.9  # every chain, and the jumps
+
+
 def test_the_built_in_chains_jump_in_kube_proxys_order():
     """As `iptables -L` shows them on a kube-proxy node: prepended, so the list reads in
     kube-proxy's order; KUBE-FIREWALL last, where the kubelet's jump sits."""
