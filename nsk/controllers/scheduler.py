@@ -60,7 +60,11 @@ class Scheduler:
     def reconcile(self, snap) -> list:
         from nsk.api.objects import key
         from nsk.controllers.manager import Put, Status
-        if snap.changed is None:
+        gone = snap.changed is not None and any(snap.get("Pod", k.namespace, k.name) is None
+                                                for k in snap.changed_kinds("Pod"))
+        if snap.changed is None or gone:
+            # a Pod gone frees its node's room and ports: every Pod waiting is tried again,
+            # as the scheduler moves its unschedulable Pods back to the active queue
             todo = [p for p in snap.list("Pod") if not p["spec"].get("nodeName")]
         else:
             todo = [p for k in snap.changed_kinds("Pod") if (p := snap.get("Pod", k.namespace, k.name)) is not None

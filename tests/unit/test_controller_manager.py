@@ -119,6 +119,26 @@ def test_the_scheduler_says_why_no_node_fits_and_never_brings_back_a_deleted_pod
     assert api.store.get("Pod", "default", "q") is None  # not resurrected
 
 
+def test_a_pod_gone_frees_its_host_port_and_the_waiting_pod_is_scheduled_at_once(api):
+    """The waiting Pod has not changed itself: a Pod gone must send the scheduler back to
+    every waiting Pod (no resync to wait for)."""
+    m, inf = manager(api, scheduler.Scheduler(plan(CFG).nodes))
+
+    def hp(name):
+        return admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                      "spec": {"nodeSelector": {"kubernetes.io/hostname": "node-1"},
+                               "containers": [{"name": "c", "image": "x",
+                                               "ports": [{"containerPort": 80, "hostPort": 8080}]}]}})
+    api.apply([hp("a")])
+    settle(m, inf)
+    api.apply([hp("b")])
+    settle(m, inf)
+    assert not api.store.get("Pod", "default", "b")["spec"].get("nodeName")
+    api.delete([Key("Pod", "default", "a")])
+    settle(m, inf)
+    assert api.store.get("Pod", "default", "b")["spec"]["nodeName"] == "node-1"
+
+
 def test_a_failed_write_fails_alone_and_the_controller_backs_off(api):
     class Half:
         name = "half"
