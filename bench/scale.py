@@ -1,0 +1,193 @@
+"""A big lab: S ClusterIP Services × E endpoints on 2 nodes (#17), and how nsk holds it.
+
+Run as root: `.venv/bin/python bench/scale.py --services 100 1000 --endpoints 20`.
+For each size, one cluster (named nskscale) is brought up and measured, then removed:
+
+- `nsk up` wall time;
+- idle: the CPU time every process of the cluster used (the control plane and everything
+  it started: cluster DNS, the Pods' servers) over --idle seconds with nothing changing,
+  as % of one core;
+- a new Service live: from just before `nsk apply` of one more Service to the first
+  successful `curl` of its name from a Pod (the Pod's own loop stamps the time), p50/p99
+  of --samples;
+- a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
+  in the DNAT rules of every Service on every node (iptables-save polled).
+
+Prints a Markdown table for docs/benchmarks.md, with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+NAME = "nskscale"
+DEPLOY = """\
+apiVersion: nsk.io/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: {eps}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: nginx, ports: [{{containerPort: 80}}]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  containers: [{{name: c, image: x}}]
+"""
+SERVICE = """---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+"""
+
+
+def nsk(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "nsk"), *args, "--cluster", NAME],
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"nsk {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of `root` and every process below it, now."""
+    parents, cpu = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for pid in cpu:
+        p = pid
+        while p and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += cpu[pid]
+    return total
+
+
+def control_plane_pid() -> int:
+    from nsk.lifecycle import control_plane_pid as find
+    from nsk.store import Store, cluster_dir
+    store = Store(cluster_dir(NAME))
+    try:
+        pid, _ = find(store)
+    finally:
+        store.close()
+    return pid
+
+
+def new_service_live(i: int) -> float:
+    """Seconds from `nsk apply` of Service svc-new-<i> to a successful curl of its name."""
+    name = f"svc-new-{i}"
+    loop = ("while ! curl -s -o /dev/null --max-time 0.5 http://" + name + "/; do sleep 0.02; done; "
+            "date +%s.%N")
+    poller = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "nsk"), "exec", "client", "--cluster", NAME,
+                               "--", "timeout", "60", "sh", "-c", loop], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # the loop runs (and fails) before the Service exists
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(SERVICE.format(name=name))
+        f.flush()
+        t0 = time.time()
+        nsk("apply", "-f", f.name)
+    out, _ = poller.communicate(timeout=90)
+    return float(out.strip().splitlines()[-1]) - t0
+
+
+def new_endpoint_everywhere(services: int, replicas: int) -> float:
+    """Seconds from `nsk scale` by one to the new Pod's address in every Service's rules on both nodes."""
+    before = {p["status"].get("podIP") for p in json.loads(nsk("get", "pods", "-l", "app=web", "-o", "json").stdout)
+              ["items"]}
+    t0 = time.time()
+    nsk("scale", "deployment", "web", f"--replicas={replicas + 1}")
+    ip = None
+    while ip is None:
+        for p in json.loads(nsk("get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]:
+            if p.get("status", {}).get("podIP") and p["status"]["podIP"] not in before:
+                ip = p["status"]["podIP"]
+        if time.time() - t0 > 120:
+            raise RuntimeError("the new Pod got no address")
+    for node in ("node-1", "node-2"):
+        while True:
+            saved = nsk("exec", f"node/{node}", "--", "iptables-save", "-t", "nat").stdout
+            if saved.count(f"--to-destination {ip}:80") >= services:
+                break
+            if time.time() - t0 > 300:
+                raise RuntimeError(f"the new endpoint is not in every rule on {node}")
+    return time.time() - t0
+
+
+def one_size(services: int, eps: int, idle: float, samples: int) -> dict:
+    text = DEPLOY.format(name=NAME, eps=eps) + "".join(SERVICE.format(name=f"svc-{i}") for i in range(services))
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(text)
+        f.flush()
+        t = time.perf_counter()
+        nsk("up", f.name, "--timeout", "1200", timeout=1500)
+        up = time.perf_counter() - t
+    try:
+        time.sleep(5)  # the first full syncs and DNS settle
+        root = control_plane_pid()
+        c0, t0 = tree_cpu(root), time.monotonic()
+        time.sleep(idle)
+        idle_cpu = 100 * (tree_cpu(root) - c0) / (time.monotonic() - t0)
+        live = sorted(new_service_live(i) for i in range(samples))
+        endpoint = new_endpoint_everywhere(services + samples, eps)
+    finally:
+        nsk("down", check=False)
+    p99 = live[min(len(live) - 1, round(0.99 * (len(live) - 1)))]
+    return {"services": services, "eps": eps, "up": up, "idle": idle_cpu, "live50": statistics.median(live),
+            "live99": p99, "endpoint": endpoint}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--services", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--endpoints", type=int, default=20)
+    ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
+    ap.add_argument("--samples", type=int, default=20, help="new Services timed")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/scale.py needs root", file=sys.stderr)
+        return 1
+    rows = [one_size(s, args.endpoints, args.idle, args.samples) for s in args.services]
+    print(f"\n{os.cpu_count()} cores; kernel {os.uname().release}; iptables mode\n")
+    print("| Services × endpoints | `nsk up` | idle CPU (% of a core) | new Service live p50 / p99 | "
+          "new endpoint in every rule |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['services']} × {r['eps']} | {r['up']:.1f} s | {r['idle']:.2f} % | "
+              f"{r['live50']:.2f} s / {r['live99']:.2f} s | {r['endpoint']:.2f} s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
