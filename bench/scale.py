@@ -13,7 +13,9 @@ For each size, one cluster (named nskscale) is brought up and measured, then rem
 - a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
   in the DNAT rules of every Service on every node (iptables-save polled).
 
-Prints a Markdown table for docs/benchmarks.md, with the machine.
+Each size runs with each iptables backend (--backends; spec.proxy.iptables.backend): the
+nft one a Debian host has by default, and legacy. Prints a Markdown table for
+docs/benchmarks.md, with the machine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DEPLOY = """\
 apiVersion: nsk.io/v1alpha1
 kind: Cluster
 metadata: {{name: {name}}}
+spec: {{proxy: {{iptables: {{backend: {backend}}}}}}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -63,15 +66,15 @@ spec:
 
 
 def nsk(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "nsk"), *args, "--cluster", NAME],
+    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "nsk"), args[0], "--cluster", NAME, *args[1:]],
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"nsk {' '.join(args)}: {proc.stderr.strip()}")
     return proc
 
 
-def tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) of `root` and every process below it, now."""
+def tree_cpu(root: int) -> tuple[float, int]:
+    """CPU seconds (user + system) of `root` and every process below it, now; how many."""
     parents, cpu = {}, {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
@@ -84,14 +87,15 @@ def tree_cpu(root: int) -> float:
             continue
         parents[int(entry)] = int(fields[1])
         cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    total = 0.0
+    total, procs = 0.0, 0
     for pid in cpu:
         p = pid
         while p and p != root:
             p = parents.get(p, 0)
         if p == root:
             total += cpu[pid]
-    return total
+            procs += 1
+    return total, procs
 
 
 def control_plane_pid() -> int:
@@ -99,10 +103,10 @@ def control_plane_pid() -> int:
     from nsk.store import Store, cluster_dir
     store = Store(cluster_dir(NAME))
     try:
-        pid, _ = find(store)
+        ref, _ = find(store)
     finally:
         store.close()
-    return pid
+    return ref.pid
 
 
 def new_service_live(i: int) -> float:
@@ -122,7 +126,7 @@ def new_service_live(i: int) -> float:
     return float(out.strip().splitlines()[-1]) - t0
 
 
-def new_endpoint_everywhere(services: int, replicas: int) -> float:
+def new_endpoint_everywhere(services: int, replicas: int, backend: str) -> float:
     """Seconds from `nsk scale` by one to the new Pod's address in every Service's rules on both nodes."""
     before = {p["status"].get("podIP") for p in json.loads(nsk("get", "pods", "-l", "app=web", "-o", "json").stdout)
               ["items"]}
@@ -137,7 +141,7 @@ def new_endpoint_everywhere(services: int, replicas: int) -> float:
             raise RuntimeError("the new Pod got no address")
     for node in ("node-1", "node-2"):
         while True:
-            saved = nsk("exec", f"node/{node}", "--", "iptables-save", "-t", "nat").stdout
+            saved = nsk("exec", f"node/{node}", "--", f"iptables-{backend}-save", "-t", "nat").stdout
             if saved.count(f"--to-destination {ip}:80") >= services:
                 break
             if time.time() - t0 > 300:
@@ -145,8 +149,8 @@ def new_endpoint_everywhere(services: int, replicas: int) -> float:
     return time.time() - t0
 
 
-def one_size(services: int, eps: int, idle: float, samples: int) -> dict:
-    text = DEPLOY.format(name=NAME, eps=eps) + "".join(SERVICE.format(name=f"svc-{i}") for i in range(services))
+def one_size(services: int, eps: int, idle: float, samples: int, backend: str) -> dict:
+    text = DEPLOY.format(name=NAME, eps=eps, backend=backend) + "".join(SERVICE.format(name=f"svc-{i}") for i in range(services))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(text)
         f.flush()
@@ -156,15 +160,15 @@ def one_size(services: int, eps: int, idle: float, samples: int) -> dict:
     try:
         time.sleep(5)  # the first full syncs and DNS settle
         root = control_plane_pid()
-        c0, t0 = tree_cpu(root), time.monotonic()
+        (c0, procs), t0 = tree_cpu(root), time.monotonic()
         time.sleep(idle)
-        idle_cpu = 100 * (tree_cpu(root) - c0) / (time.monotonic() - t0)
+        idle_cpu = 100 * (tree_cpu(root)[0] - c0) / (time.monotonic() - t0)
         live = sorted(new_service_live(i) for i in range(samples))
-        endpoint = new_endpoint_everywhere(services + samples, eps)
+        endpoint = new_endpoint_everywhere(services + samples, eps, backend)
     finally:
         nsk("down", check=False)
     p99 = live[min(len(live) - 1, round(0.99 * (len(live) - 1)))]
-    return {"services": services, "eps": eps, "up": up, "idle": idle_cpu, "live50": statistics.median(live),
+    return {"backend": backend, "services": services, "eps": eps, "up": up, "idle": idle_cpu, "procs": procs, "live50": statistics.median(live),
             "live99": p99, "endpoint": endpoint}
 
 
@@ -174,17 +178,19 @@ def main() -> int:
     ap.add_argument("--endpoints", type=int, default=20)
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
     ap.add_argument("--samples", type=int, default=20, help="new Services timed")
+    ap.add_argument("--backends", nargs="+", default=["nft", "legacy"], choices=["nft", "legacy"],
+                    help="iptables backends compared (spec.proxy.iptables.backend)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/scale.py needs root", file=sys.stderr)
         return 1
-    rows = [one_size(s, args.endpoints, args.idle, args.samples) for s in args.services]
+    rows = [one_size(s, args.endpoints, args.idle, args.samples, b) for s in args.services for b in args.backends]
     print(f"\n{os.cpu_count()} cores; kernel {os.uname().release}; iptables mode\n")
-    print("| Services × endpoints | `nsk up` | idle CPU (% of a core) | new Service live p50 / p99 | "
+    print("| Services × endpoints | iptables backend | `nsk up` | idle CPU (% of a core, processes) | new Service live p50 / p99 | "
           "new endpoint in every rule |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['services']} × {r['eps']} | {r['up']:.1f} s | {r['idle']:.2f} % | "
+        print(f"| {r['services']} × {r['eps']} | {r['backend']} | {r['up']:.1f} s | {r['idle']:.2f} % ({r['procs']}) | "
               f"{r['live50']:.2f} s / {r['live99']:.2f} s | {r['endpoint']:.2f} s |")
     return 0
 

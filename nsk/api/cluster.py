@@ -12,6 +12,7 @@ from nsk.errors import InvalidObject, invalid, required, unsupported, duplicate
 API_VERSION = "nsk.io/v1alpha1"
 PROXY_MODES = ["iptables", "ipvs", "nftables", "userspace"]
 IPVS_SCHEDULERS = ["rr", "lc", "dh", "sh", "sed", "nq"]
+IPTABLES_BACKENDS = ["legacy", "nft"]
 
 SCHEMA = Obj("Cluster", {
     "apiVersion": STR, "kind": STR, "metadata": OBJECT_META,
@@ -20,7 +21,8 @@ SCHEMA = Obj("Cluster", {
         "networking": Obj("ClusterNetworking", {
             "podSubnet": STR, "serviceSubnet": STR, "nodeSubnet": STR, "nodePortRange": STR,
             "nodePortAddresses": ListOf(STR), "clusterDomain": STR}),
-        "proxy": Obj("ClusterProxy", {"mode": STR, "ipvs": Obj("ClusterIPVS", {"scheduler": STR})}),
+        "proxy": Obj("ClusterProxy", {"mode": STR, "ipvs": Obj("ClusterIPVS", {"scheduler": STR}),
+                                      "iptables": Obj("ClusterIptables", {"backend": STR})}),
         "dns": Obj("ClusterDNS", {"clusterIP": STR, "upstream": ListOf(STR), "ttl": INT}),
         "external": Obj("ClusterExternal", {
             "subnet": STR, "hosts": ListOf(Obj("ExternalHost", {"name": STR, "ip": STR}))}),
@@ -54,6 +56,7 @@ class ClusterConfig:
     cluster_domain: str = "cluster.local"
     proxy_mode: str = "iptables"
     ipvs_scheduler: str = "rr"
+    iptables_backend: str = ""  # 'nft' or 'legacy'; '' = the host's (what its `iptables` is)
     dns_cluster_ip: str = "10.96.0.10"
     dns_upstream: tuple[str, ...] = ()
     dns_ttl: int = 5
@@ -72,7 +75,8 @@ class ClusterConfig:
                     "nodeSubnet": self.node_subnet,
                     "nodePortRange": f"{self.node_port_range[0]}-{self.node_port_range[1]}",
                     "nodePortAddresses": list(self.node_port_addresses), "clusterDomain": self.cluster_domain},
-                "proxy": {"mode": self.proxy_mode, "ipvs": {"scheduler": self.ipvs_scheduler}},
+                "proxy": {"mode": self.proxy_mode, "ipvs": {"scheduler": self.ipvs_scheduler},
+                          **({"iptables": {"backend": self.iptables_backend}} if self.iptables_backend else {})},
                 "dns": {"clusterIP": self.dns_cluster_ip, "upstream": list(self.dns_upstream), "ttl": self.dns_ttl},
                 "external": {"subnet": self.external_subnet,
                              "hosts": [{"name": h.name, "ip": h.ip} for h in self.hosts]},
@@ -176,6 +180,9 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
     scheduler = (proxy.get("ipvs") or {}).get("scheduler", dflt.ipvs_scheduler)
     if scheduler not in IPVS_SCHEDULERS:
         errors.append(unsupported("spec.proxy.ipvs.scheduler", scheduler, IPVS_SCHEDULERS))
+    ipt_backend = (proxy.get("iptables") or {}).get("backend", "")
+    if ipt_backend not in ("", *IPTABLES_BACKENDS):
+        errors.append(unsupported("spec.proxy.iptables.backend", ipt_backend, IPTABLES_BACKENDS))
 
     dns = spec.get("dns") or {}
     dns_ip = dns.get("clusterIP")
@@ -235,7 +242,7 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
     return ClusterConfig(
         name=name, nodes=tuple(nodes), pod_subnet=pod_s, service_subnet=svc_s, node_subnet=node_s,
         node_port_range=port_range, node_port_addresses=npa, cluster_domain=domain, proxy_mode=mode,
-        ipvs_scheduler=scheduler, dns_cluster_ip=dns_ip, dns_upstream=tuple(dns.get("upstream") or ()),
+        ipvs_scheduler=scheduler, iptables_backend=ipt_backend, dns_cluster_ip=dns_ip, dns_upstream=tuple(dns.get("upstream") or ()),
         dns_ttl=ttl, external_subnet=ext_s, hosts=tuple(hosts), lb_pool=lb_s)
 
 

@@ -10,6 +10,7 @@ store's conditional write. Reads go to the store or an informer directly.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 
 from nsk.api.allocation import allocate
@@ -19,6 +20,7 @@ from nsk.apiserver import registry
 from nsk.apiserver.admission import admit
 from nsk.errors import AlreadyExists, BadRequest, Conflict, InvalidObject, NotFound, NskError, invalid
 from nsk.store import Store
+from nsk.store.sqlite import now_iso
 
 SYSTEM_NAMESPACES = registry.resource("Namespace").system_names
 
@@ -99,6 +101,10 @@ class APIServer:
         old = self.store.get(k.kind, k.namespace, k.name)
         if old is not None:
             obj = self._immutable(old, obj, source)
+            marks = {f: old["metadata"][f] for f in ("deletionTimestamp", "deletionGracePeriodSeconds")
+                     if f in old["metadata"]}
+            if marks:  # set by a delete alone: an update keeps them
+                obj = {**obj, "metadata": {**obj["metadata"], **marks}}
         if k.kind == "Service":
             obj = allocate(obj, old, self.store.list("Service"), self.cfg, source)
         try:
@@ -140,8 +146,9 @@ class APIServer:
         """The status subresource: replace an object's status; False if it is gone."""
         return self.store.set_status(k, status, resource_version)
 
-    def delete(self, keys: list[Key]) -> DeleteResult:
-        """Delete objects, and what each cascades to; what kubectl prints, and what was missing."""
+    def delete(self, keys: list[Key], grace: int | None = None) -> DeleteResult:
+        """Delete objects, and what each cascades to; what kubectl prints, and what was missing.
+        `grace`: a Pod's grace period in seconds (kubectl's --grace-period; 0 with --force)."""
         lines, missing = [], []
         with self.store.tx():
             for k in keys:
@@ -151,7 +158,7 @@ class APIServer:
                     raise NskError(f'{r.plural} are {made}; "{k.name}" cannot be deleted')
                 if k.name in r.system_names:
                     raise NskError(f'{k.kind.lower()} "{k.name}" is a system {k.kind.lower()} and cannot be deleted')
-                if self.store.delete(k):
+                if self.delete_one(k, grace=grace):
                     lines.append(f'{r.type_name} "{k.name}" deleted')
                     if r.cascade:
                         for sub in registry.resources():
@@ -161,6 +168,33 @@ class APIServer:
                 else:
                     missing.append(f'{r.group_resource} "{k.name}" not found')
         return DeleteResult(tuple(lines), tuple(missing))
+
+    def delete_one(self, k: Key, resource_version: str | None = None, grace: int | None = None) -> bool:
+        """Delete one object (whether it was there). A Pod on a node is deleted gracefully,
+        as the API server does: it gets a deletionTimestamp and stays, terminating, until its
+        kubelet has ended its containers (SIGTERM, then SIGKILL after the grace period) and
+        deletes it for good; meanwhile its Services list it as a terminating endpoint. A Pod
+        on no node, one that has ended, or a grace of 0 goes at once."""
+        if k.kind == "Pod":
+            pod = self.store.get("Pod", k.namespace, k.name)
+            if pod is None:
+                return self.store.delete(k, resource_version)  # NotFound with a precondition
+            meta = pod["metadata"]
+            if resource_version is not None and meta.get("resourceVersion") != resource_version:
+                raise Conflict(f'Operation cannot be fulfilled on pods "{k.name}": the object has been modified; '
+                               "please apply your changes to the latest version and try again")
+            if grace is None:
+                grace = meta.get("deletionGracePeriodSeconds", pod["spec"].get("terminationGracePeriodSeconds", 30))
+            running = pod["spec"].get("nodeName") and (pod.get("status") or {}).get("phase") not in (
+                "Succeeded", "Failed")
+            if grace > 0 and running:
+                if meta.get("deletionTimestamp") and grace >= meta.get("deletionGracePeriodSeconds", grace):
+                    return True  # terminating already (a shorter grace may still shorten it)
+                pod = {**pod, "metadata": {**meta, "deletionTimestamp": now_iso(time.time() + grace),
+                                           "deletionGracePeriodSeconds": grace}}
+                self.store.put(pod)
+                return True
+        return self.store.delete(k, resource_version)
 
     # ---- kubectl's verbs over the write path --------------------------------------------
 

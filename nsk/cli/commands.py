@@ -518,7 +518,6 @@ def expose(target, port, target_port, name, type_, protocol, namespace, cluster)
 @cluster_option
 def rules(node, table, cluster):
     """The node's live proxy rules, as the running proxy mode shows them there."""
-    from nsk.kernel import iptables
     from nsk.kernel.ops import Kernel
     from nsk.net.plan import plan
     from nsk.proxy.provider import provider_for
@@ -531,10 +530,11 @@ def rules(node, table, cluster):
             nodes = (p.node(node),)
         except KeyError:
             raise NskError(f'node "{node}" not found (nodes: {", ".join(n.name for n in p.nodes)})') from None
+    kernel = Kernel(api.cfg.iptables_backend)
     for n in nodes:
         if len(nodes) > 1:
-            click.echo(f"# node {n.name} ({n.netns}), {mode} mode, iptables {iptables.backend()}")
-        click.echo(provider.show(Kernel(), n.netns, table), nl=False)
+            click.echo(f"# node {n.name} ({n.netns}), {mode} mode, iptables {kernel.iptables_backend}")
+        click.echo(provider.show(kernel, n.netns, table), nl=False)
 
 
 def main() -> None:

@@ -43,8 +43,11 @@ class Plan:
 
 
 def owned_pods(deploy: dict, pods: list[dict]) -> list[dict]:
+    """Its active Pods: a terminating one (deleted, ending) counts for nothing, as the
+    ReplicaSet controller's FilterActivePods has it, so a replacement starts at once."""
     uid = deploy["metadata"]["uid"]
-    return [p for p in pods if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])]
+    return [p for p in pods if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+            and not p["metadata"].get("deletionTimestamp")]
 
 
 def _running(p: dict) -> bool:
@@ -181,6 +184,7 @@ class GarbageCollector:
         out = []
         for p in snap.list("Pod"):
             refs = p["metadata"].get("ownerReferences") or []
-            if refs and refs[0].get("kind") == "ReplicaSet" and refs[0].get("uid") not in live:
+            if refs and refs[0].get("kind") == "ReplicaSet" and refs[0].get("uid") not in live and \
+                    not p["metadata"].get("deletionTimestamp"):
                 out.append(Delete(key(p), p["metadata"]["resourceVersion"]))
         return out

@@ -40,6 +40,8 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
         typed = Pod.of(pod)
         if not typed.pod_ip or typed.terminal:
             continue
+        if pod["metadata"].get("deletionTimestamp") and not publish:
+            continue  # terminating: only in the EndpointSlice (ShouldPodBeInEndpoints)
         ports = []
         for sp in spec.get("ports") or []:
             port = resolve_port(pod, sp.get("targetPort", sp["port"]), sp.get("protocol", "TCP"))

@@ -219,8 +219,8 @@ class ControllerManager:
                             self.api.put(w.obj)
                         elif isinstance(w, Status):
                             self.api.update_status(w.key, w.status, w.resource_version)
-                        else:
-                            store.delete(w.key, w.resource_version)
+                        else:  # a Pod gracefully, as every delete through the API server
+                            self.api.delete_one(w.key, w.resource_version)
                     applied += 1
                 except NskError as e:  # Conflict, NotFound, Invalid...: retried from a fresh snapshot
                     events.append(Failed(target(w), "Warning", "Failed" + name.title().replace("-", ""), str(e)))

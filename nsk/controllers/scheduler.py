@@ -69,6 +69,7 @@ class Scheduler:
         else:
             todo = [p for k in snap.changed_kinds("Pod") if (p := snap.get("Pod", k.namespace, k.name)) is not None
                     and not p["spec"].get("nodeName")]
+        todo = [p for p in todo if not p["metadata"].get("deletionTimestamp")]
         if not todo:
             return []
         load: dict[str, int] = {}

@@ -25,23 +25,28 @@ def backend() -> str:
     return "legacy" if "legacy" in out else "nft"
 
 
-def _tool(name: str) -> str:
-    variant = f"iptables-{backend()}-{name}"
-    return variant if shutil.which(variant) else f"iptables-{name}"
+def _tool(name: str, which: str = "") -> str:
+    """The iptables tool of a backend: `which` ('nft' or 'legacy'), else the host's."""
+    variant = f"iptables-{which or backend()}-{name}"
+    if shutil.which(variant):
+        return variant
+    if which:
+        raise NskError(f"{variant} is not installed (apt-get install iptables)")
+    return f"iptables-{name}"
 
 
-def restore(ns: str, text: str, noflush: bool = True) -> None:
+def restore(ns: str, text: str, noflush: bool = True, which: str = "") -> None:
     """Apply iptables-restore input atomically inside namespace `ns` (root)."""
-    restore_many([(ns, text)], noflush)
+    restore_many([(ns, text)], noflush, which)
 
 
-def restore_many(jobs: list[tuple[str, str]], noflush: bool = True) -> None:
+def restore_many(jobs: list[tuple[str, str]], noflush: bool = True, which: str = "") -> None:
     """Apply several (namespace, text) restores at once, one process each, in parallel (root).
 
     Each restore is atomic in its own namespace; running the nodes' side by side keeps an
     endpoint change's latency that of one node, not the sum.
     """
-    args = [_tool("restore"), "-w", "5"] + (["--noflush"] if noflush else [])
+    args = [_tool("restore", which), "-w", "5"] + (["--noflush"] if noflush else [])
     procs = []
     for ns, text in jobs:
         with netns.entered(ns):  # the child inherits the namespace of the thread that forks it
@@ -62,8 +67,8 @@ class RestoreJob:
     comes from a memfd (no pipe to keep fed), their pidfds tell the caller's selector when
     each ends. The control plane's loop goes on meanwhile."""
 
-    def __init__(self, jobs: list[tuple[str, str]], noflush: bool = True):
-        args = [_tool("restore"), "-w", "5"] + (["--noflush"] if noflush else [])
+    def __init__(self, jobs: list[tuple[str, str]], noflush: bool = True, which: str = ""):
+        args = [_tool("restore", which), "-w", "5"] + (["--noflush"] if noflush else [])
         self.procs: list[tuple[str, subprocess.Popen, int]] = []
         self.pidfds: list[int] = []
         try:
@@ -110,9 +115,9 @@ class RestoreJob:
         self.pidfds, self.procs = [], []
 
 
-def save(ns: str, table: str | None = None) -> str:
+def save(ns: str, table: str | None = None, which: str = "") -> str:
     """iptables-save inside namespace `ns` (root)."""
-    args = [_tool("save")] + (["-t", table] if table else [])
+    args = [_tool("save", which)] + (["-t", table] if table else [])
     with netns.entered(ns):
         proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0:

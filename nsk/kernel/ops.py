@@ -31,8 +31,10 @@ class Kernel:
 
     etc_root = netns.ETC_DIR  # where a Pod's resolv.conf and hosts live, as `ip netns exec` expects
 
-    def __init__(self):
+    def __init__(self, iptables_backend: str = ""):
+        """`iptables_backend`: 'nft' or 'legacy' for every iptables tool of the cluster; '' the host's."""
         self._nodes: dict[str, tuple[object, int]] = {}  # node netns -> (rtnetlink socket, cbr0's index)
+        self.iptables_backend = iptables_backend or iptables.backend()
 
     def close(self) -> None:
         for route, _ in self._nodes.values():
@@ -109,13 +111,13 @@ class Kernel:
     def restore_start(self, jobs: list[tuple[str, str]]) -> "Job":
         """iptables-restore --noflush of each (namespace, text), in the background, side by side."""
         try:
-            return Job(iptables.RestoreJob(jobs), ", ".join(ns for ns, _ in jobs))
+            return Job(iptables.RestoreJob(jobs, which=self.iptables_backend), ", ".join(ns for ns, _ in jobs))
         except (NskError, OSError) as e:
             raise KernelError(", ".join(ns for ns, _ in jobs), "iptables-restore", _errno_name(e), str(e)) from e
 
     def save(self, ns: str, table: str | None = None) -> str:
         try:
-            return iptables.save(ns, table)
+            return iptables.save(ns, table, self.iptables_backend)
         except (NskError, OSError) as e:
             raise KernelError(ns, "iptables-save", _errno_name(e), str(e)) from e
 

@@ -17,7 +17,7 @@ from nsk.api.cluster import ClusterConfig
 from nsk.api.objects import Key, key
 from nsk.apiserver.server import APIServer
 from nsk.kernel.process import ProcRef, Sandbox
-from nsk.errors import KernelError
+from nsk.errors import KernelError, NskError
 from nsk.kubelet import podfiles, portmap
 from nsk.kubelet.prober import Prober
 from nsk.net.plan import ClusterPlan, NodePlan, netns_name, pod_veth
@@ -153,11 +153,18 @@ class Kubelet:
     def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> None:
         """Make the node run exactly `pods` (those bound to it); with `remove` False, the
         Pods that are no longer wanted stay for a later sync (their rules are being removed)."""
-        wanted = {key(p): p for p in pods}
+        deleting = {key(p): p for p in pods if p["metadata"].get("deletionTimestamp")}
+        wanted = {key(p): p for p in pods if key(p) not in deleting}
         gone = [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]
         for k in gone if remove else ():
+            pod = deleting.get(k)
+            if pod is not None and pod["metadata"]["uid"] == self.pods[k].uid:
+                self.pods[k].grace = float(pod["metadata"].get("deletionGracePeriodSeconds", self.pods[k].grace))
             self.remove(k)
         ending = {t.key for t in self.terminating.values()}
+        for k, pod in deleting.items() if remove else ():
+            if k not in self.pods and k not in ending:
+                self._deleted(k, pod["metadata"]["uid"])  # never ran here, or ended: nothing to wait for
         for k, pod in wanted.items():
             if k in ending and k not in self.pods:
                 continue  # its namesake is still terminating: started once that one is gone
@@ -469,6 +476,7 @@ class Kubelet:
             pass
         self.store.disown("etc", run.etc_dir)
         self.store.disown("sandbox", str(k))
+        self._deleted(k, run.uid)
         for c in run.containers:
             for suffix in ("", ".previous"):
                 try:
@@ -476,6 +484,17 @@ class Kubelet:
                 except FileNotFoundError:
                     pass
         self.on_change()
+
+    def _deleted(self, k: Key, uid: str) -> None:
+        """The end of a graceful deletion: the Pod object goes for good, if it is still the
+        one that was deleted (kubelet's final delete, with the uid as precondition)."""
+        try:
+            with self.store.tx():
+                pod = self.store.get("Pod", k.namespace, k.name)
+                if pod is not None and pod["metadata"]["uid"] == uid and pod["metadata"].get("deletionTimestamp"):
+                    self.store.delete(k, pod["metadata"]["resourceVersion"])
+        except NskError as e:  # changed meanwhile: the next sync finds it again
+            log.warning("pod %s: final delete: %s", k, e)
 
     # ---- status -------------------------------------------------------------------------
 

@@ -422,3 +422,22 @@ def test_host_port_reaches_the_pod_from_outside_the_node_and_the_pod_itself(clus
     cluster.nsk("delete", "pod", "hp")  # the port is free again: the other Pod gets it
     wait_for(lambda: cluster.exec("host/client", "curl", "-s", "--max-time", "1", "172.18.0.2:8080/hostname",
                                   check=False).stdout == "hp2\n", 15)
+
+
+def test_the_legacy_backend_holds_every_rule_and_the_nft_one_none(cluster):
+    """spec.proxy.iptables.backend: legacy (iptables-legacy-restore loads a 1,000-Service
+    rule set ~15x faster than the nft backend here: docs/benchmarks.md). Never mixed: the
+    proxy's and the host ports' rules are all in the legacy tables."""
+    cluster.up(CLUSTER.format(replicas=2).replace("spec:\n  external:", "spec:\n  proxy: {iptables: {backend: legacy}}\n"
+                                                                         "  external:", 1)
+               + service("web") + HOST_PORT_POD.format(name="hp"))
+    assert set(hits(cluster, "host/client", "172.18.0.2:8080", 1)) == {"hp"}
+    pod = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    assert set(hits(cluster, pod, "10.96.0.2:80", 30)) == pod_names(cluster)
+    legacy = cluster.exec("node/node-1", "iptables-legacy-save", "-t", "nat").stdout
+    assert "-A KUBE-SERVICES" in legacy and "CNI-HOSTPORT-DNAT" in legacy
+    nft = cluster.exec("node/node-1", "iptables-nft-save", "-t", "nat").stdout
+    assert "KUBE-" not in nft and "CNI-" not in nft
+    rules = cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout
+    assert "-A KUBE-SERVICES" in rules
+    assert "iptables legacy" in cluster.nsk("rules", "-t", "nat").stdout.splitlines()[0]

@@ -80,7 +80,11 @@ def test_a_deployment_gets_its_pods_bound_spread_and_in_its_endpoints(api):
     assert d["status"]["readyReplicas"] == 4
     api.scale("default", "web", 1)
     settle(m, inf)
-    assert len(api.store.list("Pod")) == 1
+    # the three deleted gracefully: terminating (their kubelet ends them), the Deployment at 1
+    pods = api.store.list("Pod")
+    assert len(pods) == 4 and sum(1 for p in pods if not p["metadata"].get("deletionTimestamp")) == 1
+    assert [a["ip"] for a in api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]] == \
+        [p["status"]["podIP"] for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
 def test_endpoints_of_a_gone_service_go_and_a_users_own_endpoints_stay(api):
@@ -134,7 +138,10 @@ def test_a_pod_gone_frees_its_host_port_and_the_waiting_pod_is_scheduled_at_once
     api.apply([hp("b")])
     settle(m, inf)
     assert not api.store.get("Pod", "default", "b")["spec"].get("nodeName")
-    api.delete([Key("Pod", "default", "a")])
+    api.delete([Key("Pod", "default", "a")])  # terminating: its port is still taken
+    settle(m, inf)
+    assert not api.store.get("Pod", "default", "b")["spec"].get("nodeName")
+    api.delete([Key("Pod", "default", "a")], grace=0)  # what its kubelet does once it has ended
     settle(m, inf)
     assert api.store.get("Pod", "default", "b")["spec"]["nodeName"] == "node-1"
 
@@ -274,7 +281,7 @@ def test_controllers_follow_the_keys_that_changed(api):
     gone = next(p for p in api.store.list("Pod") if p["metadata"]["name"] != moved["metadata"]["name"])
     api.delete([Key("Pod", "default", gone["metadata"]["name"])])
     settle_changes(m, inf)
-    pods = api.store.list("Pod")
+    pods = [p for p in api.store.list("Pod") if not p["metadata"].get("deletionTimestamp")]
     assert len(pods) == 3 and all(p["spec"].get("nodeName") for p in pods)
     ips = [a["ip"] for a in api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]]
     assert gone["status"]["podIP"] not in ips
