@@ -33,6 +33,7 @@ from nsk.kernel import network
 from nsk.kernel.ops import Kernel
 from nsk.kubelet.kubelet import Kubelet
 from nsk.net.plan import plan
+from nsk.proxy.healthcheck import CloudChecks, HealthServer
 from nsk.proxy.sync import SYNC_PERIOD
 from nsk.proxy.model import NodeContext, service_ports
 from nsk.proxy.provider import ProxyManager, provider_for
@@ -46,7 +47,7 @@ log = logging.getLogger("nsk.control-plane")
 # everything costs a few hundred ms, so it is rare, as client-go's resyncs are)
 RESYNC = 300.0
 MAX_ROUNDS = 20  # controller rounds in one pass before the loop looks at its sockets again
-KINDS = ("Namespace", "Node", "Pod", "Service", "Endpoints", "Deployment")
+KINDS = ("Namespace", "Node", "Pod", "Service", "Endpoints", "EndpointSlice", "Deployment")
 
 
 class ControlPlane:
@@ -77,6 +78,9 @@ class ControlPlane:
             k.on_change = self._kick
         self.proxies: ProxyManager | None = None
         self.router_have: dict[str, tuple[str, ...]] = {}
+        self.ports: list = []  # the ServicePorts of the last services pass
+        self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic)
+        self.cloud = CloudChecks(self._cloud_connect, self._watch, self._unwatch, time.monotonic, self._kick)
         self._seen_rev = -1
         self._unsettled = False  # the controllers stopped before they rested: the next pass takes everything
         self._kicked = False  # a restore or a Pod's termination ended: what waited for it may go on
@@ -89,6 +93,11 @@ class ControlPlane:
             self.sel.unregister(fd)
         except (KeyError, ValueError):
             pass
+
+    def _cloud_connect(self, ip: str, port: int) -> socket.socket:
+        sock = self.kernel.probe_socket(self.plan.wire_netns, ip)
+        sock.connect_ex((ip, port))
+        return sock
 
     def _drain(self) -> None:
         while True:
@@ -155,7 +164,9 @@ class ControlPlane:
             if self.proxies is not None and now - last_poll >= SYNC_PERIOD:
                 last_poll = now
                 self.proxies.poll()  # each node's canary, and a full sync when one is due
+            self.health.expire()
             deadlines = [k.tick(time.monotonic()) for k in self.kubelets.values()]
+            deadlines.append(self.cloud.tick(self.ports, {n.name: n.ip for n in self.plan.nodes}))
             deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, last_resync + RESYNC,
                           last_poll + SYNC_PERIOD]
             if self._kicked:
@@ -229,9 +240,11 @@ class ControlPlane:
     def _services_pass(self) -> None:
         if self.proxies is None:
             return
-        ports = service_ports(self.informer.list("Service"), self.informer.list("Endpoints"))
+        ports = self.ports = service_ports(self.informer.list("Service"), self.informer.list("EndpointSlice"))
         self.proxies.sync(ports, self.informer.revision)
-        want = loadbalancer.router_routes(ports, {n.name: n.ip for n in self.plan.nodes})
+        for failure in self.health.sync(ports, {n.name: n.netns for n in self.plan.nodes}):
+            log.warning("%s", failure)
+        want = loadbalancer.router_routes(ports, {n.name: n.ip for n in self.plan.nodes}, self.cloud.healthy)
         if want != self.router_have:
             try:
                 self.kernel.router_routes(self.plan.wire_netns, want, self.router_have)

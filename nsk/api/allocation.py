@@ -25,7 +25,15 @@ def _used(services: list[dict], skip: tuple[str, str]) -> tuple[set[str], set[tu
         for p in spec.get("ports") or []:
             if p.get("nodePort"):
                 ports.add((p["nodePort"], p.get("protocol", "TCP")))
+        if spec.get("healthCheckNodePort"):
+            ports.add((spec["healthCheckNodePort"], "TCP"))
     return ips, ports
+
+
+def needs_health_check(spec: dict) -> bool:
+    """A health check node port is kept for a LoadBalancer Service whose external traffic
+    stays on nodes with local endpoints: the cloud's load balancer asks each node."""
+    return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
 
 
 def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConfig, source: str = "") -> dict:
@@ -101,6 +109,22 @@ def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConf
                 continue
         p["nodePort"] = np
         mine.add((np, proto))
+    if needs_health_check(spec):
+        hc = spec.get("healthCheckNodePort") or old_spec.get("healthCheckNodePort")
+        if spec.get("healthCheckNodePort") and ((hc, "TCP") in ports or (hc, "TCP") in mine):
+            errors.append(invalid("spec.healthCheckNodePort", hc, "provided port is already allocated"))
+        elif spec.get("healthCheckNodePort") and not lo <= hc <= hi:
+            errors.append(invalid("spec.healthCheckNodePort", hc, f"provided port is not in the valid range. "
+                                                                   f"The range of valid ports is {lo}-{hi}"))
+        else:
+            if not hc or (hc, "TCP") in ports or (hc, "TCP") in mine:
+                hc = next((n for n in range(lo, hi + 1) if (n, "TCP") not in ports and (n, "TCP") not in mine), None)
+            if hc is None:
+                errors.append(invalid("spec.healthCheckNodePort", 0, f"range {lo}-{hi} is full"))
+            else:
+                spec["healthCheckNodePort"] = hc
+    else:
+        spec.pop("healthCheckNodePort", None)  # released when no longer needed, as the registry does
     if errors:
         raise InvalidObject("Service", ref, errors, source)
     return svc

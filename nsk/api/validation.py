@@ -419,6 +419,12 @@ def service_rules(obj: dict) -> list[FieldError]:
         errors.append(invalid("spec.externalTrafficPolicy", etp, "may only be set for externally-accessible services"))
     elif etp is not None and etp not in TRAFFIC_POLICIES:
         errors.append(unsupported("spec.externalTrafficPolicy", etp, TRAFFIC_POLICIES))
+    hc = spec.get("healthCheckNodePort")
+    if hc and not (stype == "LoadBalancer" and etp == "Local"):
+        errors.append(invalid("spec.healthCheckNodePort", hc,
+                              "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"))
+    elif hc:
+        errors += _port_range("spec.healthCheckNodePort", hc)
     itp = spec.get("internalTrafficPolicy")
     if itp is not None and itp not in TRAFFIC_POLICIES:
         errors.append(unsupported("spec.internalTrafficPolicy", itp, TRAFFIC_POLICIES))

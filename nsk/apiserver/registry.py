@@ -127,5 +127,4 @@ register(Resource("Deployment", "apps", "v1", "deployments", True, ("deploy",),
                   schema=s.KINDS["Deployment"][1], default=validation.default_deployment,
                   validate=validation.deployment_rules, printer=printers.deployments_table))
 register(Resource("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True,
-                  printer=lambda items, wide, all_ns, now: printers.endpointslices_table(items, all_ns, now),
-                  writable=False, derived_from="Endpoints"))
+                  printer=lambda items, wide, all_ns, now: printers.endpointslices_table(items, all_ns, now)))

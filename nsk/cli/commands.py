@@ -296,11 +296,7 @@ def get(kind, names, namespace, all_namespaces, output, selector, cluster):
     r = registry.lookup(kind)
     store = _store(cluster)
     ns = None if all_namespaces or not r.namespaced else namespace
-    if r.kind == "EndpointSlice":  # derived from Endpoints, as the EndpointSlice controller mirrors them
-        from nsk.controllers.endpoints import endpoint_slice
-        items = [endpoint_slice(e) for e in store.list("Endpoints", ns)]
-    else:
-        items = store.list(r.kind, ns)
+    items = store.list(r.kind, ns)
     if names:
         found = {i["metadata"]["name"]: i for i in items}
         missing = [n for n in names if n not in found]
@@ -341,11 +337,7 @@ def describe(kind, name, namespace, all_namespaces, cluster):
     r = registry.lookup(kind)
     store = _store(cluster)
     ns = None if all_namespaces or not r.namespaced else namespace
-    if r.kind == "EndpointSlice":  # derived, as `get` shows them
-        from nsk.controllers.endpoints import endpoint_slice
-        objs = [endpoint_slice(e) for e in store.list("Endpoints", ns)]
-    else:
-        objs = store.list(r.kind, ns)
+    objs = store.list(r.kind, ns)
     if name:
         objs = [o for o in objs if o["metadata"]["name"] == name]
         if not objs:
@@ -380,10 +372,17 @@ def apply(files, cluster):
 @cli.command(context_settings=CONTEXT)
 @click.argument("args", nargs=-1)
 @click.option("-f", "--filename", "files", multiple=True, help="Delete the objects of this file.")
+@click.option("--grace-period", type=int, default=-1, show_default=True,
+              help="Seconds a Pod gets to end (SIGTERM, then SIGKILL); -1: its terminationGracePeriodSeconds.")
+@click.option("--force", is_flag=True, help="Remove Pods from the API at once, not waiting for them to end.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Return once the objects are gone.")
 @namespace_options
 @cluster_option
-def delete(args, files, namespace, all_namespaces, cluster):
-    """Delete objects: `delete -f FILE`, `delete KIND NAME...` or `delete KIND/NAME`."""
+def delete(args, files, grace_period, force, wait, namespace, all_namespaces, cluster):
+    """Delete objects: `delete -f FILE`, `delete KIND NAME...` or `delete KIND/NAME`.
+
+    A Pod is deleted gracefully, as on a real cluster: it is Terminating (and a terminating
+    endpoint of its Services) until its containers have ended."""
     from nsk.api.objects import Key, key
     from nsk.apiserver import registry
     api = _api(cluster)
@@ -405,7 +404,24 @@ def delete(args, files, namespace, all_namespaces, cluster):
         keys += [Key(r.kind, namespace if r.namespaced else "", n) for n in names]
     if not keys:
         raise NskError("you must provide one or more resources by argument or filename (-f FILE, KIND NAME)")
-    res = api.delete(keys)
+    grace = None if grace_period < 0 else grace_period
+    if force:
+        grace = 0
+        click.echo("Warning: Immediate deletion does not wait for confirmation that the running resource has been "
+                   "terminated. The resource may continue to run on the cluster indefinitely.", err=True)
+    elif grace == 0:
+        grace = 1  # as kubectl: 0 without --force means the shortest graceful deletion
+    uids = {k: (o["metadata"].get("uid"), o["spec"].get("terminationGracePeriodSeconds", 30))
+            for k in keys if k.kind == "Pod" and (o := api.store.get("Pod", k.namespace, k.name))}
+    res = api.delete(keys, grace=grace)
+    from nsk.lifecycle import control_plane_pid
+    alive, _ = control_plane_pid(api.store)
+    if wait and uids and alive is not None:  # kubectl's --wait: until the kubelets have ended them
+        deadline = time.monotonic() + max(g if grace is None else grace for _, g in uids.values()) + 10
+        while time.monotonic() < deadline and any(
+                (o := api.store.get("Pod", k.namespace, k.name)) and o["metadata"].get("uid") == uid
+                for k, (uid, _) in uids.items()):
+            time.sleep(0.05)
     for line in res.lines:
         click.echo(line)
     if res.lines:

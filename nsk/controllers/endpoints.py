@@ -9,10 +9,12 @@ as the API server's repacking does.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from nsk.api.objects import matches
 from nsk.api.types import IPV4, Pod, family
 
+log = logging.getLogger("nsk.controller-manager")
 MANAGED_BY = "endpoints.kubernetes.io/managed-by"
 CONTROLLER = "endpoint-controller"
 
@@ -27,11 +29,14 @@ def resolve_port(pod: dict, target: int | str, protocol: str) -> int | None:
     return None
 
 
-def endpoints_for(svc: dict, pods: list[dict]) -> dict:
-    """The Endpoints object of a Service with a selector."""
+def _members(svc: dict, pods: list[dict]) -> list[tuple[dict, list[dict], bool, bool, bool]]:
+    """Each Pod the Service selects that has an address: (address, its ports, ready,
+    serving, terminating), the conditions as the EndpointSlice controller sets them: a
+    terminating Pod is never ready (unless publishNotReadyAddresses), and serving while its
+    readiness holds."""
     meta, spec = svc["metadata"], svc["spec"]
-    groups: dict[tuple, dict] = {}
     publish = bool(spec.get("publishNotReadyAddresses"))
+    out = []
     for pod in pods:
         if pod["metadata"]["namespace"] != meta["namespace"]:
             continue
@@ -40,8 +45,6 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
         typed = Pod.of(pod)
         if not typed.pod_ip or typed.terminal:
             continue
-        if pod["metadata"].get("deletionTimestamp") and not publish:
-            continue  # terminating: only in the EndpointSlice (ShouldPodBeInEndpoints)
         ports = []
         for sp in spec.get("ports") or []:
             port = resolve_port(pod, sp.get("targetPort", sp["port"]), sp.get("protocol", "TCP"))
@@ -57,9 +60,27 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
                               "name": pod["metadata"]["name"], "uid": pod["metadata"].get("uid", "")}}
         if pod["spec"].get("hostname"):
             addr["hostname"] = pod["spec"]["hostname"]
-        group = groups.setdefault(tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports)),
-                                  {"addresses": [], "notReadyAddresses": [], "ports": ports})
-        group["addresses" if typed.ready or publish else "notReadyAddresses"].append(addr)
+        terminating = bool(pod["metadata"].get("deletionTimestamp"))
+        serving = publish or typed.ready
+        out.append((addr, ports, serving and (publish or not terminating), serving, terminating))
+    return out
+
+
+def _group(ports: list[dict]) -> tuple:
+    return tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports))
+
+
+def endpoints_for(svc: dict, pods: list[dict]) -> dict:
+    """The Endpoints object of a Service with a selector: terminating Pods are left out
+    (ShouldPodBeInEndpoints), unless publishNotReadyAddresses."""
+    meta, spec = svc["metadata"], svc["spec"]
+    publish = bool(spec.get("publishNotReadyAddresses"))
+    groups: dict[tuple, dict] = {}
+    for addr, ports, ready, _, terminating in _members(svc, pods):
+        if terminating and not publish:
+            continue
+        group = groups.setdefault(_group(ports), {"addresses": [], "notReadyAddresses": [], "ports": ports})
+        group["addresses" if ready else "notReadyAddresses"].append(addr)
     subsets = []
     for _, g in sorted(groups.items()):
         sub = {}
@@ -77,6 +98,67 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
     return obj
 
 
+SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
+MIRRORING_CONTROLLER = "endpointslicemirroring-controller.k8s.io"
+SERVICE_NAME = "kubernetes.io/service-name"
+SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+
+
+def _slice(svc: dict, group: tuple, ports: list[dict], endpoints: list[dict], managed_by: str) -> dict:
+    from nsk.controllers.deployment import template_hash
+    meta = svc["metadata"]
+    # a stable name per Service and port set, shaped as the controller's generated ones
+    suffix = template_hash({"uid": meta.get("uid", ""), "ports": list(group)})[:5]
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{meta['name']}-{suffix}", "namespace": meta["namespace"],
+                         "labels": {**(meta.get("labels") or {}), SERVICE_NAME: meta["name"],
+                                    SLICE_MANAGED_BY: managed_by},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": meta["name"],
+                                              "uid": meta.get("uid", ""), "controller": True,
+                                              "blockOwnerDeletion": True}]},
+            "addressType": _address_type(endpoints),
+            "endpoints": endpoints, "ports": ports}
+
+
+def _address_type(endpoints: list[dict]) -> str:
+    try:
+        return family(endpoints[0]["addresses"][0]) if endpoints else IPV4
+    except ValueError:
+        return IPV4  # not an address: the proxies skip it
+
+
+def _slice_endpoint(addr: dict, ready: bool, serving: bool, terminating: bool) -> dict:
+    e = {"addresses": [addr["ip"]], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}}
+    for k in ("hostname", "nodeName", "targetRef"):
+        if addr.get(k):
+            e[k] = addr[k]
+    return e
+
+
+def slices_for(svc: dict, pods: list[dict]) -> list[dict]:
+    """The EndpointSlices of a Service with a selector: one per set of resolved ports, its
+    terminating Pods in them too; a Service with none gets one empty slice."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for addr, ports, ready, serving, terminating in _members(svc, pods):
+        groups.setdefault(_group(ports), (ports, []))[1].append(_slice_endpoint(addr, ready, serving, terminating))
+    if not groups:
+        return [_slice(svc, (), [], [], SLICE_CONTROLLER)]
+    return [_slice(svc, g, ports, sorted(eps, key=lambda e: ipaddress.ip_address(e["addresses"][0])),
+                   SLICE_CONTROLLER) for g, (ports, eps) in sorted(groups.items())]
+
+
+def mirrored_slices(svc: dict, ep: dict | None) -> list[dict]:
+    """The EndpointSlices of a Service without a selector, mirrored from the Endpoints its
+    user wrote (the EndpointSlice mirroring controller)."""
+    out = []
+    for sub in (ep or {}).get("subsets") or []:
+        eps = [_slice_endpoint(a, ready, ready, False)
+               for key_, ready in (("addresses", True), ("notReadyAddresses", False)) for a in sub.get(key_) or []]
+        ports = list(sub.get("ports") or [])
+        out.append(_slice(svc, _group(ports), ports, eps, MIRRORING_CONTROLLER))
+    return out
+
+
 def wanted(services: list[dict], pods: list[dict]) -> dict[tuple[str, str], dict]:
     """(namespace, name) -> Endpoints, for every Service with a selector (not ExternalName)."""
     out = {}
@@ -87,66 +169,69 @@ def wanted(services: list[dict], pods: list[dict]) -> dict[tuple[str, str], dict
     return out
 
 
-def endpoint_slice(ep: dict) -> dict:
-    """The EndpointSlice the EndpointSlice controller would derive (shown by `nsk get endpointslices`)."""
-    meta = ep["metadata"]
-    endpoints, ports = [], []
-    for sub in ep.get("subsets") or []:
-        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for a in sub.get(key) or []:
-                e = {"addresses": [a["ip"]], "conditions": {"ready": ready, "serving": ready, "terminating": False}}
-                if a.get("nodeName"):
-                    e["nodeName"] = a["nodeName"]
-                if a.get("targetRef"):
-                    e["targetRef"] = a["targetRef"]
-                endpoints.append(e)
-        for p in sub.get("ports") or []:
-            if p not in ports:
-                ports.append(p)
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{meta['name']}-nsk", "namespace": meta["namespace"],
-                         "labels": {"kubernetes.io/service-name": meta["name"],
-                                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
-                         "creationTimestamp": meta.get("creationTimestamp")},
-            "addressType": family(endpoints[0]["addresses"][0]) if endpoints else IPV4,
-            "endpoints": endpoints, "ports": ports}
-
-
 class EndpointsController:
-    """The Endpoints of every Service with a selector; those it made for a Service that is
-    gone, or lost its selector, are deleted (a user's own Endpoints are never touched)."""
+    """The Endpoints and EndpointSlices of every Service: from the Pods its selector picks,
+    or, without a selector, slices mirrored from the Endpoints its user wrote. Those it made
+    for a Service that is gone, or changed, are deleted (a user's own Endpoints never)."""
 
     name = "endpoints"
 
     def reconcile(self, snap) -> list:
         from nsk.api.objects import Key
-        from nsk.controllers.manager import Delete, Put, each
-        want_keys = set()
-
-        def one(svc: dict) -> list:
-            spec = svc["spec"]
-            if not spec.get("selector") or spec.get("type") == "ExternalName":
-                return []
-            ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-            want_keys.add((ns, name))
-            obj = endpoints_for(svc, snap.pods_in(ns))
-            obj["metadata"]["labels"][MANAGED_BY] = CONTROLLER
-            have = snap.get("Endpoints", ns, name)
-            if have is not None and _same(have, obj):
-                return []
-            return [Put(obj)]
+        from nsk.controllers.manager import Delete, Failed, Put
         names = _affected(snap)
         if names is None:
-            services, endpoints = snap.list("Service"), snap.list("Endpoints")
-        else:
-            services = [s for ns, n in names if (s := snap.get("Service", ns, n)) is not None]
-            endpoints = [e for ns, n in names if (e := snap.get("Endpoints", ns, n)) is not None]
-        out = each(services, one, "FailedToUpdateEndpoint")
-        for e in endpoints:
-            ns, name = e["metadata"]["namespace"], e["metadata"]["name"]
-            if (ns, name) not in want_keys and (e["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
-                out.append(Delete(Key("Endpoints", ns, name), e["metadata"]["resourceVersion"]))
-        return out
+            names = {(o["metadata"]["namespace"], o["metadata"]["name"])
+                     for kind in ("Service", "Endpoints") for o in snap.list(kind)}
+            names |= {(sl["metadata"]["namespace"], _service_of(sl)) for sl in snap.list("EndpointSlice")
+                      if _service_of(sl)}
+        slices_by_svc: dict[tuple[str, str], list[dict]] = {}
+        for ns in {ns for ns, _ in names}:
+            for sl in snap.list("EndpointSlice", ns):
+                if _service_of(sl) and (sl["metadata"].get("labels") or {}).get(SLICE_MANAGED_BY) in (
+                        SLICE_CONTROLLER, MIRRORING_CONTROLLER):
+                    slices_by_svc.setdefault((ns, _service_of(sl)), []).append(sl)
+
+        def one(ns_name: tuple[str, str]) -> list:
+            ns, name = ns_name
+            svc = snap.get("Service", ns, name)
+            have = snap.get("Endpoints", ns, name)
+            out: list = []
+            selector = svc is not None and svc["spec"].get("selector") and svc["spec"].get("type") != "ExternalName"
+            if selector:
+                pods = snap.pods_in(ns)
+                obj = endpoints_for(svc, pods)
+                obj["metadata"]["labels"][MANAGED_BY] = CONTROLLER
+                if have is None or not _same(have, obj):
+                    out.append(Put(obj))
+                want = slices_for(svc, pods)
+            else:
+                if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
+                    out.append(Delete(Key("Endpoints", ns, name), have["metadata"]["resourceVersion"]))
+                    have = None
+                want = mirrored_slices(svc, have) if svc is not None and svc["spec"].get("type") != "ExternalName" \
+                    else []
+            old = {sl["metadata"]["name"]: sl for sl in slices_by_svc.get(ns_name, [])}
+            for sl in want:
+                prev = old.pop(sl["metadata"]["name"], None)
+                if prev is None or any(prev.get(f) != sl.get(f) for f in ("endpoints", "ports", "addressType")) \
+                        or prev["metadata"].get("labels") != sl["metadata"]["labels"]:
+                    out.append(Put(sl))
+            out += [Delete(Key("EndpointSlice", ns, n), sl["metadata"]["resourceVersion"]) for n, sl in old.items()]
+            return out
+        writes: list = []
+        for ns_name in sorted(names):
+            try:
+                writes += one(ns_name)
+            except Exception as e:  # noqa: BLE001 - one Service's failure is that Service's Event
+                log.exception("endpoints of %s/%s failed", *ns_name)
+                writes.append(Failed(Key("Service", *ns_name), "Warning", "FailedToUpdateEndpoint",
+                                     f"{type(e).__name__}: {e}"))
+        return writes
+
+
+def _service_of(sl: dict) -> str:
+    return (sl["metadata"].get("labels") or {}).get(SERVICE_NAME, "")
 
 
 def _affected(snap) -> set[tuple[str, str]] | None:
@@ -156,7 +241,11 @@ def _affected(snap) -> set[tuple[str, str]] | None:
     if snap.changed is None:
         return None
     out: set[tuple[str, str]] = set()
-    for k in snap.changed_kinds("Service", "Endpoints", "Pod"):
+    for k in snap.changed_kinds("Service", "Endpoints", "EndpointSlice", "Pod"):
+        if k.kind == "EndpointSlice":  # one gone is named <service>-<suffix>
+            sl = snap.get("EndpointSlice", k.namespace, k.name)
+            out.add((k.namespace, _service_of(sl) if sl is not None else k.name.rsplit("-", 1)[0]))
+            continue
         if k.kind != "Pod":
             out.add((k.namespace, k.name))
             continue

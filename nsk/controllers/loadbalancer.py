@@ -5,6 +5,7 @@ that bring Service addresses (LB IPs and externalIPs) to the nodes."""
 from __future__ import annotations
 
 import ipaddress
+from typing import Callable
 
 from nsk.proxy.model import ServicePort
 
@@ -50,15 +51,21 @@ def assign(services: list[dict], pool: str) -> list[tuple[dict, dict]]:
     return changes
 
 
-def router_routes(ports: list[ServicePort], nodes: dict[str, str]) -> dict[str, tuple[str, ...]]:
+def router_routes(ports: list[ServicePort], nodes: dict[str, str],
+                  healthy: Callable[[int], set[str] | None] = lambda port: None) -> dict[str, tuple[str, ...]]:
     """address -> node IPs the router sends it to: every node, or with
-    externalTrafficPolicy Local only the nodes with a ready endpoint (as a cloud load
-    balancer's health check would have it)."""
+    externalTrafficPolicy Local only the nodes whose health check node port answered 200
+    (`healthy(port)`: the emulated cloud load balancer's checks; before the first answers,
+    the nodes with a ready endpoint). When no node passes, every node (clouds fail open)."""
     routes: dict[str, set[str]] = {}
     for sp in ports:
         hops = set(nodes.values())
         if sp.external_local:
-            local = {nodes[e.node] for e in sp.endpoints if e.ready and e.node in nodes}
+            passed = healthy(sp.health_check_node_port) if sp.health_check_node_port else None
+            if passed is not None:
+                local = {nodes[n] for n in passed if n in nodes}
+            else:
+                local = {nodes[e.node] for e in sp.endpoints if e.ready and e.node in nodes}
             hops = local or hops
         for ip in sp.external_ips + sp.lb_ips:
             routes.setdefault(ip, set()).update(hops)

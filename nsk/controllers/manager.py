@@ -107,18 +107,23 @@ class Snapshot:
         return self.in_namespace("Service", namespace)
 
     def endpoints_of_pod(self, namespace: str, pod: str) -> set[str]:
-        """The names of the Endpoints that list the Pod (by targetRef)."""
+        """The names of the Services whose Endpoints or EndpointSlices list the Pod (by targetRef)."""
         if self._endpoints_of_pod is None:
-            self._endpoints_of_pod = {}
+            index: dict[tuple[str, str], set[str]] = {}
+
+            def add(ref: dict, service: str) -> None:
+                if ref.get("kind") == "Pod":
+                    index.setdefault((ref.get("namespace", ""), ref.get("name", "")), set()).add(service)
             for e in self.list("Endpoints"):
-                name = e["metadata"]["name"]
                 for sub in e.get("subsets") or []:
                     for field_ in ("addresses", "notReadyAddresses"):
                         for a in sub.get(field_) or []:
-                            ref = a.get("targetRef") or {}
-                            if ref.get("kind") == "Pod":
-                                self._endpoints_of_pod.setdefault((ref.get("namespace", ""), ref.get("name", "")),
-                                                                  set()).add(name)
+                            add(a.get("targetRef") or {}, e["metadata"]["name"])
+            for sl in self.list("EndpointSlice"):
+                service = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+                for e in sl.get("endpoints") or [] if service else []:
+                    add(e.get("targetRef") or {}, service)
+            self._endpoints_of_pod = index
         return self._endpoints_of_pod.get((namespace, pod), set())
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict]:

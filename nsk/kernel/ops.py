@@ -103,6 +103,20 @@ class Kernel:
         sock.setblocking(False)
         return sock
 
+    def listen_socket(self, ns: str, port: int) -> socket.socket:
+        """A non-blocking TCP socket listening on every address of namespace `ns` (kube-proxy's health server)."""
+        with netns.entered(ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", port))
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
     def etc_dir(self, pod_netns: str) -> str:
         return os.path.join(self.etc_root, pod_netns)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from nsk.proxy import masquerade
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
-from nsk.proxy.model import Endpoint, NodeContext, ServicePort  # noqa: F401 - NodeContext: the renderer's input
+from nsk.proxy.model import Endpoint, NodeContext, ServicePort, categorize  # noqa: F401 - NodeContext: the renderer's input
 
 
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -184,15 +184,11 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     for sp in ports:
         name, proto = sp.name_string, sp.proto
         match = f"-m {proto} -p {proto}"
-        ready = sorted((e for e in sp.endpoints if e.ready), key=lambda e: e.address)  # kube-proxy: "ip:port"
-        local = [e for e in ready if e.node == ctx.node]
         # kube-proxy's UsesClusterEndpoints: with external traffic at all, even under eTP
         # Local, since a Pod's traffic to an external address short-circuits to all endpoints
         uses_cluster = not sp.internal_local or sp.externally_accessible
         uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
-        cluster_eps = ready if uses_cluster else []
-        local_eps = local if uses_local else []
-        has_endpoints = bool(ready)
+        cluster_eps, local_eps, has_endpoints = categorize(sp, ctx.node)
         svc = svc_chain("KUBE-SVC", sp)
         svl = svc_chain("KUBE-SVL", sp)
         ext = svc_chain("KUBE-EXT", sp)
@@ -205,10 +201,14 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
         if not has_endpoints:
             internal_filter = external_filter = ("REJECT", f"{name} has no endpoints")
         else:
-            if sp.internal_local and not local:
+            if sp.internal_local and not local_eps:
                 internal_filter = ("DROP", f"{name} has no local endpoints")
-            if sp.external_local and not local:
+            if sp.external_local and not local_eps:
                 external_filter = ("DROP", f"{name} has no local endpoints")
+
+        if sp.health_check_node_port:  # open whether or not this node has local endpoints
+            f_rules.append(f"-A {KUBE_NODEPORTS} {_comment(f'{name} health check node port')} -m tcp -p tcp "
+                           f"--dport {sp.health_check_node_port} -j ACCEPT")
 
         chains_here: list[str] = []
         eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: e.address)

@@ -29,6 +29,13 @@ class Endpoint:
     port: int
     node: str
     ready: bool = True
+    serving: bool | None = None  # None: as ready
+    terminating: bool = False
+
+    @property
+    def serving_terminating(self) -> bool:
+        """Still serving while its Pod ends: kube-proxy's fallback when none is ready."""
+        return self.terminating and (self.ready if self.serving is None else self.serving)
 
     @property
     def address(self) -> str:
@@ -50,6 +57,7 @@ class ServicePort:
     affinity_timeout: int = 0  # seconds of ClientIP affinity; 0 = none
     external_local: bool = False
     internal_local: bool = False
+    health_check_node_port: int = 0  # eTP Local LoadBalancer: where kube-proxy answers the cloud's checks
     endpoints: tuple[Endpoint, ...] = ()
 
     @property
@@ -88,9 +96,14 @@ def _cidrs(values) -> tuple[str, ...]:
     return tuple(out)
 
 
-def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePort]:
-    """Every port of every Service with a virtual IP (not headless, not ExternalName)."""
-    eps = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in endpoints}
+def service_ports(services: list[dict], slices: list[dict]) -> list[ServicePort]:
+    """Every port of every Service with a virtual IP (not headless, not ExternalName), its
+    endpoints from the Service's EndpointSlices, with their conditions, as kube-proxy reads them."""
+    by_svc: dict[tuple[str, str], list[dict]] = {}
+    for sl in slices:
+        svc_name = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+        if svc_name:
+            by_svc.setdefault((sl["metadata"]["namespace"], svc_name), []).append(sl)
     out = []
     for svc in services:
         meta, spec = svc["metadata"], svc["spec"]
@@ -106,22 +119,26 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
         affinity = 0
         if spec.get("sessionAffinity") == "ClientIP":
             affinity = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds", 10800)
-        ep = eps.get((meta["namespace"], meta["name"]))
+        mine = by_svc.get((meta["namespace"], meta["name"]), [])
         for p in spec.get("ports") or []:
             name, proto = p.get("name", ""), p.get("protocol", "TCP")
             if proto not in ("TCP", "UDP", "SCTP"):
                 continue
             found = []
-            for sub in (ep or {}).get("subsets") or []:
-                sub_ports = sub.get("ports") or []
-                match = [sp for sp in sub_ports if sp.get("name", "") == name and sp.get("protocol", "TCP") == proto]
-                if not match and len(sub_ports) == 1 and len(spec.get("ports") or []) == 1:
-                    match = sub_ports  # a single unnamed port pairs with a single unnamed port
+            for sl in mine:
+                sl_ports = sl.get("ports") or []
+                match = [sp for sp in sl_ports if (sp.get("name") or "") == name and sp.get("protocol", "TCP") == proto]
+                if not match and len(sl_ports) == 1 and len(spec.get("ports") or []) == 1:
+                    match = sl_ports  # a single unnamed port pairs with a single unnamed port
                 for sp in match:
-                    for key, ready in (("addresses", True), ("notReadyAddresses", False)):
-                        for a in sub.get(key) or []:
-                            for ip in _ips([a.get("ip")]):
-                                found.append(Endpoint(ip, int(sp["port"]), a.get("nodeName", ""), ready))
+                    for e in sl.get("endpoints") or []:
+                        cond = e.get("conditions") or {}
+                        ready = cond.get("ready") is not False  # unset means ready
+                        serving = cond.get("serving")
+                        for ip in _ips((e.get("addresses") or [])[:1]):
+                            found.append(Endpoint(ip, int(sp["port"]), e.get("nodeName", ""), ready,
+                                                  ready if serving is None else bool(serving),
+                                                  bool(cond.get("terminating"))))
             out.append(ServicePort(
                 namespace=meta["namespace"], name=meta["name"], port_name=name, protocol=proto, port=int(p["port"]),
                 cluster_ip=cluster_ip[0], node_port=int(p.get("nodePort") or 0),
@@ -130,8 +147,29 @@ def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePo
                 affinity_timeout=int(affinity),
                 external_local=spec.get("externalTrafficPolicy") == "Local",
                 internal_local=spec.get("internalTrafficPolicy") == "Local",
+                health_check_node_port=int(spec.get("healthCheckNodePort") or 0),
                 endpoints=tuple(sorted(set(found), key=lambda e: e.address))))  # kube-proxy's order
     return sorted(out, key=lambda s: (s.namespace, s.name, s.port_name, s.protocol))
+
+
+def categorize(sp: ServicePort, node: str) -> tuple[list[Endpoint], list[Endpoint], bool]:
+    """kube-proxy's CategorizeEndpoints: (the endpoints for cluster traffic, those for local
+    traffic, whether there is any usable endpoint). Ready ones; when there are none (in the
+    cluster, or on this node for a Local policy), those still serving while they terminate."""
+    eps = sorted(sp.endpoints, key=lambda e: e.address)  # kube-proxy's order: the "ip:port" string
+    uses_cluster = not sp.internal_local or sp.externally_accessible
+    uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
+    cluster: list[Endpoint] = []
+    has_any = False
+    if uses_cluster:
+        cluster = [e for e in eps if e.ready] or [e for e in eps if e.serving_terminating]
+        has_any = bool(cluster)
+    if not uses_local:
+        return cluster, [], has_any
+    has_any = has_any or any(e.ready or e.serving_terminating for e in eps)
+    local = [e for e in eps if e.node == node and e.ready] or \
+        [e for e in eps if e.node == node and e.serving_terminating]
+    return cluster, local, has_any
 
 
 def stale_udp(old: dict[tuple, ServicePort], new: dict[tuple, ServicePort]) -> list[tuple[str, ...]]:

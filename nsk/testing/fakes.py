@@ -42,6 +42,7 @@ class RecordingKernel:
 
     calls: list[tuple] = field(default_factory=list)
     saved: dict[str, str] = field(default_factory=dict)  # namespace -> what iptables-save prints
+    listeners: dict[tuple[str, int], int] = field(default_factory=dict)  # (netns, port) -> the loopback port
     fail: dict[str, int] = field(default_factory=dict)
     etc_root: str = ""  # a test's tmp directory
     processes: dict[int, FakeProcess] = field(default_factory=dict)
@@ -111,6 +112,16 @@ class RecordingKernel:
         self.calls.append(("kill", ref.pid))
         if ref.pid in self.processes:
             self.exit(ref.pid, 137)
+
+    def listen_socket(self, ns: str, port: int) -> socket.socket:
+        """A real listener, on loopback and a free port (recorded with the one asked for)."""
+        self.calls.append(("listen", ns, port))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        sock.setblocking(False)
+        self.listeners[(ns, port)] = sock.getsockname()[1]
+        return sock
 
     def kill_group(self, ref: ProcRef) -> None:
         self.calls.append(("kill-group", ref.pid))

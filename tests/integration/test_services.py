@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -441,3 +442,73 @@ def test_the_legacy_backend_holds_every_rule_and_the_nft_one_none(cluster):
     rules = cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout
     assert "-A KUBE-SERVICES" in rules
     assert "iptables legacy" in cluster.nsk("rules", "-t", "nat").stdout.splitlines()[0]
+
+
+STUBBORN = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn, labels: {app: last}}
+spec:
+  terminationGracePeriodSeconds: 8
+  containers:
+  - name: c
+    image: x
+    # the shell ignores SIGTERM; its server, in the same group, goes on until SIGKILL
+    command: ["sh", "-c", "trap '' TERM; python3 -m http.server 9376 & wait; wait"]
+"""
+
+
+def test_a_terminating_pod_serves_as_the_last_endpoint_until_it_ends(cluster):
+    """Graceful deletion (#9): `nsk delete --no-wait` leaves the Pod Terminating for its
+    grace period; the Endpoints drop it, its EndpointSlice marks it terminating, and as the
+    Service has no ready endpoint left kube-proxy's fallback still sends traffic to it.
+    After the grace period it is killed, gone from the API and from the rules."""
+    cluster.up(CLUSTER.format(replicas=1) + service("last", selector={"app": "last"}) + STUBBORN)
+    client = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    assert cluster.exec(client, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
+                        "10.96.0.2/").stdout == "200"
+    t0 = time.monotonic()
+    cluster.nsk("delete", "pod", "stubborn", "--no-wait")
+    row = cluster.nsk("get", "pods", "stubborn").stdout.splitlines()[1].split()
+    assert row[2] == "Terminating"
+    ep = cluster.get("endpoints", "last")
+    assert not ep.get("subsets")
+    sl = next(s for s in json.loads(cluster.nsk("get", "endpointslices", "-o", "json").stdout)["items"]
+              if s["metadata"]["labels"]["kubernetes.io/service-name"] == "last")
+    assert sl["endpoints"][0]["conditions"] == {"ready": False, "serving": True, "terminating": True}
+    assert cluster.exec(client, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
+                        "10.96.0.2/").stdout == "200"  # the fallback: still served
+    wait_for(lambda: cluster.nsk("get", "pods", "stubborn", check=False).returncode == 1, 20)
+    assert 7 < time.monotonic() - t0 < 20  # the whole grace period, then SIGKILL
+    assert connect(cluster, client, "10.96.0.2", 80) == "ConnectionRefusedError"  # no endpoint: REJECT
+
+
+def test_health_check_node_port_answers_per_node_and_the_cloud_follows_it(cluster):
+    """externalTrafficPolicy Local on a LoadBalancer: a healthCheckNodePort is allocated;
+    each node's kube-proxy answers it (200 with its local endpoints, else 503), filter's
+    KUBE-NODEPORTS accepts it, and the emulated cloud load balancer, asking every node,
+    sends the Service's address only to the node that passes."""
+    cluster.up(CLUSTER.format(replicas=1) + service("lb", type="LoadBalancer", externalTrafficPolicy="Local"))
+    svc = cluster.get("svc", "lb")
+    hc = svc["spec"]["healthCheckNodePort"]
+    assert 30000 <= hc <= 32767 and hc != svc["spec"]["ports"][0]["nodePort"]
+    lb_ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+    here = {"node-1": "172.18.0.2", "node-2": "172.18.0.3"}[cluster.pods("app=MyApp")[0]["spec"]["nodeName"]]
+    there = ({"172.18.0.2", "172.18.0.3"} - {here}).pop()
+    got = cluster.exec("host/client", "curl", "-s", "-w", " %{http_code}", f"{here}:{hc}/").stdout
+    body, code = got.rsplit(" ", 1)
+    assert code == "200" and json.loads(body) == {"service": {"namespace": "default", "name": "lb"},
+                                                  "localEndpoints": 1, "serviceProxyHealthy": True}
+    assert cluster.exec("host/client", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                        f"{there}:{hc}/").stdout == "503"
+    assert f"--dport {hc} -j ACCEPT" in cluster.nsk("rules", "--node", "node-1", "-t", "filter").stdout
+    # the router's route for the LB address: only the node that passed its check
+    wait_for(lambda: here in (r := _router_route(cluster, lb_ip)) and there not in r, 10)
+    assert len(hits(cluster, "host/client", lb_ip, 10)) == 10  # every request answered
+
+
+def _router_route(cluster, ip: str) -> str:
+    import subprocess
+    return subprocess.run(["ip", "-n", f"nsk_{cluster.name}_net", "route", "show", ip], capture_output=True,
+                          text=True).stdout

@@ -36,7 +36,7 @@ def api(tmp_path):
 
 def manager(api: APIServer, *controllers) -> tuple[ControllerManager, Informer]:
     return ControllerManager(api, list(controllers)), Informer(api.store, ("Pod", "Service", "Endpoints",
-                                                                          "Deployment", "Namespace"))
+                                                                          "EndpointSlice", "Deployment", "Namespace"))
 
 
 def settle(m: ControllerManager, inf: Informer, rounds: int = 10) -> None:
@@ -85,6 +85,40 @@ def test_a_deployment_gets_its_pods_bound_spread_and_in_its_endpoints(api):
     assert len(pods) == 4 and sum(1 for p in pods if not p["metadata"].get("deletionTimestamp")) == 1
     assert [a["ip"] for a in api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]] == \
         [p["status"]["podIP"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_a_terminating_pod_leaves_the_endpoints_but_stays_in_the_slice_as_terminating(api):
+    """Graceful deletion: the Pod stays, terminating, until its kubelet deletes it; the
+    Endpoints drop it at once, the EndpointSlice keeps it with its conditions (ready false,
+    serving as its readiness, terminating true), as the two controllers do; a replacement
+    Pod is made at once."""
+    m, inf = manager(api, deployment.DeploymentController(random.Random(5)), scheduler.Scheduler(plan(CFG).nodes),
+                     endpoints.EndpointsController())
+    api.apply([deploy(2), admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})])
+    settle(m, inf)
+    run_pods(api)
+    settle(m, inf)
+    (sl,) = api.store.list("EndpointSlice")
+    assert sl["metadata"]["name"].startswith("web-") and sl["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+    assert [e["conditions"] for e in sl["endpoints"]] == [{"ready": True, "serving": True, "terminating": False}] * 2
+    victim = api.store.list("Pod")[0]
+    api.delete([Key("Pod", "default", victim["metadata"]["name"])])
+    settle(m, inf)
+    ip = victim["status"]["podIP"]
+    assert api.store.get("Pod", "default", victim["metadata"]["name"])["metadata"]["deletionTimestamp"]
+    assert ip not in [a["ip"] for a in api.store.get("Endpoints", "default", "web")["subsets"][0]["addresses"]]
+    (sl,) = api.store.list("EndpointSlice")
+    cond = next(e["conditions"] for e in sl["endpoints"] if e["addresses"] == [ip])
+    assert cond == {"ready": False, "serving": True, "terminating": True}
+    assert len(api.store.list("Pod")) == 3  # the replacement
+    api.delete([Key("Pod", "default", victim["metadata"]["name"])], grace=0)  # its kubelet's final delete
+    settle(m, inf)
+    (sl,) = api.store.list("EndpointSlice")
+    assert ip not in [e["addresses"][0] for e in sl["endpoints"]]
+    api.delete([Key("Service", "default", "web")])
+    settle(m, inf)
+    assert api.store.list("EndpointSlice") == []
 
 
 def test_endpoints_of_a_gone_service_go_and_a_users_own_endpoints_stay(api):

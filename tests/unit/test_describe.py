@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nsk.cli.describe import describe
-from nsk.controllers.endpoints import endpoint_slice
+from nsk.controllers.endpoints import mirrored_slices
 
 EP = {"apiVersion": "v1", "kind": "Endpoints",
       "metadata": {"name": "my-nginx", "namespace": "default", "labels": {"run": "my-nginx"}},
@@ -20,7 +20,8 @@ def test_endpoints_show_their_subsets():
 
 
 def test_an_endpoint_slice_shows_each_endpoint_and_its_conditions():
-    text = describe(endpoint_slice(EP), [], 0)
+    (sl,) = mirrored_slices({"metadata": {"name": "my-nginx", "namespace": "default"}}, EP)
+    text = describe(sl, [], 0)
     assert "AddressType: IPv4\n" in text
     assert "  - Addresses:  10.244.1.2\n    Conditions:\n      Ready:    true\n" in text
     assert "    TargetRef:  Pod/my-nginx-1\n    NodeName:   node-1\n" in text

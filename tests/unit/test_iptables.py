@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nsk.proxy.iptables import NodeContext, missing_jumps, nodeports_tail, probability, render, sep_chain, svc_chain
+from nsk.controllers.endpoints import mirrored_slices
 from nsk.proxy.model import Endpoint, ServicePort, service_ports
 from nsk.testing.tracer import Outcome, Packet, Tracer, check_consistency
 
@@ -171,11 +172,11 @@ def test_service_ports_from_api_objects():
                        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
                                  {"name": "dns", "port": 5353, "protocol": "UDP"}]}]}
     headless = {"metadata": {"namespace": "default", "name": "h"}, "spec": {"clusterIP": "None", "ports": []}}
-    got = service_ports([svc, headless], [ep])
+    got = service_ports([svc, headless], mirrored_slices(svc, ep))
     assert [(p.port_name, p.protocol, p.node_port, p.lb_ips, p.external_local) for p in got] == [
         ("dns", "UDP", 30002, ("198.51.100.1",), True), ("http", "TCP", 30001, ("198.51.100.1",), True)]
-    assert got[1].endpoints == (Endpoint("10.244.1.2", 8080, "node-1", True),
-                                Endpoint("10.244.2.2", 8080, "node-2", False))
+    assert got[1].endpoints == (Endpoint("10.244.1.2", 8080, "node-1", True, True),
+                                Endpoint("10.244.2.2", 8080, "node-2", False, False))
 
 
 def test_no_string_that_slipped_past_validation_becomes_a_rule():
@@ -191,7 +192,7 @@ def test_no_string_that_slipped_past_validation_becomes_a_rule():
     ep = {"metadata": {"namespace": "default", "name": "web\n-A KUBE-SERVICES -j RETURN"},
           "subsets": [{"addresses": [{"ip": "10.244.1.2\n-A X", "nodeName": "node-1"}, {"ip": "10.244.1.3"}],
                        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]}
-    (port,) = service_ports([svc], [ep])
+    (port,) = service_ports([svc], mirrored_slices(svc, ep))
     assert port.external_ips == ("80.11.12.11",)
     assert port.lb_source_ranges == ("192.0.2.0/24",)
     assert [e.ip for e in port.endpoints] == ["10.244.1.3"]
@@ -393,3 +394,37 @@ def test_the_node_may_reach_a_load_balancer_ip_its_source_ranges_allow():
     far = ServicePort("default", "lb", "", "TCP", 80, "10.96.0.3", lb_ips=("198.51.100.1",),
                       lb_source_ranges=("203.0.113.0/24",), endpoints=sp.endpoints)
     assert not [line for line in render([far], CTX).text.splitlines() if "-s 198.51.100.1" in line]
+
+
+# kube-proxy's TestTerminatingEndpoints* (pkg/proxy/iptables/proxier_test.go), as cases of
+# which endpoints a node sends traffic to: (endpoints, policy Local?) -> (cluster, local).
+R, T, S = "ready", "terminating", "serving-terminating"
+
+
+def _ep(i: int, kind: str, node: str = "node-1") -> Endpoint:
+    return Endpoint(f"10.244.{1 if node == 'node-1' else 2}.{i}", 80, node, kind == R, kind in (R, S), kind != R)
+
+
+@pytest.mark.parametrize("eps, local_policy, cluster, local", [
+    # ready endpoints win; the terminating ones are left out even when serving
+    ([(1, R), (2, R), (3, S), (4, T)], False, [1, 2], []),
+    # none ready: every serving terminating endpoint, never one that stopped serving
+    ([(1, S), (2, S), (3, T)], False, [1, 2], []),
+    # none ready, none serving: no endpoint at all (the Service REJECTs)
+    ([(1, T), (2, T)], False, [], []),
+    # Local: this node's ready ones; failing those, this node's serving terminating ones
+    ([(1, R), (2, S), (3, R, "node-2")], True, [], [1]),
+    ([(1, S), (2, T), (3, R, "node-2")], True, [], [1]),
+    ([(1, T), (3, R, "node-2")], True, [], []),
+])
+def test_terminating_endpoints_are_a_fallback_as_in_kube_proxy(eps, local_policy, cluster, local):
+    port = ServicePort("default", "web", "", "TCP", 80, "10.96.0.2", internal_local=local_policy,
+                       endpoints=tuple(_ep(*e) for e in eps))
+    from nsk.proxy.model import categorize
+    got_cluster, got_local, has_any = categorize(port, "node-1")
+    assert [int(e.ip.split(".")[-1]) for e in got_cluster] == cluster
+    assert [int(e.ip.split(".")[-1]) for e in got_local] == local
+    text = render([port], CTX).text
+    for e in port.endpoints:  # the rules say the same: a DNAT exactly to what was chosen
+        assert (f"--to-destination {e.address}" in text) == (e in got_cluster or e in got_local)
+    assert ("has no endpoints" in text and "-j REJECT" in text) == (not has_any)
