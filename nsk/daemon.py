@@ -240,8 +240,13 @@ class ControlPlane:
     def _services_pass(self) -> None:
         if self.proxies is None:
             return
+        t0 = time.monotonic()
         ports = self.ports = service_ports(self.informer.list("Service"), self.informer.list("EndpointSlice"))
+        t1 = time.monotonic()
         self.proxies.sync(ports, self.informer.revision)
+        if time.monotonic() - t0 > 0.2:
+            log.info("services pass: %d service ports read in %.0f ms, planned in %.0f ms", len(ports),
+                     (t1 - t0) * 1000, (time.monotonic() - t1) * 1000)
         for failure in self.health.sync(ports, {n.name: n.netns for n in self.plan.nodes}):
             log.warning("%s", failure)
         want = loadbalancer.router_routes(ports, {n.name: n.ip for n in self.plan.nodes}, self.cloud.healthy)

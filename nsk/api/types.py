@@ -8,6 +8,8 @@ only family a cluster enables today, but nothing here assumes it.
 
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 from dataclasses import dataclass
 
@@ -85,3 +87,20 @@ class Pod:
                                            for c in st.get("conditions") or [])
         return Pod(meta.get("namespace", ""), meta["name"], meta.get("uid", ""),
                    (obj.get("spec") or {}).get("nodeName", ""), phase, ips, ready, phase in ("Succeeded", "Failed"))
+
+
+@functools.lru_cache(maxsize=65536)
+def canonical_ip(text: object) -> str | None:
+    """The address as Python prints it back, or None if it is not one (cached: the same
+    endpoint addresses come back in every Service that selects them)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def ip_key(text: str) -> tuple:
+    """A sort key ordering addresses numerically (IPv4 first), as ipaddress compares them."""
+    a = ipaddress.ip_address(text)
+    return (a.version, int(a))

@@ -8,11 +8,10 @@ as the API server's repacking does.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 from nsk.api.objects import matches
-from nsk.api.types import IPV4, Pod, family
+from nsk.api.types import IPV4, Pod, family, ip_key
 
 log = logging.getLogger("nsk.controller-manager")
 MANAGED_BY = "endpoints.kubernetes.io/managed-by"
@@ -29,20 +28,22 @@ def resolve_port(pod: dict, target: int | str, protocol: str) -> int | None:
     return None
 
 
-def _members(svc: dict, pods: list[dict]) -> list[tuple[dict, list[dict], bool, bool, bool]]:
+def _members(svc: dict, pods: list[dict], views: dict | None = None) -> list[tuple[dict, list[dict], bool, bool, bool]]:
     """Each Pod the Service selects that has an address: (address, its ports, ready,
     serving, terminating), the conditions as the EndpointSlice controller sets them: a
     terminating Pod is never ready (unless publishNotReadyAddresses), and serving while its
-    readiness holds."""
+    readiness holds. `views`: Pod.of of each Pod by id, when a caller has them made once."""
     meta, spec = svc["metadata"], svc["spec"]
     publish = bool(spec.get("publishNotReadyAddresses"))
+    selector = spec["selector"]
     out = []
     for pod in pods:
         if pod["metadata"]["namespace"] != meta["namespace"]:
             continue
-        if not matches({"matchLabels": spec["selector"]}, pod["metadata"].get("labels") or {}):
+        labels = pod["metadata"].get("labels") or {}
+        if not all(labels.get(k) == v for k, v in selector.items()):
             continue
-        typed = Pod.of(pod)
+        typed = views[id(pod)] if views is not None else Pod.of(pod)
         if not typed.pod_ip or typed.terminal:
             continue
         ports = []
@@ -70,13 +71,13 @@ def _group(ports: list[dict]) -> tuple:
     return tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports))
 
 
-def endpoints_for(svc: dict, pods: list[dict]) -> dict:
+def endpoints_for(svc: dict, pods: list[dict], members: list | None = None) -> dict:
     """The Endpoints object of a Service with a selector: terminating Pods are left out
     (ShouldPodBeInEndpoints), unless publishNotReadyAddresses."""
     meta, spec = svc["metadata"], svc["spec"]
     publish = bool(spec.get("publishNotReadyAddresses"))
     groups: dict[tuple, dict] = {}
-    for addr, ports, ready, _, terminating in _members(svc, pods):
+    for addr, ports, ready, _, terminating in _members(svc, pods) if members is None else members:
         if terminating and not publish:
             continue
         group = groups.setdefault(_group(ports), {"addresses": [], "notReadyAddresses": [], "ports": ports})
@@ -86,7 +87,7 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
         sub = {}
         for k in ("addresses", "notReadyAddresses"):
             if g[k]:
-                sub[k] = sorted(g[k], key=lambda a: ipaddress.ip_address(a["ip"]))
+                sub[k] = sorted(g[k], key=lambda a: ip_key(a["ip"]))
         if g["ports"]:
             sub["ports"] = g["ports"]
         subsets.append(sub)
@@ -135,15 +136,15 @@ def _slice_endpoint(addr: dict, ready: bool, serving: bool, terminating: bool) -
     return e
 
 
-def slices_for(svc: dict, pods: list[dict]) -> list[dict]:
+def slices_for(svc: dict, pods: list[dict], members: list | None = None) -> list[dict]:
     """The EndpointSlices of a Service with a selector: one per set of resolved ports, its
     terminating Pods in them too; a Service with none gets one empty slice."""
     groups: dict[tuple, tuple[list, list]] = {}
-    for addr, ports, ready, serving, terminating in _members(svc, pods):
+    for addr, ports, ready, serving, terminating in _members(svc, pods) if members is None else members:
         groups.setdefault(_group(ports), (ports, []))[1].append(_slice_endpoint(addr, ready, serving, terminating))
     if not groups:
         return [_slice(svc, (), [], [], SLICE_CONTROLLER)]
-    return [_slice(svc, g, ports, sorted(eps, key=lambda e: ipaddress.ip_address(e["addresses"][0])),
+    return [_slice(svc, g, ports, sorted(eps, key=lambda e: ip_key(e["addresses"][0])),
                    SLICE_CONTROLLER) for g, (ports, eps) in sorted(groups.items())]
 
 
@@ -192,6 +193,8 @@ class EndpointsController:
                         SLICE_CONTROLLER, MIRRORING_CONTROLLER):
                     slices_by_svc.setdefault((ns, _service_of(sl)), []).append(sl)
 
+        views: dict[str, dict] = {}
+
         def one(ns_name: tuple[str, str]) -> list:
             ns, name = ns_name
             svc = snap.get("Service", ns, name)
@@ -200,11 +203,14 @@ class EndpointsController:
             selector = svc is not None and svc["spec"].get("selector") and svc["spec"].get("type") != "ExternalName"
             if selector:
                 pods = snap.pods_in(ns)
-                obj = endpoints_for(svc, pods)
+                if ns not in views:  # each Pod's view made once a run, not once a Service
+                    views[ns] = {id(p): Pod.of(p) for p in pods}
+                members = _members(svc, pods, views[ns])
+                obj = endpoints_for(svc, pods, members)
                 obj["metadata"]["labels"][MANAGED_BY] = CONTROLLER
                 if have is None or not _same(have, obj):
                     out.append(Put(obj))
-                want = slices_for(svc, pods)
+                want = slices_for(svc, pods, members)
             else:
                 if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
                     out.append(Delete(Key("Endpoints", ns, name), have["metadata"]["resourceVersion"]))
@@ -242,9 +248,19 @@ def _affected(snap) -> set[tuple[str, str]] | None:
         return None
     out: set[tuple[str, str]] = set()
     for k in snap.changed_kinds("Service", "Endpoints", "EndpointSlice", "Pod"):
+        # its own writes come back as changes: only a user's object (to mirror) or one of
+        # its own that is gone (to make again) is news, as the slice tracker has it upstream
         if k.kind == "EndpointSlice":  # one gone is named <service>-<suffix>
             sl = snap.get("EndpointSlice", k.namespace, k.name)
-            out.add((k.namespace, _service_of(sl) if sl is not None else k.name.rsplit("-", 1)[0]))
+            if sl is None:
+                out.add((k.namespace, k.name.rsplit("-", 1)[0]))
+            elif (sl["metadata"].get("labels") or {}).get(SLICE_MANAGED_BY) != SLICE_CONTROLLER:
+                out.add((k.namespace, _service_of(sl)))
+            continue
+        if k.kind == "Endpoints":
+            ep = snap.get("Endpoints", k.namespace, k.name)
+            if ep is None or (ep["metadata"].get("labels") or {}).get(MANAGED_BY) != CONTROLLER:
+                out.add((k.namespace, k.name))
             continue
         if k.kind != "Pod":
             out.add((k.namespace, k.name))

@@ -184,14 +184,19 @@ class ControllerManager:
             if st.retry_at > now:
                 st.missed = True
                 continue
+            t0 = time.monotonic()
             try:
                 writes = st.controller.reconcile(snap.everything() if st.missed else snap)
             except Exception as e:  # noqa: BLE001 - a controller's bug must not stop the others
                 log.exception("controller %s failed", st.controller.name)
                 self._failed(st, f"{type(e).__name__}: {e}", now)
                 continue
+            t1 = time.monotonic()
             n, errors = self._apply(st.controller.name, writes)
             applied += n
+            if n >= 100:  # what a big change cost, in the log (reconcile, then the writes)
+                log.info("%s: %d writes (reconciled in %.0f ms, written in %.0f ms)", st.controller.name, n,
+                         (t1 - t0) * 1000, (time.monotonic() - t1) * 1000)
             if errors:
                 self._failed(st, errors[0], now)
             else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from nsk.api.types import Service
+from nsk.api.types import Service, canonical_ip
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,9 @@ class ServicePort:
 
 def _ips(values) -> tuple[str, ...]:
     """Addresses as the renderers may use them: parsed and printed back, so that a string
-    that slipped past validation (a newline, an option) can never become part of a rule."""
-    out = []
-    for v in values:
-        try:
-            out.append(str(ipaddress.ip_address(v)))
-        except (TypeError, ValueError):
-            pass  # kube-proxy, too, skips what does not parse
-    return tuple(out)
+    that slipped past validation (a newline, an option) can never become part of a rule;
+    what does not parse is skipped, as kube-proxy skips it."""
+    return tuple(ip for v in values if (ip := canonical_ip(v)) is not None)
 
 
 def _cidrs(values) -> tuple[str, ...]:
