@@ -112,7 +112,7 @@ def control_plane_pid() -> int:
 def new_service_live(i: int) -> float:
     """Seconds from `nsk apply` of Service svc-new-<i> to a successful curl of its name."""
     name = f"svc-new-{i}"
-    loop = ("while ! curl -s -o /dev/null --max-time 0.5 http://" + name + "/; do sleep 0.02; done; "
+    loop = ("while ! curl -s -o /dev/null --max-time 0.2 http://" + name + "/; do sleep 0.02; done; "
             "date +%s.%N")
     poller = subprocess.Popen([os.path.join(ROOT, ".venv", "bin", "nsk"), "exec", "client", "--cluster", NAME,
                                "--", "timeout", "60", "sh", "-c", loop], stdout=subprocess.PIPE, text=True)

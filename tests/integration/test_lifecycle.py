@@ -241,3 +241,28 @@ spec:
            "Address already in use)" in err
     assert "nsk describe pod" in err and "nsk logs" in err
     assert "running (pid" in cluster.nsk("status").stdout  # left up to look at
+
+
+def test_a_pod_with_the_longest_valid_name_runs_and_survives_a_resume(cluster):
+    """A 253-character Pod name (a valid subdomain) once killed the control plane building
+    its log path (ENAMETOOLONG), and again on every resume. It runs, logs, and resumes."""
+    name = "a" * 62 + "." + "b" * 62 + "." + "c" * 62 + "." + "d" * 63
+    assert len(name) == 253
+    cluster.up(WEB.format(replicas=1) + f"""
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers: [{{name: c, image: x, command: ["sh", "-c", "echo hello from $HOSTNAME; sleep 300"]}}]
+""")
+    pod = cluster.get("pod", name)
+    assert pod["status"]["phase"] == "Running"
+    wait_for(lambda: cluster.nsk("logs", name).stdout == f"hello from {'a' * 62}\n", what="its log")
+    pid = int(cluster.nsk("status").stdout.split("running (pid ")[1].split(")")[0])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: "NOT running" in cluster.nsk("status").stdout, what="the dead control plane")
+    cluster.nsk("resume")
+    time.sleep(1)
+    assert "running (pid" in cluster.nsk("status").stdout
+    assert cluster.get("pod", name)["status"]["phase"] == "Running"
