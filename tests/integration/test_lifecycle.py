@@ -246,7 +246,7 @@ spec:
 def test_a_pod_with_the_longest_valid_name_runs_and_survives_a_resume(cluster):
     """A 253-character Pod name (a valid subdomain) once killed the control plane building
     its log path (ENAMETOOLONG), and again on every resume. It runs, logs, and resumes."""
-    name = "a" * 62 + "." + "b" * 62 + "." + "c" * 62 + "." + "d" * 63
+    name = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61
     assert len(name) == 253
     cluster.up(WEB.format(replicas=1) + f"""
 ---
@@ -258,7 +258,7 @@ spec:
 """)
     pod = cluster.get("pod", name)
     assert pod["status"]["phase"] == "Running"
-    wait_for(lambda: cluster.nsk("logs", name).stdout == f"hello from {'a' * 62}\n", what="its log")
+    wait_for(lambda: cluster.nsk("logs", name).stdout == f"hello from {'a' * 63}\n", what="its log")
     pid = int(cluster.nsk("status").stdout.split("running (pid ")[1].split(")")[0])
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: "NOT running" in cluster.nsk("status").stdout, what="the dead control plane")
