@@ -30,6 +30,8 @@ bench: install $(STAMP)/bench-deps
 	$(VENV)/bin/python bench/proxy_sync.py --services 1000 10000 --repeat 3
 	$(VENV)/bin/python bench/datapath.py --changes 20
 	$(VENV)/bin/python bench/dns.py --services 200 --seconds 10 --rounds 3
+	$(VENV)/bin/python bench/scale.py --services 100 1000 --endpoints 20 --idle 60 --samples 20
+	$(VENV)/bin/python bench/churn.py --seconds 30
 
 install: deps venv
 	ln -sf $(abspath $(NSK)) /usr/local/bin/nsk
