@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 import traceback
@@ -52,6 +53,12 @@ class Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
             click.echo(f"Error: {e} (nsk needs root for this: run it with sudo)", err=True)
+            sys.exit(1)
+        except sqlite3.Error as e:  # the store itself failed (locked too long, disk full, damaged)
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: the cluster's store: {e} (nothing was changed by this command; "
+                       "`--debug` shows where)", err=True)
             sys.exit(1)
 
 

@@ -162,3 +162,18 @@ def test_writes_while_the_control_plane_is_dead_say_so(stored, monkeypatch):
     r = run(["scale", "deployment", "web", "--replicas", "2", "--cluster", "c1"], monkeypatch, euid=0)
     assert r.exit_code == 0 and "deployment.apps/web scaled" in r.output
     assert 'Warning: the control plane of cluster "nsk" is not running' in r.output  # (CliRunner mixes stderr in)
+
+
+def test_a_store_error_is_one_line_not_a_traceback(stored, monkeypatch):
+    """#16: a failing store (here: locked past its timeout) reaches the CLI as one line."""
+    import sqlite3
+
+    from nsk.store import sqlite as store_mod
+
+    def locked(self, *a, **kw):
+        raise sqlite3.OperationalError("database is locked")
+    monkeypatch.setattr(store_mod.Store, "list", locked)
+    r = run(["get", "pods", "--cluster", "c1"], monkeypatch, euid=0)
+    assert r.exit_code == 1
+    assert r.output == ("Error: the cluster's store: database is locked (nothing was changed by this command; "
+                        "`--debug` shows where)\n")
