@@ -44,7 +44,10 @@ def host_ports(pod: dict, pod_ip: str) -> list[HostPort]:
             if p.get("hostPort"):
                 host_ip = p.get("hostIP") or ""
                 host_ip = "" if host_ip in ("0.0.0.0", "::") else str(ipaddress.ip_address(host_ip)) if host_ip else ""
-                out.append(HostPort(name, p.get("protocol", "TCP").lower(), int(p["hostPort"]), host_ip,
+                proto = p.get("protocol", "TCP").lower()
+                if proto not in ("tcp", "udp", "sctp"):
+                    continue
+                out.append(HostPort(name, proto, int(p["hostPort"]), host_ip,
                                     str(ipaddress.ip_address(pod_ip)), int(p["containerPort"])))
     return out
 
@@ -62,7 +65,9 @@ def render(entries: list[HostPort]) -> str:
              f"-A {MASQ_CHAIN} -m mark --mark {MARK} -j MASQUERADE"]
     for e in sorted(entries):
         dst = f" -d {e.host_ip}/32" if e.host_ip else ""
-        match = f'-p {e.protocol} -m comment --comment "hostPort of {e.pod}"{dst} -m {e.protocol} --dport {e.host_port}'
+        # the names are validated DNS names; anything else is still kept out of the comment
+        pod = "".join(c if c.isalnum() or c in "-./" else "?" for c in e.pod)
+        match = f'-p {e.protocol} -m comment --comment "hostPort of {pod}"{dst} -m {e.protocol} --dport {e.host_port}'
         lines += [f"-A {DNAT_CHAIN} {match} -s {e.pod_ip}/32 -j {SETMARK_CHAIN}",  # the Pod to itself: hairpin
                   f"-A {DNAT_CHAIN} {match} -s 127.0.0.1/32 -j {SETMARK_CHAIN}",  # the node's localhost
                   f"-A {DNAT_CHAIN} {match} -j DNAT --to-destination {e.pod_ip}:{e.container_port}"]
