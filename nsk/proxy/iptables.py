@@ -151,15 +151,149 @@ def large_cluster(ports: list[ServicePort]) -> bool:
     return sum(len(sp.endpoints) for sp in ports) > LARGE_CLUSTER_ENDPOINTS
 
 
+@functools.lru_cache(maxsize=65536)
+def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str, ...], ...]:
+    """One Service port's share of every list `render` joins: (filter rules, nat chains,
+    nat rules, KUBE-EXTERNAL-SERVICES rules, KUBE-NODEPORTS rules, per-Service chain rules).
+    Cached: a sync renders again only the Services that changed, as kube-proxy writes
+    only their chains."""
+    def ep_comment(text: str) -> str:
+        return "" if large else " " + _comment(text)
+
+    f_rules: list[str] = []
+    n_chains: list[str] = []
+    n_rules: list[str] = []
+    ext_services: list[str] = []
+    nodeports: list[str] = []
+    svc_rules: list[str] = []
+    cidr = ctx.cluster_cidr
+    name, proto = sp.name_string, sp.proto
+    match = f"-m {proto} -p {proto}"
+    # kube-proxy's UsesClusterEndpoints: with external traffic at all, even under eTP
+    # Local, since a Pod's traffic to an external address short-circuits to all endpoints
+    uses_cluster = not sp.internal_local or sp.externally_accessible
+    uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
+    cluster_eps, local_eps, has_endpoints = categorize(sp, ctx.node)
+    svc = svc_chain("KUBE-SVC", sp)
+    svl = svc_chain("KUBE-SVL", sp)
+    ext = svc_chain("KUBE-EXT", sp)
+    fw = svc_chain("KUBE-FW", sp)
+    internal_chain = svl if sp.internal_local else svc
+    external_policy_chain = svl if sp.external_local else svc
+
+    # What to do when there is nowhere to send the traffic (kube-proxy's filter targets).
+    internal_filter = external_filter = None
+    if not has_endpoints:
+        internal_filter = external_filter = ("REJECT", f"{name} has no endpoints")
+    else:
+        if sp.internal_local and not local_eps:
+            internal_filter = ("DROP", f"{name} has no local endpoints")
+        if sp.external_local and not local_eps:
+            external_filter = ("DROP", f"{name} has no local endpoints")
+
+    if sp.health_check_node_port:  # open whether or not this node has local endpoints
+        f_rules.append(f"-A {KUBE_NODEPORTS} {_comment(f'{name} health check node port')} -m tcp -p tcp "
+                       f"--dport {sp.health_check_node_port} -j ACCEPT")
+
+    chains_here: list[str] = []
+    eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: e.address)
+    for ep in eps_here:
+        sep = sep_chain(sp, ep)
+        chains_here.append(sep)
+        svc_rules.append(f"-A {sep}{ep_comment(name)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
+        recent = f" -m recent --name {sep} --set" if sp.affinity_timeout else ""
+        svc_rules.append(f"-A {sep}{ep_comment(name)}{recent} {match} -j DNAT --to-destination {ep.address}")
+    if has_endpoints and uses_cluster:
+        chains_here.append(svc)
+    if has_endpoints and uses_local and local_eps:
+        chains_here.append(svl)
+    # the EXT chain whenever there are endpoints anywhere: even with none for external
+    # traffic here (eTP Local), a Pod's or the node's own traffic short-circuits through
+    # it to the Service (kube-proxy's usesExternalTrafficChain)
+    if has_endpoints and sp.externally_accessible:
+        chains_here.append(ext)
+        if not sp.external_local:
+            svc_rules.append(f"-A {ext} {_comment(f'masquerade traffic for {name} external destinations')} "
+                             f"-j {KUBE_MARK_MASQ}")
+        else:
+            svc_rules.append(f"-A {ext} {_comment(f'pod traffic for {name} external destinations')} "
+                             f"-s {cidr} -j {svc}")
+            svc_rules.append(f"-A {ext} {_comment(f'masquerade LOCAL traffic for {name} external destinations')} "
+                             f"-m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}")
+            svc_rules.append(f"-A {ext} {_comment(f'route LOCAL traffic for {name} external destinations')} "
+                             f"-m addrtype --src-type LOCAL -j {svc}")
+        if external_filter is None:  # the rest to the policy's chain; else KUBE-EXTERNAL-SERVICES drops it
+            svc_rules.append(f"-A {ext} -j {external_policy_chain}")
+
+    dport = f"--dport {sp.port}"
+    # ClusterIP
+    if internal_filter is None:
+        cip = f"{_comment(f'{name} cluster IP')} {match} -d {sp.cluster_ip}/32 {dport}"
+        n_rules.append(f"-A {KUBE_SERVICES} {cip} -j {internal_chain}")
+        svc_rules.append(f"-A {internal_chain} {cip} ! -s {cidr} -j {KUBE_MARK_MASQ}")
+    else:
+        target, comment = internal_filter
+        f_rules.append(f"-A {KUBE_SERVICES} {_comment(comment)} {match} -d {sp.cluster_ip}/32 {dport} -j {target}")
+    # externalIPs and load-balancer IPs: to EXT (or FW) when there are endpoints; what
+    # EXT does not short-circuit is then rejected or dropped in the filter table
+    uses_fw = has_endpoints and bool(sp.lb_ips) and bool(sp.lb_source_ranges)
+    for kind, ips in (("external IP", sp.external_ips), ("loadbalancer IP", sp.lb_ips)):
+        for ip in ips:
+            if has_endpoints:
+                to = fw if kind == "loadbalancer IP" and uses_fw else ext
+                n_rules.append(f"-A {KUBE_SERVICES} {_comment(f'{name} {kind}')} {match} -d {ip}/32 {dport} "
+                               f"-j {to}")
+            if external_filter is not None:
+                target, comment = external_filter
+                ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} {match} -d {ip}/32 "
+                                    f"{dport} -j {target}")
+    if uses_fw:
+        chains_here.append(fw)
+        allow_from_node = False
+        for src in sp.lb_source_ranges:
+            svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {src} -j {ext}")
+            allow_from_node = allow_from_node or _contains_any(src, ctx.node_ips)
+        # a node's own request to the LB IP may come back with the LB IP as its source (a
+        # VIP-like load balancer): kube-proxy lets it in when the node may reach it at all
+        if allow_from_node:
+            for ip in sp.lb_ips:
+                svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {ip} -j {ext}")
+        svc_rules.append(f"-A {fw} {_comment(f'other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL')}")
+        for ip in sp.lb_ips:
+            f_rules.append(f"-A {KUBE_PROXY_FIREWALL} {_comment(f'{name} traffic not accepted by {fw}')} "
+                           f"{match} -d {ip}/32 {dport} -j DROP")
+    # NodePort
+    if sp.node_port:
+        if has_endpoints:
+            nodeports.append(f"-A {KUBE_NODEPORTS} {_comment(name)} {match} --dport {sp.node_port} -j {ext}")
+        if external_filter is not None:
+            target, comment = external_filter
+            ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} -m addrtype --dst-type LOCAL "
+                                f"{match} --dport {sp.node_port} -j {target}")
+    # the endpoint jumps, affinity first (kube-proxy's writeServiceToEndpointRules)
+    for chain, eps in ((svc, cluster_eps), (svl, local_eps)):
+        if chain not in chains_here:
+            continue
+        if sp.affinity_timeout:
+            for ep in eps:
+                sep = sep_chain(sp, ep)
+                svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')} -m recent --name {sep} "
+                                 f"--rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
+        for i, ep in enumerate(eps):
+            stat = f" -m statistic --mode random --probability {probability(len(eps) - i)}" \
+                if i < len(eps) - 1 else ""
+            svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')}{stat} -j {sep_chain(sp, ep)}")
+    n_chains += chains_here
+    return (tuple(f_rules), tuple(n_chains), tuple(n_rules), tuple(ext_services), tuple(nodeports),
+            tuple(svc_rules))
+
+
 def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] = frozenset(),
            large: bool = False) -> Ruleset:
     """The node's KUBE-* chains for these Service ports; chains in `previous` that are no
     longer wanted are declared and deleted, so the restore leaves nothing stale. `large`:
     kube-proxy's large-cluster mode, in which the KUBE-SEP rules and the KUBE-SVC/SVL
     jumps to them carry no comment."""
-    def ep_comment(text: str) -> str:
-        return "" if large else " " + _comment(text)
-
     f_rules: list[str] = []
     n_chains: list[str] = []
     n_rules: list[str] = []
@@ -182,123 +316,9 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     n_rules += masquerade.rules(cidr)  # the chains every mode shares
 
     for sp in ports:
-        name, proto = sp.name_string, sp.proto
-        match = f"-m {proto} -p {proto}"
-        # kube-proxy's UsesClusterEndpoints: with external traffic at all, even under eTP
-        # Local, since a Pod's traffic to an external address short-circuits to all endpoints
-        uses_cluster = not sp.internal_local or sp.externally_accessible
-        uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
-        cluster_eps, local_eps, has_endpoints = categorize(sp, ctx.node)
-        svc = svc_chain("KUBE-SVC", sp)
-        svl = svc_chain("KUBE-SVL", sp)
-        ext = svc_chain("KUBE-EXT", sp)
-        fw = svc_chain("KUBE-FW", sp)
-        internal_chain = svl if sp.internal_local else svc
-        external_policy_chain = svl if sp.external_local else svc
-
-        # What to do when there is nowhere to send the traffic (kube-proxy's filter targets).
-        internal_filter = external_filter = None
-        if not has_endpoints:
-            internal_filter = external_filter = ("REJECT", f"{name} has no endpoints")
-        else:
-            if sp.internal_local and not local_eps:
-                internal_filter = ("DROP", f"{name} has no local endpoints")
-            if sp.external_local and not local_eps:
-                external_filter = ("DROP", f"{name} has no local endpoints")
-
-        if sp.health_check_node_port:  # open whether or not this node has local endpoints
-            f_rules.append(f"-A {KUBE_NODEPORTS} {_comment(f'{name} health check node port')} -m tcp -p tcp "
-                           f"--dport {sp.health_check_node_port} -j ACCEPT")
-
-        chains_here: list[str] = []
-        eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: e.address)
-        for ep in eps_here:
-            sep = sep_chain(sp, ep)
-            chains_here.append(sep)
-            svc_rules.append(f"-A {sep}{ep_comment(name)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
-            recent = f" -m recent --name {sep} --set" if sp.affinity_timeout else ""
-            svc_rules.append(f"-A {sep}{ep_comment(name)}{recent} {match} -j DNAT --to-destination {ep.address}")
-        if has_endpoints and uses_cluster:
-            chains_here.append(svc)
-        if has_endpoints and uses_local and local_eps:
-            chains_here.append(svl)
-        # the EXT chain whenever there are endpoints anywhere: even with none for external
-        # traffic here (eTP Local), a Pod's or the node's own traffic short-circuits through
-        # it to the Service (kube-proxy's usesExternalTrafficChain)
-        if has_endpoints and sp.externally_accessible:
-            chains_here.append(ext)
-            if not sp.external_local:
-                svc_rules.append(f"-A {ext} {_comment(f'masquerade traffic for {name} external destinations')} "
-                                 f"-j {KUBE_MARK_MASQ}")
-            else:
-                svc_rules.append(f"-A {ext} {_comment(f'pod traffic for {name} external destinations')} "
-                                 f"-s {cidr} -j {svc}")
-                svc_rules.append(f"-A {ext} {_comment(f'masquerade LOCAL traffic for {name} external destinations')} "
-                                 f"-m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}")
-                svc_rules.append(f"-A {ext} {_comment(f'route LOCAL traffic for {name} external destinations')} "
-                                 f"-m addrtype --src-type LOCAL -j {svc}")
-            if external_filter is None:  # the rest to the policy's chain; else KUBE-EXTERNAL-SERVICES drops it
-                svc_rules.append(f"-A {ext} -j {external_policy_chain}")
-
-        dport = f"--dport {sp.port}"
-        # ClusterIP
-        if internal_filter is None:
-            cip = f"{_comment(f'{name} cluster IP')} {match} -d {sp.cluster_ip}/32 {dport}"
-            n_rules.append(f"-A {KUBE_SERVICES} {cip} -j {internal_chain}")
-            svc_rules.append(f"-A {internal_chain} {cip} ! -s {cidr} -j {KUBE_MARK_MASQ}")
-        else:
-            target, comment = internal_filter
-            f_rules.append(f"-A {KUBE_SERVICES} {_comment(comment)} {match} -d {sp.cluster_ip}/32 {dport} -j {target}")
-        # externalIPs and load-balancer IPs: to EXT (or FW) when there are endpoints; what
-        # EXT does not short-circuit is then rejected or dropped in the filter table
-        uses_fw = has_endpoints and bool(sp.lb_ips) and bool(sp.lb_source_ranges)
-        for kind, ips in (("external IP", sp.external_ips), ("loadbalancer IP", sp.lb_ips)):
-            for ip in ips:
-                if has_endpoints:
-                    to = fw if kind == "loadbalancer IP" and uses_fw else ext
-                    n_rules.append(f"-A {KUBE_SERVICES} {_comment(f'{name} {kind}')} {match} -d {ip}/32 {dport} "
-                                   f"-j {to}")
-                if external_filter is not None:
-                    target, comment = external_filter
-                    ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} {match} -d {ip}/32 "
-                                        f"{dport} -j {target}")
-        if uses_fw:
-            chains_here.append(fw)
-            allow_from_node = False
-            for src in sp.lb_source_ranges:
-                svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {src} -j {ext}")
-                allow_from_node = allow_from_node or _contains_any(src, ctx.node_ips)
-            # a node's own request to the LB IP may come back with the LB IP as its source (a
-            # VIP-like load balancer): kube-proxy lets it in when the node may reach it at all
-            if allow_from_node:
-                for ip in sp.lb_ips:
-                    svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {ip} -j {ext}")
-            svc_rules.append(f"-A {fw} {_comment(f'other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL')}")
-            for ip in sp.lb_ips:
-                f_rules.append(f"-A {KUBE_PROXY_FIREWALL} {_comment(f'{name} traffic not accepted by {fw}')} "
-                               f"{match} -d {ip}/32 {dport} -j DROP")
-        # NodePort
-        if sp.node_port:
-            if has_endpoints:
-                nodeports.append(f"-A {KUBE_NODEPORTS} {_comment(name)} {match} --dport {sp.node_port} -j {ext}")
-            if external_filter is not None:
-                target, comment = external_filter
-                ext_services.append(f"-A {KUBE_EXTERNAL_SERVICES} {_comment(comment)} -m addrtype --dst-type LOCAL "
-                                    f"{match} --dport {sp.node_port} -j {target}")
-        # the endpoint jumps, affinity first (kube-proxy's writeServiceToEndpointRules)
-        for chain, eps in ((svc, cluster_eps), (svl, local_eps)):
-            if chain not in chains_here:
-                continue
-            if sp.affinity_timeout:
-                for ep in eps:
-                    sep = sep_chain(sp, ep)
-                    svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')} -m recent --name {sep} "
-                                     f"--rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
-            for i, ep in enumerate(eps):
-                stat = f" -m statistic --mode random --probability {probability(len(eps) - i)}" \
-                    if i < len(eps) - 1 else ""
-                svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')}{stat} -j {sep_chain(sp, ep)}")
-        n_chains += chains_here
+        parts = _service(sp, ctx, large)
+        for out, part in zip((f_rules, n_chains, n_rules, ext_services, nodeports, svc_rules), parts):
+            out += part
 
     n_rules += nodeports_tail(ctx)
     declared = sorted(set(n_chains))
