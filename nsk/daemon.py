@@ -125,7 +125,8 @@ class ControlPlane:
         mode, cls = provider_for(self.cfg.proxy_mode)
         providers = {}
         for n in self.plan.nodes:
-            ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses)
+            ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses,
+                              self.cfg.service_subnet)
             providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh)
         self.proxies = ProxyManager(providers, self.kernel, self._node_event, self._watch, self._unwatch)
         self.proxies.on_done = self._kick

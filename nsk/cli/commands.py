@@ -556,7 +556,8 @@ def rules(node, table, cluster):
     kernel = Kernel(api.cfg.iptables_backend)
     for n in nodes:
         if len(nodes) > 1:
-            click.echo(f"# node {n.name} ({n.netns}), {mode} mode, iptables {kernel.iptables_backend}")
+            how = f", iptables {kernel.iptables_backend}" if mode == "iptables" else ""
+            click.echo(f"# node {n.name} ({n.netns}), {mode} mode{how}")
         click.echo(provider.show(kernel, n.netns, table), nl=False)
 
 

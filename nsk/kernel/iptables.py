@@ -67,8 +67,11 @@ class RestoreJob:
     comes from a memfd (no pipe to keep fed), their pidfds tell the caller's selector when
     each ends. The control plane's loop goes on meanwhile."""
 
-    def __init__(self, jobs: list[tuple[str, str]], noflush: bool = True, which: str = ""):
-        args = [_tool("restore", which), "-w", "5"] + (["--noflush"] if noflush else [])
+    def __init__(self, jobs: list[tuple[str, str]], noflush: bool = True, which: str = "",
+                 argv: list[str] | None = None, name: str = "iptables-restore"):
+        """`argv`: another tool reading its input on stdin (`nft -f -`), named `name` in errors."""
+        args = argv or [_tool("restore", which), "-w", "5"] + (["--noflush"] if noflush else [])
+        self.name = name
         self.procs: list[tuple[str, subprocess.Popen, int]] = []
         self.pidfds: list[int] = []
         try:
@@ -101,7 +104,7 @@ class RestoreJob:
             if p.returncode:
                 os.lseek(err, 0, os.SEEK_SET)
                 text = os.read(err, 65536).decode(errors="replace").strip()
-                out.append(f"iptables-restore in {ns} failed: {text or f'exit status {p.returncode}'}")
+                out.append(f"{self.name} in {ns} failed: {text or f'exit status {p.returncode}'}")
         return out
 
     def close(self) -> None:

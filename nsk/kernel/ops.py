@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+import shutil
 import socket
 import subprocess
 from typing import Callable
@@ -17,6 +18,13 @@ from typing import Callable
 from nsk.errors import KernelError, NskError
 from nsk.kernel import iptables, netns, network, process
 from nsk.kernel.process import ProcRef, Sandbox
+
+
+def _nft() -> str:
+    exe = shutil.which("nft")
+    if exe is None:
+        raise NskError("nft is not installed (apt-get install nftables; `make install` does it)")
+    return exe
 
 
 def _errno_name(e: BaseException) -> str:
@@ -122,12 +130,26 @@ class Kernel:
 
     # ---- rules and routes -----------------------------------------------------------------
 
-    def restore_start(self, jobs: list[tuple[str, str]]) -> "Job":
-        """iptables-restore --noflush of each (namespace, text), in the background, side by side."""
+    def restore_start(self, jobs: list[tuple[str, str]], tool: str = "iptables-restore") -> "Job":
+        """Each (namespace, text) loaded in the background, side by side: by `iptables-restore
+        --noflush`, or with tool "nft" by `nft -f -` (one transaction a namespace)."""
+        where = ", ".join(ns for ns, _ in jobs)
         try:
-            return Job(iptables.RestoreJob(jobs, which=self.iptables_backend), ", ".join(ns for ns, _ in jobs))
+            if tool == "nft":
+                return Job(iptables.RestoreJob(jobs, argv=[_nft(), "-f", "-"], name="nft"), where, tool)
+            return Job(iptables.RestoreJob(jobs, which=self.iptables_backend), where, tool)
         except (NskError, OSError) as e:
-            raise KernelError(", ".join(ns for ns, _ in jobs), "iptables-restore", _errno_name(e), str(e)) from e
+            raise KernelError(where, tool, _errno_name(e), str(e)) from e
+
+    def nft_list(self, ns: str, table: str) -> str:
+        """`nft list table <table>` inside namespace `ns` ("" when there is no such table)."""
+        with netns.entered(ns):
+            proc = subprocess.run([_nft(), "list", "table", *table.split()], capture_output=True, text=True)
+        if proc.returncode != 0:
+            if "No such file or directory" in proc.stderr:
+                return ""
+            raise KernelError(ns, "nft list table", "EINVAL", proc.stderr.strip())
+        return proc.stdout
 
     def save(self, ns: str, table: str | None = None) -> str:
         try:
@@ -153,8 +175,8 @@ class Job:
     """Kernel work in the background: `fds` become readable as it ends; `done()` says
     whether it has; `result()` raises KernelError if it failed."""
 
-    def __init__(self, job: iptables.RestoreJob, obj: str):
-        self._job, self.obj = job, obj
+    def __init__(self, job: iptables.RestoreJob, obj: str, tool: str = "iptables-restore"):
+        self._job, self.obj, self.tool = job, obj, tool
         self.fds = list(job.pidfds)
 
     def done(self) -> bool:
@@ -164,5 +186,5 @@ class Job:
         errors = self._job.errors()
         self._job.close()
         if errors:
-            raise KernelError(self.obj, "iptables-restore", "EINVAL", "; ".join(errors),
+            raise KernelError(self.obj, self.tool, "EINVAL", "; ".join(errors),
                               "every chain is written again on the next sync")

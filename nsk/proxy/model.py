@@ -21,6 +21,7 @@ class NodeContext:
     cluster_cidr: str  # the Pod subnet: what kube-proxy's LocalTrafficDetector calls local
     node_ips: tuple[str, ...] = ()  # used with nodePortAddresses
     node_port_addresses: tuple[str, ...] = ()  # CIDRs; empty = every local address
+    service_cidr: str = ""  # the Service subnet (nftables mode drops traffic to unallocated ClusterIPs)
 
 
 @dataclass(frozen=True)

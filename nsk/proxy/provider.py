@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 
 from nsk.errors import KernelError
 from nsk.proxy.model import NodeContext, ServicePort, by_port, stale_udp
-from nsk.proxy.sync import IptablesProxier
+from nsk.proxy.sync import IptablesProxier, NftablesProxier
 
 log = logging.getLogger("nsk.kube-proxy")
 BACKOFF_START, BACKOFF_MAX = 0.1, 30.0
@@ -30,6 +30,7 @@ BACKOFF_START, BACKOFF_MAX = 0.1, 30.0
 
 class Provider(Protocol):
     mode: str
+    tool: str  # what loads a plan: "iptables-restore" (--noflush) or "nft" (-f -)
     netns: str
     ctx: NodeContext
 
@@ -43,7 +44,7 @@ class Provider(Protocol):
     def show(kernel, netns: str, table: str | None = None) -> str: ...
 
 
-MODES: dict[str, Callable[..., Provider]] = {"iptables": IptablesProxier}
+MODES: dict[str, Callable[..., Provider]] = {"iptables": IptablesProxier, "nftables": NftablesProxier}
 
 
 def provider_for(mode: str) -> tuple[str, Callable[..., Provider]]:
@@ -109,7 +110,7 @@ class ProxyManager:
             self._succeeded(ports, rev)
             return
         try:
-            job = self.kernel.restore_start([(p.netns, text) for _, p, text in todo])
+            job = self.kernel.restore_start([(p.netns, text) for _, p, text in todo], todo[0][1].tool)
         except KernelError as e:
             self._failed([(n, p) for n, p, _ in todo], e, now)
             return

@@ -1,5 +1,6 @@
-"""kube-proxy's iptables mode for one node: render, compare, restore (through the kernel
-adapter). It plugs in behind nsk/proxy/provider.py's Provider interface."""
+"""kube-proxy's modes for one node: render, compare, load (through the kernel adapter):
+iptables (iptables-restore) and nftables (`nft -f`, one transaction). Each plugs in behind
+nsk/proxy/provider.py's Provider interface."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 from nsk.errors import KernelError
 from nsk.proxy import iptables as rules
+from nsk.proxy import nftables as nft
 from nsk.proxy.model import NodeContext, ServicePort
 
 log = logging.getLogger("nsk.kube-proxy")
@@ -24,6 +26,7 @@ _CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z0-9]{16}) ")
 
 class IptablesProxier:
     mode = "iptables"
+    tool = "iptables-restore"
 
     def __init__(self, netns: str, ctx: NodeContext, kernel, fresh: bool = False):
         """`fresh`: the node's namespace was just made, its tables are empty: the base jumps
@@ -106,3 +109,61 @@ class IptablesProxier:
     def show(kernel, netns: str, table: str | None = None) -> str:
         """A node's live rules of this mode, as `iptables-save` prints them there (root)."""
         return kernel.save(netns, table)
+
+
+class NftablesProxier:
+    """kube-proxy's nftables mode: its table `ip kube-proxy`, written whole on the first
+    sync, after a failure and hourly (FullSyncPeriod), and otherwise one small transaction
+    of what changed (chains, set and map elements)."""
+
+    mode = "nftables"
+    tool = "nft"
+
+    def __init__(self, netns: str, ctx: NodeContext, kernel, fresh: bool = False):
+        import ipaddress
+        self.netns, self.kernel = netns, kernel
+        # nftables mode's default: NodePorts on the node's own addresses (within
+        # nodePortAddresses when that is set), never on localhost
+        nets = [ipaddress.ip_network(c) for c in ctx.node_port_addresses if ":" not in c]
+        ips = tuple(ip for ip in ctx.node_ips if not nets or any(ipaddress.ip_address(ip) in n for n in nets))
+        self.ctx = NodeContext(ctx.node, ctx.cluster_cidr, ips, ctx.node_port_addresses, ctx.service_cidr)
+        self.last: nft.NftRuleset | None = None
+        self.last_ports: list[ServicePort] | None = None
+        self.full_at = 0.0
+        self.last_sync_ms = 0.0
+        self._job: tuple | None = None
+
+    def plan(self, ports: list[ServicePort], now: float) -> str | None:
+        full = self.last is None or now - self.full_at >= FULL_SYNC_PERIOD
+        if not full and ports == self.last_ports:
+            return None
+        ruleset = nft.render(ports, self.ctx, self.ctx.service_cidr)
+        if full:
+            text = ruleset.text + nft.masq_table(self.ctx.cluster_cidr)
+        else:
+            text = ruleset.since(self.last)
+            if not text:
+                self.last_ports = ports
+                return None
+        self._job = (ruleset, text, full)
+        self.last = None  # until the transaction succeeds: after a failure, the next sync is a full one
+        return text
+
+    def applied(self, ports: list[ServicePort], started: float) -> None:
+        ruleset, text, full = self._job
+        self._job = None
+        if full:
+            self.full_at = started
+        self.last, self.last_ports = ruleset, ports
+        self.last_sync_ms = (time.monotonic() - started) * 1000
+        log.info("%s: synced %d service ports (%d rules in %d chains; %s, %d lines) in %.1f ms", self.netns,
+                 len(ports), ruleset.rule_count, len(ruleset.chains), "full" if full else "partial",
+                 text.count("\n"), self.last_sync_ms)
+
+    def failed(self) -> None:
+        self._job = None
+
+    @staticmethod
+    def show(kernel, netns: str, table: str | None = None) -> str:
+        """The node's live kube-proxy table, as `nft list table ip kube-proxy` prints it there."""
+        return kernel.nft_list(netns, nft.TABLE)

@@ -148,12 +148,12 @@ class RecordingKernel:
                 self.fail[op] = left - 1
             raise KernelError(obj, op, "EPERM", "injected by the test")
 
-    def restore_start(self, jobs: list[tuple[str, str]]) -> "FakeJob":
+    def restore_start(self, jobs: list[tuple[str, str]], tool: str = "iptables-restore") -> "FakeJob":
         """A restore that has ended by the time it is returned (or fails then, if asked)."""
-        self.calls.append(("restore", tuple(jobs)))
+        self.calls.append(("restore", tuple(jobs)) if tool == "iptables-restore" else (tool, tuple(jobs)))
         self.restore_hook()
         try:
-            self._maybe_fail("iptables-restore", ", ".join(ns for ns, _ in jobs))
+            self._maybe_fail(tool, ", ".join(ns for ns, _ in jobs))
         except KernelError as e:
             return FakeJob(e)
         return FakeJob(None)
@@ -164,6 +164,10 @@ class RecordingKernel:
     def save(self, ns: str, table: str | None = None) -> str:
         self.calls.append(("save", ns, table))
         self._maybe_fail("iptables-save", ns)
+        return self.saved.get(ns, "")
+
+    def nft_list(self, ns: str, table: str) -> str:
+        self.calls.append(("nft-list", ns, table))
         return self.saved.get(ns, "")
 
     def conntrack_delete(self, ns: str, args: tuple[str, ...]) -> None:

@@ -512,3 +512,52 @@ def _router_route(cluster, ip: str) -> str:
     import subprocess
     return subprocess.run(["ip", "-n", f"nsk_{cluster.name}_net", "route", "show", ip], capture_output=True,
                           text=True).stdout
+
+
+def test_nftables_mode_is_kube_proxys_table_and_carries_the_traffic(cluster):
+    """spec.proxy.mode: nftables: kube-proxy's `ip kube-proxy` table on every node, no
+    KUBE- chain in iptables, and the same Services working: ClusterIP over every endpoint,
+    NodePort from outside (on the node's address, not localhost: nftables mode's default),
+    REJECT without endpoints, session affinity, the client's address kept under Local, and
+    Pods reaching the outside (nsk's own masquerade table)."""
+    cluster.up(CLUSTER.format(replicas=3).replace("spec:\n  external:", "spec:\n  proxy: {mode: nftables}\n"
+                                                                         "  external:", 1)
+               + service("web", type="NodePort", ports=[{"port": 80, "targetPort": 9376, "nodePort": 30010}])
+               + service("sticky", sessionAffinity="ClientIP")
+               + service("local", type="NodePort", externalTrafficPolicy="Local",
+                         ports=[{"port": 80, "targetPort": 9376, "nodePort": 30011}])
+               + service("nobody", selector={"app": "none"}))
+    assert "Proxy mode:     nftables" in cluster.nsk("status").stdout
+    rules = cluster.nsk("rules", "--node", "node-1").stdout
+    assert "table ip kube-proxy {" in rules and "map service-ips {" in rules
+    assert "chain service-" in rules and "-default/web/tcp/" in rules and "numgen random mod 3 vmap" in rules
+    assert "KUBE-" not in cluster.exec("node/node-1", "iptables-save").stdout  # never mixed
+    web = cluster.get("svc", "web")["spec"]["clusterIP"]
+    pod = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    assert set(hits(cluster, pod, f"{web}:80", 40)) == pod_names(cluster)
+    assert set(hits(cluster, "host/client", "172.18.0.3:30010", 30)) == pod_names(cluster)
+    assert connect(cluster, "node/node-1", "127.0.0.1", 30010) != "connected"  # no localhost NodePorts
+    assert connect(cluster, pod, cluster.get("svc", "nobody")["spec"]["clusterIP"], 80) == "ConnectionRefusedError"
+    sticky = cluster.get("svc", "sticky")["spec"]["clusterIP"]
+    assert len(set(hits(cluster, pod, f"{sticky}:80", 10))) == 1
+    here = {"node-1": "172.18.0.2", "node-2": "172.18.0.3"}[cluster.pods("app=MyApp")[0]["spec"]["nodeName"]]
+    out = cluster.exec("host/client", "curl", "-s", "--max-time", "3", f"{here}:30011/clientip").stdout
+    assert out.split(":")[0] == "192.0.2.10"
+    # a change is one small transaction: scale down, and the chains follow
+    cluster.nsk("scale", "deployment", "app", "--replicas=1")
+    wait_for(lambda: "numgen random mod 1 vmap" in cluster.nsk("rules", "--node", "node-1").stdout
+             and "numgen random mod 3" not in cluster.nsk("rules", "--node", "node-1").stdout, 20)
+    # the outside, masqueraded (nsk's own table): a Pod reaches the external host
+    pod = next(p["metadata"]["name"] for p in cluster.pods("app=MyApp") if not p["metadata"].get("deletionTimestamp"))
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    server = subprocess.Popen([sys.executable, "-m", "nsk", "exec", "--cluster", cluster.name, "host/db", "--",
+                               sys.executable, "-m", "http.server", "9376", "--bind", "192.0.2.42"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: cluster.exec(pod, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2",
+                                      "192.0.2.42:9376/", check=False).stdout == "200", 10)
+    finally:
+        server.terminate()
+        server.wait(5)

@@ -28,7 +28,7 @@ class SlowKernel(RecordingKernel):
         super().__init__()
         self.jobs: list[SlowJob] = []
 
-    def restore_start(self, jobs):
+    def restore_start(self, jobs, tool="iptables-restore"):
         self.calls.append(("restore", tuple(jobs)))
         self.jobs.append(SlowJob())
         return self.jobs[-1]
