@@ -13,8 +13,8 @@ For each size, one cluster (named nskscale) is brought up and measured, then rem
 - a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
   in the DNAT rules of every Service on every node (iptables-save polled).
 
-Each size runs with each iptables backend (--backends; spec.proxy.iptables.backend): the
-nft one a Debian host has by default, and legacy. Prints a Markdown table for
+Each size runs in each proxy mode (--modes): iptables with the nft backend a Debian host
+has by default, iptables with legacy (spec.proxy.iptables.backend), and nftables. Prints a Markdown table for
 docs/benchmarks.md, with the machine.
 """
 
@@ -36,7 +36,7 @@ DEPLOY = """\
 apiVersion: nsk.io/v1alpha1
 kind: Cluster
 metadata: {{name: {name}}}
-spec: {{proxy: {{iptables: {{backend: {backend}}}}}}}
+spec: {{proxy: {proxy}}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -126,7 +126,7 @@ def new_service_live(i: int) -> float:
     return float(out.strip().splitlines()[-1]) - t0
 
 
-def new_endpoint_everywhere(services: int, replicas: int, backend: str) -> float:
+def new_endpoint_everywhere(services: int, replicas: int, mode: str) -> float:
     """Seconds from `nsk scale` by one to the new Pod's address in every Service's rules on both nodes."""
     before = {p["status"].get("podIP") for p in json.loads(nsk("get", "pods", "-l", "app=web", "-o", "json").stdout)
               ["items"]}
@@ -141,16 +141,22 @@ def new_endpoint_everywhere(services: int, replicas: int, backend: str) -> float
             raise RuntimeError("the new Pod got no address")
     for node in ("node-1", "node-2"):
         while True:
-            saved = nsk("exec", f"node/{node}", "--", f"iptables-{backend}-save", "-t", "nat").stdout
-            if saved.count(f"--to-destination {ip}:80") >= services:
+            if mode == "nftables":
+                saved = nsk("exec", f"node/{node}", "--", "nft", "list", "table", "ip", "kube-proxy").stdout
+                found = saved.count(f"dnat to {ip}:80")
+            else:
+                saved = nsk("exec", f"node/{node}", "--", f"iptables-{mode.split('/')[1]}-save", "-t", "nat").stdout
+                found = saved.count(f"--to-destination {ip}:80")
+            if found >= services:
                 break
             if time.time() - t0 > 300:
                 raise RuntimeError(f"the new endpoint is not in every rule on {node}")
     return time.time() - t0
 
 
-def one_size(services: int, eps: int, idle: float, samples: int, backend: str) -> dict:
-    text = DEPLOY.format(name=NAME, eps=eps, backend=backend) + "".join(SERVICE.format(name=f"svc-{i}") for i in range(services))
+def one_size(services: int, eps: int, idle: float, samples: int, mode: str) -> dict:
+    proxy = "{mode: nftables}" if mode == "nftables" else f"{{iptables: {{backend: {mode.split('/')[1]}}}}}"
+    text = DEPLOY.format(name=NAME, eps=eps, proxy=proxy) + "".join(SERVICE.format(name=f"svc-{i}") for i in range(services))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(text)
         f.flush()
@@ -164,11 +170,11 @@ def one_size(services: int, eps: int, idle: float, samples: int, backend: str) -
         time.sleep(idle)
         idle_cpu = 100 * (tree_cpu(root)[0] - c0) / (time.monotonic() - t0)
         live = sorted(new_service_live(i) for i in range(samples))
-        endpoint = new_endpoint_everywhere(services + samples, eps, backend)
+        endpoint = new_endpoint_everywhere(services + samples, eps, mode)
     finally:
         nsk("down", check=False)
     p99 = live[min(len(live) - 1, round(0.99 * (len(live) - 1)))]
-    return {"backend": backend, "services": services, "eps": eps, "up": up, "idle": idle_cpu, "procs": procs, "live50": statistics.median(live),
+    return {"mode": mode, "services": services, "eps": eps, "up": up, "idle": idle_cpu, "procs": procs, "live50": statistics.median(live),
             "live99": p99, "endpoint": endpoint}
 
 
@@ -178,19 +184,20 @@ def main() -> int:
     ap.add_argument("--endpoints", type=int, default=20)
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
     ap.add_argument("--samples", type=int, default=20, help="new Services timed")
-    ap.add_argument("--backends", nargs="+", default=["nft", "legacy"], choices=["nft", "legacy"],
-                    help="iptables backends compared (spec.proxy.iptables.backend)")
+    ap.add_argument("--modes", nargs="+", default=["iptables/nft", "iptables/legacy", "nftables"],
+                    choices=["iptables/nft", "iptables/legacy", "nftables"],
+                    help="proxy modes compared (iptables with each backend: spec.proxy.iptables.backend)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/scale.py needs root", file=sys.stderr)
         return 1
-    rows = [one_size(s, args.endpoints, args.idle, args.samples, b) for s in args.services for b in args.backends]
-    print(f"\n{os.cpu_count()} cores; kernel {os.uname().release}; iptables mode\n")
-    print("| Services × endpoints | iptables backend | `nsk up` | idle CPU (% of a core, processes) | new Service live p50 / p99 | "
+    rows = [one_size(s, args.endpoints, args.idle, args.samples, m) for s in args.services for m in args.modes]
+    print(f"\n{os.cpu_count()} cores; kernel {os.uname().release}\n")
+    print("| Services × endpoints | proxy mode | `nsk up` | idle CPU (% of a core, processes) | new Service live p50 / p99 | "
           "new endpoint in every rule |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['services']} × {r['eps']} | {r['backend']} | {r['up']:.1f} s | {r['idle']:.2f} % ({r['procs']}) | "
+        print(f"| {r['services']} × {r['eps']} | {r['mode']} | {r['up']:.1f} s | {r['idle']:.2f} % ({r['procs']}) | "
               f"{r['live50']:.2f} s / {r['live99']:.2f} s | {r['endpoint']:.2f} s |")
     return 0
 
