@@ -100,52 +100,76 @@ def service_ports(services: list[dict], slices: list[dict]) -> list[ServicePort]
         svc_name = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
         if svc_name:
             by_svc.setdefault((sl["metadata"]["namespace"], svc_name), []).append(sl)
-    out = []
+    out: list[ServicePort] = []
     for svc in services:
-        meta, spec = svc["metadata"], svc["spec"]
-        typed = Service.of(svc)
-        if not typed.has_virtual_ip:
-            continue
-        stype = typed.type
-        lb_ips = _ips(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-                      if i.get("ip")) if stype == "LoadBalancer" else ()
-        cluster_ip = _ips([typed.cluster_ip])
-        if not cluster_ip:
-            continue
-        affinity = 0
-        if spec.get("sessionAffinity") == "ClientIP":
-            affinity = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds", 10800)
+        meta = svc["metadata"]
         mine = by_svc.get((meta["namespace"], meta["name"]), [])
-        for p in spec.get("ports") or []:
-            name, proto = p.get("name", ""), p.get("protocol", "TCP")
-            if proto not in ("TCP", "UDP", "SCTP"):
-                continue
-            found = []
-            for sl in mine:
-                sl_ports = sl.get("ports") or []
-                match = [sp for sp in sl_ports if (sp.get("name") or "") == name and sp.get("protocol", "TCP") == proto]
-                if not match and len(sl_ports) == 1 and len(spec.get("ports") or []) == 1:
-                    match = sl_ports  # a single unnamed port pairs with a single unnamed port
-                for sp in match:
-                    for e in sl.get("endpoints") or []:
-                        cond = e.get("conditions") or {}
-                        ready = cond.get("ready") is not False  # unset means ready
-                        serving = cond.get("serving")
-                        for ip in _ips((e.get("addresses") or [])[:1]):
-                            found.append(Endpoint(ip, int(sp["port"]), e.get("nodeName", ""), ready,
-                                                  ready if serving is None else bool(serving),
-                                                  bool(cond.get("terminating"))))
-            out.append(ServicePort(
-                namespace=meta["namespace"], name=meta["name"], port_name=name, protocol=proto, port=int(p["port"]),
-                cluster_ip=cluster_ip[0], node_port=int(p.get("nodePort") or 0),
-                external_ips=_ips(spec.get("externalIPs") or ()), lb_ips=lb_ips,
-                lb_source_ranges=_cidrs(spec.get("loadBalancerSourceRanges") or ()),
-                affinity_timeout=int(affinity),
-                external_local=spec.get("externalTrafficPolicy") == "Local",
-                internal_local=spec.get("internalTrafficPolicy") == "Local",
-                health_check_node_port=int(spec.get("healthCheckNodePort") or 0),
-                endpoints=tuple(sorted(set(found), key=lambda e: e.address))))  # kube-proxy's order
+        rvs = (meta.get("resourceVersion"), *sorted((sl["metadata"]["name"], sl["metadata"].get("resourceVersion"))
+                                                    for sl in mine))
+        k = (meta["namespace"], meta["name"], rvs)
+        if None in rvs or any(None in r for r in rvs[1:]):
+            out += _ports_of(svc, mine)  # objects not from the store: nothing to key a cache on
+            continue
+        got = _CACHE.get(k)
+        if got is None:
+            got = _CACHE[k] = _ports_of(svc, mine)
+            if len(_CACHE) > 100_000:
+                _CACHE.clear()
+        out += got
     return sorted(out, key=lambda s: (s.namespace, s.name, s.port_name, s.protocol))
+
+
+# (namespace, name, resourceVersions of the Service and its slices) -> its ServicePorts: a
+# Service changes only by a write, and a write gives it a new resourceVersion
+_CACHE: dict[tuple, tuple[ServicePort, ...]] = {}
+
+
+def _ports_of(svc: dict, mine: list[dict]) -> tuple[ServicePort, ...]:
+    """One Service's ports, its endpoints from its slices `mine`."""
+    out = []
+    meta, spec = svc["metadata"], svc["spec"]
+    typed = Service.of(svc)
+    if not typed.has_virtual_ip:
+        return ()
+    stype = typed.type
+    lb_ips = _ips(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+                  if i.get("ip")) if stype == "LoadBalancer" else ()
+    cluster_ip = _ips([typed.cluster_ip])
+    if not cluster_ip:
+        return ()
+    affinity = 0
+    if spec.get("sessionAffinity") == "ClientIP":
+        affinity = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds", 10800)
+    for p in spec.get("ports") or []:
+        name, proto = p.get("name", ""), p.get("protocol", "TCP")
+        if proto not in ("TCP", "UDP", "SCTP"):
+            continue
+        found = []
+        for sl in mine:
+            sl_ports = sl.get("ports") or []
+            match = [sp for sp in sl_ports if (sp.get("name") or "") == name and sp.get("protocol", "TCP") == proto]
+            if not match and len(sl_ports) == 1 and len(spec.get("ports") or []) == 1:
+                match = sl_ports  # a single unnamed port pairs with a single unnamed port
+            for sp in match:
+                for e in sl.get("endpoints") or []:
+                    cond = e.get("conditions") or {}
+                    ready = cond.get("ready") is not False  # unset means ready
+                    serving = cond.get("serving")
+                    for ip in _ips((e.get("addresses") or [])[:1]):
+                        found.append(Endpoint(ip, int(sp["port"]), e.get("nodeName", ""), ready,
+                                              ready if serving is None else bool(serving),
+                                              bool(cond.get("terminating"))))
+        out.append(ServicePort(
+            namespace=meta["namespace"], name=meta["name"], port_name=name, protocol=proto, port=int(p["port"]),
+            cluster_ip=cluster_ip[0], node_port=int(p.get("nodePort") or 0),
+            external_ips=_ips(spec.get("externalIPs") or ()), lb_ips=lb_ips,
+            lb_source_ranges=_cidrs(spec.get("loadBalancerSourceRanges") or ()),
+            affinity_timeout=int(affinity),
+            external_local=spec.get("externalTrafficPolicy") == "Local",
+            internal_local=spec.get("internalTrafficPolicy") == "Local",
+            health_check_node_port=int(spec.get("healthCheckNodePort") or 0),
+            endpoints=tuple(sorted(set(found), key=lambda e: e.address))))  # kube-proxy's order
+    return tuple(out)
 
 
 def categorize(sp: ServicePort, node: str) -> tuple[list[Endpoint], list[Endpoint], bool]:
