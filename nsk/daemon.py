@@ -78,6 +78,7 @@ class ControlPlane:
             k.on_change = self._kick
         self.proxies: ProxyManager | None = None
         self.router_have: dict[str, tuple[str, ...]] = {}
+        self._cluster_doc = self.store.get_meta("cluster")  # as applied: a new spec.proxy switches the proxies
         self.ports: list = []  # the ServicePorts of the last services pass
         self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic)
         self.cloud = CloudChecks(self._cloud_connect, self._watch, self._unwatch, time.monotonic, self._kick)
@@ -120,14 +121,41 @@ class ControlPlane:
             self.api.update_status(Key("Node", "", n.name), node_status(n))
         log.info("cluster network built in %.0f ms", (time.monotonic() - t) * 1000)
 
-    def start_proxies(self) -> None:
-        """One kube-proxy per node, of the cluster's mode (root)."""
+    def _proxy_config_changed(self) -> bool:
+        """A Cluster document applied with another spec.proxy: switch every node's proxy
+        (once no sync runs): the old mode's rules and tables go, the new mode syncs whole."""
+        doc = self.store.get_meta("cluster")
+        if doc == self._cluster_doc:
+            return False
+        cfg = parse_cluster(doc)
+        if (cfg.proxy_mode, cfg.ipvs_scheduler) == (self.cfg.proxy_mode, self.cfg.ipvs_scheduler):
+            return False
+        if self.proxies is not None and self.proxies.busy:
+            return False  # after this sync: the next pass looks again
+        self._cluster_doc = doc
+        old = next(iter(self.proxies.providers.values())) if self.proxies else None
+        self.cfg = cfg
+        self.api.cfg = cfg
+        mode, cls = provider_for(cfg.proxy_mode)
+        if old is not None and type(old) is not cls:
+            for n in self.plan.nodes:
+                try:
+                    type(old).cleanup(self.kernel, n.netns)
+                except KernelError as e:
+                    log.error("%s", e)
+            log.info("proxy mode: %s -> %s on every node", old.mode, mode)
+            self.start_proxies(fresh=False)
+        return True
+
+    def start_proxies(self, fresh: bool | None = None) -> None:
+        """One kube-proxy per node, of the cluster's mode (root). `fresh`: the nodes' tables
+        are known empty (the network was just built)."""
         mode, cls = provider_for(self.cfg.proxy_mode)
         providers = {}
         for n in self.plan.nodes:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses,
                               self.cfg.service_subnet)
-            providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh)
+            providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh if fresh is None else fresh)
         self.proxies = ProxyManager(providers, self.kernel, self._node_event, self._watch, self._unwatch)
         self.proxies.on_done = self._kick
         self.store.set_meta("proxy-mode", mode)
@@ -192,7 +220,8 @@ class ControlPlane:
         if self.proxies is not None and not self.proxies.healthy and self.proxies.retry_at <= now:
             self.proxies.retry()
             retry_due = True
-        if not changed and not force and not retry_due and not self._kicked and \
+        switched = self._proxy_config_changed()
+        if not changed and not force and not retry_due and not self._kicked and not switched and \
                 self._seen_rev == self.informer.revision:
             return
         self._kicked = False

@@ -78,10 +78,10 @@ class Cluster:
         path.write_text(textwrap.dedent(manifest))
         return self.nsk("up", str(path), *extra, check=check)
 
-    def apply(self, manifest: str):
+    def apply(self, manifest: str, check: bool = True):
         path = self.tmp / f"{self.name}-apply-{uuid.uuid4().hex[:6]}.yaml"
         path.write_text(textwrap.dedent(manifest))
-        return self.nsk("apply", "-f", str(path))
+        return self.nsk("apply", "-f", str(path), check=check)
 
     def exec(self, target: str, *cmd: str, check: bool = True, input: str | None = None):
         return self.nsk("exec", target, "--", *cmd, check=check, input=input)

@@ -30,6 +30,13 @@ def namespace_object(name: str) -> dict:
             "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}
 
 
+def _paths(a: object, b: object, path: str) -> list[str]:
+    """The paths at which two documents differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [p for k in sorted(set(a) | set(b)) for p in _paths(a.get(k), b.get(k), f"{path}.{k}")]
+    return [] if a == b else [path]
+
+
 def not_found(kind: str, name: str, namespace: str = "") -> NotFound:
     r = registry.resource(kind)
     where = f' in namespace "{namespace}"' if namespace and r.namespaced else ""
@@ -52,6 +59,10 @@ class APIServer:
         if self._cfg is None:
             self._cfg = parse_cluster(self.store.get_meta("cluster"))
         return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: ClusterConfig) -> None:
+        self._cfg = cfg
 
     # ---- writes ---------------------------------------------------------------------------
 
@@ -168,6 +179,26 @@ class APIServer:
                 else:
                     missing.append(f'{r.group_resource} "{k.name}" not found')
         return DeleteResult(tuple(lines), tuple(missing))
+
+    def apply_cluster(self, new: ClusterConfig, source: str = "") -> str:
+        """A Cluster document applied to the running cluster: only `spec.proxy.mode` and
+        `spec.proxy.ipvs` may change (the control plane then switches every node's proxy);
+        any other difference is an error naming the field, and nothing changes."""
+        old, want = self.cfg.to_dict(), new.to_dict()
+        if new.name != self.cfg.name:
+            raise NskError(f'{source}: the Cluster document names "{new.name}", not the running cluster '
+                           f'"{self.cfg.name}"')
+        diffs = [p for p in _paths(old["spec"], want["spec"], "spec") if not p.startswith("spec.proxy")
+                 or p.startswith("spec.proxy.iptables")]
+        if diffs:
+            raise NskError(f'{source}: Cluster "{new.name}" is invalid: {diffs[0]}: Forbidden: may not change on a '
+                           "running cluster (only spec.proxy.mode and spec.proxy.ipvs may)")
+        if old == want:
+            return f"cluster.nsk.io/{new.name} unchanged"
+        self.store.set_meta("cluster", want)
+        self.store.wake()  # the control plane switches the nodes' proxies
+        self.cfg = new
+        return f"cluster.nsk.io/{new.name} configured"
 
     def delete_one(self, k: Key, resource_version: str | None = None, grace: int | None = None) -> bool:
         """Delete one object (whether it was there). A Pod on a node is deleted gracefully,

@@ -368,9 +368,8 @@ def apply(files, cluster):
     api = _api(cluster)
     for f in files:
         m = _load(f, api.cfg)
-        if m.has_cluster_doc and m.cluster.to_dict() != api.cfg.to_dict():
-            raise NskError(f"{f}: the Cluster document differs from the running cluster "
-                           f'"{api.cfg.name}"; a cluster\'s shape is fixed at `nsk up`')
+        if m.has_cluster_doc:
+            click.echo(api.apply_cluster(m.cluster, f))
         for line in api.apply(m.objects, f):
             click.echo(line)
     _warn_if_down(api)

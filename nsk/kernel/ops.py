@@ -141,6 +141,20 @@ class Kernel:
         except (NskError, OSError) as e:
             raise KernelError(where, tool, _errno_name(e), str(e)) from e
 
+    def nft(self, ns: str, text: str) -> None:
+        """`nft -f -` of a small transaction inside namespace `ns`, waited for."""
+        with netns.entered(ns):
+            proc = subprocess.run([_nft(), "-f", "-"], input=text, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise KernelError(ns, "nft", "EINVAL", proc.stderr.strip())
+
+    def restore(self, ns: str, text: str) -> None:
+        """`iptables-restore --noflush` of a small text inside namespace `ns`, waited for."""
+        try:
+            iptables.restore(ns, text, which=self.iptables_backend)
+        except (NskError, OSError) as e:
+            raise KernelError(ns, "iptables-restore", _errno_name(e), str(e)) from e
+
     def nft_list(self, ns: str, table: str) -> str:
         """`nft list table <table>` inside namespace `ns` ("" when there is no such table)."""
         with netns.entered(ns):

@@ -394,3 +394,31 @@ def _save_lines(saved: str, chains_too: bool = False):
             yield table, _normal(line)
         elif chains_too and line.startswith(":"):
             yield table, line
+
+
+def cleanup(saved: str) -> str:
+    """iptables-restore --noflush input that removes every chain of this mode (KUBE-*, and
+    nsk's NSK-IP-MASQ) and the rules of the built-in chains that jump to them, from what
+    `iptables-save` shows ("" when there is none)."""
+    out, table, rules_, chains = [], None, [], []
+
+    def close() -> None:
+        if table and (rules_ or chains):
+            out.extend([f"*{table}", *rules_, *(f":{c} - [0:0]" for c in chains), *(f"-X {c}" for c in chains),
+                        "COMMIT"])
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table, rules_, chains = line[1:], [], []
+        elif line == "COMMIT":
+            close()
+            table = None
+        elif line.startswith(":"):
+            c = line[1:].split()[0]
+            if c.startswith(("KUBE-", "NSK-")):
+                chains.append(c)
+        elif line.startswith("-A "):
+            chain, _, rest = line[3:].partition(" ")
+            target = rest.rsplit("-j ", 1)[-1].split()[0] if "-j " in rest else ""
+            if not chain.startswith(("KUBE-", "NSK-")) and target.startswith(("KUBE-", "NSK-")):
+                rules_.append(f"-D {chain} {rest}")
+    return "\n".join(out) + ("\n" if out else "")

@@ -98,6 +98,14 @@ class IptablesProxier:
     def failed(self) -> None:
         self._job = None  # self.last stays None: the next sync writes every chain
 
+    @staticmethod
+    def cleanup(kernel, netns: str) -> None:
+        """Remove every trace of this mode from the node (a switch to another mode, as
+        `kube-proxy --cleanup` does): the jumps from the built-in chains, then the chains."""
+        text = rules.cleanup(kernel.save(netns))
+        if text:
+            kernel.restore(netns, text)
+
     def _canary_present(self) -> bool:
         try:
             return f":{rules.KUBE_PROXY_CANARY} " in self.kernel.save(self.netns, "mangle")
@@ -162,6 +170,11 @@ class NftablesProxier:
 
     def failed(self) -> None:
         self._job = None
+
+    @staticmethod
+    def cleanup(kernel, netns: str) -> None:
+        """Remove this mode's tables from the node (a switch to another mode)."""
+        kernel.nft(netns, "".join(f"add table {t}\ndelete table {t}\n" for t in (nft.TABLE, nft.MASQ_TABLE)))
 
     @staticmethod
     def show(kernel, netns: str, table: str | None = None) -> str:

@@ -166,6 +166,12 @@ class RecordingKernel:
         self._maybe_fail("iptables-save", ns)
         return self.saved.get(ns, "")
 
+    def nft(self, ns: str, text: str) -> None:
+        self.calls.append(("nft", ns, text))
+
+    def restore(self, ns: str, text: str) -> None:
+        self.calls.append(("restore-now", ns, text))
+
     def nft_list(self, ns: str, table: str) -> str:
         self.calls.append(("nft-list", ns, table))
         return self.saved.get(ns, "")

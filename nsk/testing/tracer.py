@@ -55,6 +55,15 @@ def restore(tables: dict[str, Table], text: str) -> dict[str, Table]:
         elif line.startswith("-X "):
             assert cur is not None
             cur.chains.pop(line.split()[1], None)
+        elif line.startswith("-D "):  # delete the first rule with this specification
+            assert cur is not None
+            tokens = shlex.split(line)
+            j = tokens.index("-j") if "-j" in tokens else len(tokens)
+            gone = Rule(tokens[1], tuple(tokens[2:j]), tokens[j + 1] if j < len(tokens) else "", tuple(tokens[j + 2:]))
+            rules = cur.chains.get(tokens[1], [])
+            if gone not in rules:
+                raise ValueError(f"line {n}: {line}: no such rule")  # as iptables-restore
+            rules.remove(gone)
         elif line.startswith(("-A ", "-I ")):
             assert cur is not None
             tokens = shlex.split(line)

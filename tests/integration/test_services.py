@@ -561,3 +561,28 @@ def test_nftables_mode_is_kube_proxys_table_and_carries_the_traffic(cluster):
     finally:
         server.terminate()
         server.wait(5)
+
+
+def test_the_proxy_mode_switches_on_a_running_cluster_and_leaves_nothing_of_the_old_one(cluster):
+    """#10: `nsk apply` of the Cluster document with another spec.proxy.mode switches every
+    node: the old mode's chains, jumps and tables go, the new mode carries the traffic; any
+    other change of the Cluster document is refused, naming the field."""
+    doc = CLUSTER.format(replicas=2).split("---")[0].replace("metadata: {name: x}", f"metadata: {{name: {cluster.name}}}")
+    cluster.up(CLUSTER.format(replicas=2) + service("web"))
+    pod = cluster.pods("app=MyApp")[0]["metadata"]["name"]
+    nft_doc = doc.replace("spec:\n  external:", "spec:\n  proxy: {mode: nftables}\n  external:", 1)
+    assert cluster.apply(nft_doc).stdout.strip() == f"cluster.nsk.io/{cluster.name} configured"
+    wait_for(lambda: "Proxy mode:     nftables" in cluster.nsk("status").stdout, 15)
+    wait_for(lambda: "table ip kube-proxy" in cluster.exec("node/node-2", "nft", "list", "tables").stdout, 15)
+    for node in ("node-1", "node-2"):
+        saved = cluster.exec(f"node/{node}", "iptables-save").stdout
+        assert "KUBE-" not in saved and "NSK-" not in saved, saved
+    assert set(hits(cluster, pod, "10.96.0.2:80", 30)) == pod_names(cluster)
+    assert cluster.apply(doc).stdout.strip() == f"cluster.nsk.io/{cluster.name} configured"  # back to iptables
+    wait_for(lambda: "Proxy mode:     iptables" in cluster.nsk("status").stdout, 15)
+    wait_for(lambda: "-A KUBE-SERVICES" in cluster.exec("node/node-1", "iptables-save").stdout, 15)
+    for node in ("node-1", "node-2"):
+        assert "kube-proxy" not in cluster.exec(f"node/{node}", "nft", "list", "tables").stdout
+    assert set(hits(cluster, pod, "10.96.0.2:80", 30)) == pod_names(cluster)
+    r = cluster.apply(doc.replace("spec:\n  external:", "spec:\n  dns: {ttl: 9}\n  external:", 1), check=False)
+    assert r.returncode == 1 and "spec.dns.ttl: Forbidden: may not change on a running cluster" in r.stderr

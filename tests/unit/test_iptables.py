@@ -428,3 +428,22 @@ def test_terminating_endpoints_are_a_fallback_as_in_kube_proxy(eps, local_policy
     for e in port.endpoints:  # the rules say the same: a DNAT exactly to what was chosen
         assert (f"--to-destination {e.address}" in text) == (e in got_cluster or e in got_local)
     assert ("has no endpoints" in text and "-j REJECT" in text) == (not has_any)
+
+
+def test_cleanup_removes_every_chain_and_jump_of_the_mode_and_nothing_else():
+    """A switch to another mode (kube-proxy --cleanup): from what iptables-save shows, the
+    jumps from the built-in chains go, then the KUBE-/NSK- chains; a user's rule stays."""
+    from nsk.proxy.iptables import cleanup
+    from nsk.testing.tracer import restore as model
+    first = render(PORTS, CTX)
+    kernel = model({}, missing_jumps("") + first.text + "*nat\n:MINE - [0:0]\n-A PREROUTING -j MINE\nCOMMIT\n")
+    saved = "\n".join(
+        line for table, t in kernel.items() for line in
+        [f"*{table}", *(f":{c} - [0:0]" for c in t.chains),
+         *(" ".join(f'"{a}"' if " " in a else a for a in ("-A", r.chain, *r.args, "-j", r.target, *r.target_args))
+           for rs in t.chains.values() for r in rs), "COMMIT"])  # quoted as iptables-save quotes
+    after = model(kernel, cleanup(saved))
+    left = {c for t in after.values() for c in t.chains}
+    assert not any(c.startswith(("KUBE-", "NSK-")) for c in left)
+    assert "MINE" in left and [r.target for r in after["nat"].chains["PREROUTING"]] == ["MINE"]
+    assert cleanup("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n") == ""
