@@ -28,11 +28,12 @@ from nsk.api.objects import Key
 from nsk.apiserver.server import APIServer
 from nsk.controllers import deployment, endpoints, loadbalancer, scheduler
 from nsk.controllers.manager import ControllerManager, Snapshot
-from nsk.errors import KernelError
+from nsk.errors import KernelError, NskError
 from nsk.kernel import network
 from nsk.kernel.ops import Kernel
 from nsk.kubelet.kubelet import Kubelet
 from nsk.net.plan import plan
+from nsk.proxy import config as proxy_config
 from nsk.proxy.healthcheck import CloudChecks, HealthServer
 from nsk.proxy.sync import SYNC_PERIOD
 from nsk.proxy.model import NodeContext, service_ports
@@ -47,7 +48,7 @@ log = logging.getLogger("nsk.control-plane")
 # everything costs a few hundred ms, so it is rare, as client-go's resyncs are)
 RESYNC = 300.0
 MAX_ROUNDS = 20  # controller rounds in one pass before the loop looks at its sockets again
-KINDS = ("Namespace", "Node", "Pod", "Service", "Endpoints", "EndpointSlice", "Deployment")
+KINDS = ("Namespace", "Node", "Pod", "Service", "Endpoints", "EndpointSlice", "Deployment", "ConfigMap")
 
 
 class ControlPlane:
@@ -79,6 +80,7 @@ class ControlPlane:
         self.proxies: ProxyManager | None = None
         self.router_have: dict[str, tuple[str, ...]] = {}
         self._cluster_doc = self.store.get_meta("cluster")  # as applied: a new spec.proxy switches the proxies
+        self._configmap_rv: str | None = None  # kube-proxy's ConfigMap as last followed
         self.ports: list = []  # the ServicePorts of the last services pass
         self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic)
         self.cloud = CloudChecks(self._cloud_connect, self._watch, self._unwatch, time.monotonic, self._kick)
@@ -124,6 +126,7 @@ class ControlPlane:
     def _proxy_config_changed(self) -> bool:
         """A Cluster document applied with another spec.proxy: switch every node's proxy
         (once no sync runs): the old mode's rules and tables go, the new mode syncs whole."""
+        self._follow_configmap()
         doc = self.store.get_meta("cluster")
         if doc == self._cluster_doc:
             return False
@@ -146,6 +149,27 @@ class ControlPlane:
             log.info("proxy mode: %s -> %s on every node", old.mode, mode)
             self.start_proxies(fresh=False)
         return True
+
+    def _follow_configmap(self) -> None:
+        """kube-system/kube-proxy changed (`nsk apply`, `nsk edit`): its mode becomes the
+        Cluster's spec.proxy, which the switch then follows; a config kube-proxy would refuse
+        is a Warning Event on the ConfigMap, and the running mode stays."""
+        cm = self.informer.get("ConfigMap", proxy_config.NAMESPACE, proxy_config.NAME)
+        rv = cm["metadata"].get("resourceVersion") if cm else None
+        if rv is None or rv == self._configmap_rv:
+            return
+        self._configmap_rv = rv
+        try:
+            mode, scheduler = proxy_config.proxy_of(cm)
+        except NskError as e:
+            self.store.event(Key("ConfigMap", proxy_config.NAMESPACE, proxy_config.NAME), "Warning",
+                             "FailedProxyConfig", f"{e} (the proxies keep running {self.cfg.proxy_mode} mode)")
+            return
+        doc = self.store.get_meta("cluster")
+        proxy = (doc.get("spec") or {}).get("proxy") or {}
+        if (proxy.get("mode", "iptables"), (proxy.get("ipvs") or {}).get("scheduler", "rr")) != (mode, scheduler):
+            doc = {**doc, "spec": {**doc["spec"], "proxy": {**proxy, "mode": mode, "ipvs": {"scheduler": scheduler}}}}
+            self.store.set_meta("cluster", doc)
 
     def start_proxies(self, fresh: bool | None = None) -> None:
         """One kube-proxy per node, of the cluster's mode (root). `fresh`: the nodes' tables

@@ -117,6 +117,18 @@ def label_key(value: str) -> list[str]:
 
 
 _ENV_FMT = "[-._a-zA-Z][-._a-zA-Z0-9]*"
+_CONFIG_KEY_FMT = "[-._a-zA-Z0-9]+"
+
+
+def config_key(value: str) -> list[str]:
+    """IsConfigMapKey: the keys of a ConfigMap's data."""
+    msgs = []
+    if len(value) > 253:
+        msgs.append("must be no more than 253 characters")
+    if not re.fullmatch(_CONFIG_KEY_FMT, value):
+        msgs.append(_regex_error("a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                                 _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name"))
+    return msgs
 
 
 def env_var_name(value: str) -> list[str]:

@@ -142,6 +142,7 @@ KINDS: dict[str, tuple[str, Obj]] = {
     "Service": ("v1", _top("Service", spec=SERVICE_SPEC, status=Obj("ServiceStatus", {
         "loadBalancer": Obj("LoadBalancerStatus", {"ingress": _LB_INGRESS}), "conditions": ANY}))),
     "Endpoints": ("v1", _top("Endpoints", subsets=ListOf(ENDPOINT_SUBSET))),
+    "ConfigMap": ("v1", _top("ConfigMap", data=STRING_MAP, binaryData=STRING_MAP, immutable=BOOL)),
 }
 
 

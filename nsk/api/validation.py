@@ -449,6 +449,24 @@ def _endpoint_ip(path: str, value: str) -> list[FieldError]:
     return errors
 
 
+MAX_CONFIGMAP_BYTES = 1024 * 1024  # the API server's limit on a ConfigMap's data
+
+
+def configmap_rules(obj: dict) -> list[FieldError]:
+    """ValidateConfigMap: each key a config key, in data or binaryData once, 1 MiB in all."""
+    errors = []
+    data, binary = obj.get("data") or {}, obj.get("binaryData") or {}
+    for field_name, items in (("data", data), ("binaryData", binary)):
+        for k in items:
+            errors += [invalid(f"{field_name}[{k}]", k, m) for m in names.config_key(k)]
+    for k in set(data) & set(binary):
+        errors.append(invalid("data", k, "duplicate of key present in binaryData"))
+    size = sum(len(k) + len(v) for k, v in data.items()) + sum(len(k) + len(v) for k, v in binary.items())
+    if size > MAX_CONFIGMAP_BYTES:
+        errors.append(FieldError("", "Too long", detail=f"must have at most {MAX_CONFIGMAP_BYTES} bytes"))
+    return errors
+
+
 def endpoints_rules(obj: dict) -> list[FieldError]:
     """ValidateEndpoints."""
     errors = []

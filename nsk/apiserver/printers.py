@@ -404,6 +404,13 @@ def _endpoints(ep: dict) -> str:
     return _more(items, count, "")
 
 
+def configmaps_table(items: list[dict], all_namespaces: bool, now: float) -> Table:
+    """kubectl get configmaps [-A]: NAME DATA AGE."""
+    rows = [(c, [c["metadata"]["name"], str(len(c.get("data") or {}) + len(c.get("binaryData") or {})), age(c, now)])
+            for c in items]
+    return _with_namespace(all_namespaces, ["NAME", "DATA", "AGE"], rows)
+
+
 def endpoints_table(eps: list[dict], all_namespaces: bool, now: float) -> Table:
     """kubectl get endpoints [-A]."""
     rows = [(e, [(e.get("metadata") or {}).get("name", ""), _endpoints(e), age(e, now)]) for e in eps]

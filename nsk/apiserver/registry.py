@@ -126,5 +126,8 @@ register(Resource("Endpoints", "", "v1", "endpoints", True, ("ep",),
 register(Resource("Deployment", "apps", "v1", "deployments", True, ("deploy",),
                   schema=s.KINDS["Deployment"][1], default=validation.default_deployment,
                   validate=validation.deployment_rules, printer=printers.deployments_table))
+register(Resource("ConfigMap", "", "v1", "configmaps", True, ("cm",),
+                  schema=s.KINDS["ConfigMap"][1], validate=validation.configmap_rules,
+                  printer=lambda items, wide, all_ns, now: printers.configmaps_table(items, all_ns, now)))
 register(Resource("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True,
                   printer=lambda items, wide, all_ns, now: printers.endpointslices_table(items, all_ns, now)))

@@ -195,7 +195,10 @@ class APIServer:
                            "running cluster (only spec.proxy.mode and spec.proxy.ipvs may)")
         if old == want:
             return f"cluster.nsk.io/{new.name} unchanged"
-        self.store.set_meta("cluster", want)
+        from nsk.proxy import config as proxy_config
+        with self.store.tx():
+            self.store.set_meta("cluster", want)
+            self._write(admit(proxy_config.configmap(new)), source)  # kube-proxy's ConfigMap follows
         self.store.wake()  # the control plane switches the nodes' proxies
         self.cfg = new
         return f"cluster.nsk.io/{new.name} configured"
@@ -312,4 +315,5 @@ def system_objects(cfg: ClusterConfig) -> list[dict]:
            "spec": {"selector": labels, "clusterIP": cfg.dns_cluster_ip,
                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
-    return [admit(api), admit(deploy), admit(svc)]
+    from nsk.proxy import config as proxy_config
+    return [admit(api), admit(deploy), admit(svc), admit(proxy_config.configmap(cfg))]

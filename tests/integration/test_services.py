@@ -586,3 +586,16 @@ def test_the_proxy_mode_switches_on_a_running_cluster_and_leaves_nothing_of_the_
     assert set(hits(cluster, pod, "10.96.0.2:80", 30)) == pod_names(cluster)
     r = cluster.apply(doc.replace("spec:\n  external:", "spec:\n  dns: {ttl: 9}\n  external:", 1), check=False)
     assert r.returncode == 1 and "spec.dns.ttl: Forbidden: may not change on a running cluster" in r.stderr
+    # where a kubeadm cluster keeps it: kube-system/kube-proxy's config.conf; changing it switches too
+    cm = cluster.get("configmap", "kube-proxy", namespace="kube-system")
+    assert "mode: ''" in cm["data"]["config.conf"] and "kind: KubeProxyConfiguration" in cm["data"]["config.conf"]
+    cm["data"]["config.conf"] = cm["data"]["config.conf"].replace("mode: ''", "mode: nftables")
+    del cm["metadata"]["resourceVersion"]
+    cluster.apply(json.dumps(cm))
+    wait_for(lambda: "Proxy mode:     nftables" in cluster.nsk("status").stdout, 15)
+    assert set(hits(cluster, pod, "10.96.0.2:80", 20)) == pod_names(cluster)
+    cm["data"]["config.conf"] = cm["data"]["config.conf"].replace("mode: nftables", "mode: warp")
+    cluster.apply(json.dumps(cm))
+    wait_for(lambda: "FailedProxyConfig" in cluster.nsk("describe", "configmap", "kube-proxy", "-n",
+                                                          "kube-system").stdout, 15)
+    assert "Proxy mode:     nftables" in cluster.nsk("status").stdout  # the running mode stays

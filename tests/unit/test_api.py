@@ -1012,3 +1012,21 @@ def test_pure_modules_do_not_touch_the_kernel(module):
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"pyroute2", "subprocess", "socket", "os", "ctypes"}
+
+
+def test_configmap_keys_are_validated_as_the_api_server_does():
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {'bad key': x}\n"
+    assert error(cm) == (f'{SRC}: ConfigMap "default/c" is invalid: data[bad key]: Invalid value: "bad key": a valid '
+                         "config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or "
+                         "'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")
+
+
+def test_kube_proxys_configmap_says_the_mode_and_refuses_an_unknown_one():
+    from nsk.api.cluster import ClusterConfig
+    from nsk.proxy import config
+    cm = config.configmap(ClusterConfig(proxy_mode="nftables"))
+    assert config.proxy_of(cm) == ("nftables", "rr")
+    assert config.proxy_of(config.configmap(ClusterConfig())) == ("iptables", "rr")  # kubeadm's mode ""
+    cm["data"]["config.conf"] = cm["data"]["config.conf"].replace("mode: nftables", "mode: warp")
+    with pytest.raises(NskError, match='config.conf: mode: Unsupported value: "warp"'):
+        config.proxy_of(cm)

@@ -1,0 +1,47 @@
+"""kube-proxy's configuration where a kubeadm cluster keeps it: the `kube-system/kube-proxy`
+ConfigMap, its `config.conf` a KubeProxyConfiguration (pure). nsk writes it from the
+Cluster document's spec.proxy at `nsk up` and keeps the two in step: applying either
+switches every node's proxy (nsk/daemon.py)."""
+
+from __future__ import annotations
+
+import yaml
+
+from nsk.api.cluster import IPVS_SCHEDULERS, PROXY_MODES, ClusterConfig
+from nsk.errors import NskError
+
+NAMESPACE, NAME, KEY = "kube-system", "kube-proxy", "config.conf"
+
+
+def configmap(cfg: ClusterConfig) -> dict:
+    """The ConfigMap as kubeadm writes it (mode "" is iptables on Linux, as kubeadm leaves it)."""
+    conf = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "bindAddress": "0.0.0.0", "clusterCIDR": cfg.pod_subnet,
+        "iptables": {"masqueradeBit": 14, "minSyncPeriod": "1s", "syncPeriod": "30s"},
+        "ipvs": {"scheduler": "" if cfg.ipvs_scheduler == "rr" else cfg.ipvs_scheduler},
+        "mode": "" if cfg.proxy_mode == "iptables" else cfg.proxy_mode,
+        "nodePortAddresses": list(cfg.node_port_addresses) or None,
+    }
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"app": "kube-proxy"}},
+            "data": {KEY: yaml.safe_dump(conf, sort_keys=True)}}
+
+
+def proxy_of(cm: dict) -> tuple[str, str]:
+    """(mode, IPVS scheduler) from the ConfigMap; NskError saying what is wrong otherwise."""
+    try:
+        conf = yaml.safe_load((cm.get("data") or {}).get(KEY) or "") or {}
+    except yaml.YAMLError as e:
+        raise NskError(f"{KEY}: not valid YAML: {e}") from e
+    if not isinstance(conf, dict):
+        raise NskError(f"{KEY}: not a KubeProxyConfiguration")
+    mode = conf.get("mode") or "iptables"
+    scheduler = (conf.get("ipvs") or {}).get("scheduler") or "rr"
+    if mode not in PROXY_MODES:
+        raise NskError(f'{KEY}: mode: Unsupported value: "{mode}": supported values: '
+                       + ", ".join(f'"{m}"' for m in PROXY_MODES))
+    if scheduler not in IPVS_SCHEDULERS:
+        raise NskError(f'{KEY}: ipvs.scheduler: Unsupported value: "{scheduler}": supported values: '
+                       + ", ".join(f'"{m}"' for m in IPVS_SCHEDULERS))
+    return mode, scheduler
