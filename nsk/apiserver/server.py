@@ -316,4 +316,5 @@ def system_objects(cfg: ClusterConfig) -> list[dict]:
                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}}
     from nsk.proxy import config as proxy_config
-    return [admit(api), admit(deploy), admit(svc), admit(proxy_config.configmap(cfg))]
+    return [admit(api), admit(deploy), admit(svc), admit(proxy_config.configmap(cfg)),
+            *(admit(proxy_config.pod(cfg, n.name)) for n in cfg.nodes)]

@@ -28,6 +28,21 @@ def configmap(cfg: ClusterConfig) -> dict:
             "data": {KEY: yaml.safe_dump(conf, sort_keys=True)}}
 
 
+IMAGE = "registry.k8s.io/kube-proxy:v1.35.0"
+
+
+def pod(cfg: ClusterConfig, node: str) -> dict:
+    """A node's kube-proxy Pod, as kubeadm's DaemonSet makes it (hostNetwork, on that node,
+    system-node-critical): the control plane is the proxy; the Pod stands for it, so that
+    `nsk get pods -n kube-system -o wide` shows one kube-proxy a node, as on a real cluster."""
+    from nsk.controllers.deployment import template_hash
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"kube-proxy-{template_hash({'node': node})[:5]}", "namespace": NAMESPACE,
+                         "labels": {"k8s-app": "kube-proxy", "pod-template-generation": "1"}},
+            "spec": {"nodeName": node, "hostNetwork": True, "priorityClassName": "system-node-critical",
+                     "containers": [{"name": "kube-proxy", "image": IMAGE}]}}
+
+
 def proxy_of(cm: dict) -> tuple[str, str]:
     """(mode, IPVS scheduler) from the ConfigMap; NskError saying what is wrong otherwise."""
     try:

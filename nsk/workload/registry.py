@@ -66,4 +66,19 @@ def _cluster_dns(ctx: WorkloadContext) -> list[str]:
             "--name", f"{ctx.namespace}_{ctx.pod}"]
 
 
+def _kube_proxy(ctx: WorkloadContext) -> Callable[[], None]:
+    """The Pod that stands for a node's kube-proxy, as on a kubeadm cluster: the proxy's work
+    (the node's rules) is done by the control plane, which is this node's kube-proxy; the
+    Pod's process says so in its log and waits to be stopped."""
+    def run() -> None:
+        import signal
+        print(f"kube-proxy of node {ctx.node}: its rules are written by the nsk control plane in the mode of "
+              f"kube-system/kube-proxy's config.conf; `nsk rules --node {ctx.node}` shows them", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            signal.pause()
+    return run
+
+
 register("nsk/dns", _cluster_dns)
+register("registry.k8s.io/kube-proxy", _kube_proxy)

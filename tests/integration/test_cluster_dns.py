@@ -24,7 +24,7 @@ spec:
 
 def test_pods_resolve_services_like_kubernetes_pods(cluster):
     cluster.up(WEB.format(replicas=2) + SVC)
-    assert [p["status"]["phase"] for p in cluster.pods(namespace="kube-system")] == ["Running", "Running"]
+    assert [p["status"]["phase"] for p in cluster.pods("k8s-app=kube-dns", namespace="kube-system")] == ["Running", "Running"]
     line = cluster.nsk("get", "svc", "-n", "kube-system").stdout.splitlines()[1].split()
     assert line[:5] == ["kube-dns", "ClusterIP", "10.96.0.10", "<none>", "53/UDP,53/TCP"]
     pod = cluster.pods("app=web")[0]["metadata"]["name"]
@@ -135,7 +135,7 @@ print(len(asked), wrong)
 
 def test_the_server_survives_garbage_and_keeps_answering(cluster):
     cluster.up(WEB.format(replicas=1) + SVC)
-    dns = [p for p in cluster.pods(namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
+    dns = [p for p in cluster.pods("k8s-app=kube-dns", namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
     # nsk's own interpreter: it has dnslib, which the host's python3 may lack
     out = cluster.exec("node/node-1", sys.executable, "-c", GARBAGE, dns["status"]["podIP"]).stdout
     assert out.strip() == "30"  # every good query among 3,000 bad packets was answered
@@ -181,7 +181,7 @@ print(answered, got < 20000 * (2 + len(q) + 16))  # everyone else answered; the 
 
 def test_a_client_that_does_not_read_stalls_nobody_and_is_dropped(cluster):
     cluster.up(WEB.format(replicas=1) + SVC)
-    dns = [p for p in cluster.pods(namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
+    dns = [p for p in cluster.pods("k8s-app=kube-dns", namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
     out = cluster.exec("node/node-1", sys.executable, "-c", HOG, dns["status"]["podIP"]).stdout
     assert out.split() == ["20", "True"]
 
@@ -225,7 +225,7 @@ spec:
         wait_for(lambda: cluster.exec(pod, "dig", "+short", "+tries=1", "+time=5", "example.org").stdout.strip()
                  == "203.0.113.7", timeout=20, what="the second upstream's answer")
         # and from then on each DNS Pod asks the upstream that answered it first: no 2 s wait
-        for dns in cluster.pods(namespace="kube-system"):
+        for dns in cluster.pods("k8s-app=kube-dns", namespace="kube-system"):
             at = "@" + dns["status"]["podIP"]
             assert cluster.exec(pod, "dig", at, "+short", "+tries=1", "+time=5", "example.org").stdout.strip() == \
                 "203.0.113.7"
@@ -296,11 +296,11 @@ print(str(DNSRecord.parse(u.recv(4096)).rr[0].rdata), replies_to_response)
 
 def test_no_packet_stops_the_server_or_starts_a_ping_pong(cluster):
     cluster.up(WEB.format(replicas=1) + SVC)
-    dns = [p for p in cluster.pods(namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
+    dns = [p for p in cluster.pods("k8s-app=kube-dns", namespace="kube-system") if p["spec"]["nodeName"] == "node-1"][0]
     ip = cluster.get("svc", "my-nginx")["spec"]["clusterIP"]
     out = cluster.exec("node/node-1", sys.executable, "-c", HOSTILE, dns["status"]["podIP"]).stdout.split()
     assert out == [ip, "0"]
-    again = {p["metadata"]["name"]: p for p in cluster.pods(namespace="kube-system")}[dns["metadata"]["name"]]
+    again = {p["metadata"]["name"]: p for p in cluster.pods("k8s-app=kube-dns", namespace="kube-system")}[dns["metadata"]["name"]]
     assert again["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
@@ -389,7 +389,7 @@ def test_a_flood_of_new_names_from_one_pod_starves_no_other(cluster):
     from tests.conftest import ROOT
     cluster.up(WEB.format(replicas=2))
     a, b = [p["metadata"]["name"] for p in cluster.pods("app=web")]
-    dns = cluster.pods(namespace="kube-system")[0]["status"]["podIP"]
+    dns = cluster.pods("k8s-app=kube-dns", namespace="kube-system")[0]["status"]["podIP"]
     flood = subprocess.Popen([sys.executable, "-m", "nsk", "exec", "--cluster", cluster.name, a, "--",
                               sys.executable, "-c", FLOOD, dns, "6"], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)

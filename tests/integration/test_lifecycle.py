@@ -231,7 +231,7 @@ spec:
 """, check=False)
     assert r.returncode == 1 and time.monotonic() - t < 30  # not the whole timeout
     err = r.stderr.strip().splitlines()[-1]
-    assert err.startswith(f'Error: cluster "{cluster.name}" is up, but 4 of 7 Pods do not run: ')
+    assert err.startswith(f'Error: cluster "{cluster.name}" is up, but 4 of 9 Pods do not run: ')
     assert "default/broken: CrashLoopBackOff (exit 127: nsk: cannot start /nonexistent/binary: " \
            "No such file or directory)" in err
     assert "default/nowhere: Unschedulable: 0/2 nodes are available: " \

@@ -586,6 +586,12 @@ def test_the_proxy_mode_switches_on_a_running_cluster_and_leaves_nothing_of_the_
     assert set(hits(cluster, pod, "10.96.0.2:80", 30)) == pod_names(cluster)
     r = cluster.apply(doc.replace("spec:\n  external:", "spec:\n  dns: {ttl: 9}\n  external:", 1), check=False)
     assert r.returncode == 1 and "spec.dns.ttl: Forbidden: may not change on a running cluster" in r.stderr
+    # each node's kube-proxy, as kubeadm's DaemonSet shows it: a hostNetwork Pod on every node
+    proxies = cluster.pods("k8s-app=kube-proxy", namespace="kube-system")
+    assert sorted((p["spec"]["nodeName"], p["status"]["podIP"], p["status"]["phase"]) for p in proxies) == [
+        ("node-1", "172.18.0.2", "Running"), ("node-2", "172.18.0.3", "Running")]
+    assert "its rules are written by the nsk control plane" in cluster.nsk(
+        "logs", proxies[0]["metadata"]["name"], "-n", "kube-system").stdout
     # where a kubeadm cluster keeps it: kube-system/kube-proxy's config.conf; changing it switches too
     cm = cluster.get("configmap", "kube-proxy", namespace="kube-system")
     assert "mode: ''" in cm["data"]["config.conf"] and "kind: KubeProxyConfiguration" in cm["data"]["config.conf"]
