@@ -14,7 +14,8 @@ PURE = [
     "nsk.api.allocation", "nsk.api.cluster", "nsk.api.load", "nsk.api.names", "nsk.api.objects", "nsk.api.schema",
     "nsk.api.types", "nsk.api.validation",
     "nsk.apiserver.admission", "nsk.apiserver.printers", "nsk.apiserver.registry",
-    "nsk.net.plan", "nsk.proxy.iptables", "nsk.proxy.masquerade", "nsk.proxy.model", "nsk.dns.records",
+    "nsk.net.plan", "nsk.proxy.iptables", "nsk.proxy.masquerade", "nsk.proxy.model", "nsk.proxy.nftables",
+    "nsk.proxy.config", "nsk.kubelet.portmap", "nsk.dns.records",
     "nsk.controllers.deployment", "nsk.controllers.endpoints", "nsk.controllers.loadbalancer",
     "nsk.controllers.scheduler", "nsk.controllers.manager", "nsk.kubelet.podfiles", "nsk.testing.tracer",
 ]
