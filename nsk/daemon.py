@@ -82,7 +82,9 @@ class ControlPlane:
         self._cluster_doc = self.store.get_meta("cluster")  # as applied: a new spec.proxy switches the proxies
         self._configmap_rv: str | None = None  # kube-proxy's ConfigMap as last followed
         self.ports: list = []  # the ServicePorts of the last services pass
-        self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic)
+        self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic,
+                                   lambda: (self.proxies.healthy, self.proxies.last_success) if self.proxies
+                                   else (False, 0.0))
         self.cloud = CloudChecks(self._cloud_connect, self._watch, self._unwatch, time.monotonic, self._kick)
         self._seen_rev = -1
         self._unsettled = False  # the controllers stopped before they rested: the next pass takes everything

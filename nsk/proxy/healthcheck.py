@@ -33,6 +33,33 @@ def local_ready(sp: ServicePort, node: str) -> int:
     return sum(1 for e in sp.endpoints if e.ready and e.node == node)
 
 
+PROXY_HEALTHZ_PORT = 10256  # kube-proxy's healthzBindAddress, on every node
+_PROXY = ("", "")  # a listener's service key: kube-proxy's own /healthz and /livez
+
+
+def _rfc3339(t: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def proxy_healthz(request: bytes, healthy: bool, last_updated: float, now: float) -> bytes:
+    """kube-proxy's /healthz and /livez: 200 while its last sync is good, else 503, with
+    when it last brought the rules up to date."""
+    path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b"/"
+    path = path.split(b"?")[0]
+    if path not in (b"/healthz", b"/livez"):
+        body, status = "404 page not found\n", "404 Not Found"
+        ctype = "text/plain; charset=utf-8"
+    else:
+        doc = {"lastUpdated": _rfc3339(last_updated), "currentTime": _rfc3339(now)}
+        if path == b"/healthz":
+            doc["nodeEligible"] = True
+        body, status = json.dumps(doc), "200 OK" if healthy else "503 Service Unavailable"
+        ctype = "application/json"
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nX-Content-Type-Options: nosniff\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode()
+
+
 def response(namespace: str, name: str, count: int) -> bytes:
     """kube-proxy's answer, headers and body as its healthcheck server writes them."""
     body = json.dumps({"service": {"namespace": namespace, "name": name}, "localEndpoints": count,
@@ -53,7 +80,7 @@ class _Listener:
 @dataclass
 class _Conn:
     sock: socket.socket
-    answer: Callable[[], bytes]
+    answer: Callable[[bytes], bytes]  # the request -> the response
     deadline: float
     data: bytes = b""
 
@@ -67,6 +94,8 @@ class HealthServer:
     watch: Callable[[int, Callable[[], None]], None]
     unwatch: Callable[[int], None]
     clock: Callable[[], float]
+    # kube-proxy's own state for its /healthz on PROXY_HEALTHZ_PORT: (healthy, last sync, wall time)
+    proxy_state: Callable[[], tuple[bool, float]] | None = None
     listeners: dict[tuple[str, int], _Listener] = field(default_factory=dict)  # (netns, port)
     conns: dict[int, _Conn] = field(default_factory=dict)
 
@@ -79,6 +108,9 @@ class HealthServer:
                     k = (ns, sp.health_check_node_port)
                     count = want.get(k, ((sp.namespace, sp.name), 0))[1] + local_ready(sp, node)
                     want[k] = ((sp.namespace, sp.name), count)
+        if self.proxy_state is not None:
+            for ns in nodes.values():
+                want.setdefault((ns, PROXY_HEALTHZ_PORT), (_PROXY, 0))
         for k in [k for k in self.listeners if k not in want or self.listeners[k].service != want[k][0]]:
             lst = self.listeners.pop(k)
             self.unwatch(lst.sock.fileno())
@@ -106,9 +138,16 @@ class HealthServer:
             except OSError:
                 return
             conn.setblocking(False)
-            c = _Conn(conn, lambda lst_=lst: response(*lst_.service, lst_.count), self.clock() + CONNECTION_TIMEOUT)
+            c = _Conn(conn, lambda data, lst_=lst: self._answer(lst_, data), self.clock() + CONNECTION_TIMEOUT)
             self.conns[conn.fileno()] = c
             self.watch(conn.fileno(), lambda c_=c: self._read(c_))
+
+    def _answer(self, lst: _Listener, request: bytes) -> bytes:
+        if lst.service == _PROXY and self.proxy_state is not None:
+            import time
+            healthy, last = self.proxy_state()
+            return proxy_healthz(request, healthy, last, time.time())
+        return response(*lst.service, lst.count)
 
     def _read(self, c: _Conn) -> None:
         try:
@@ -122,7 +161,7 @@ class HealthServer:
             return  # more of the request to come
         if chunk:
             try:
-                c.sock.send(c.answer())  # small: it fits the socket's buffer at once
+                c.sock.send(c.answer(c.data))  # small: it fits the socket's buffer at once
             except OSError:
                 pass
         self._close(c)

@@ -74,6 +74,7 @@ class ProxyManager:
         self.healthy = True
         self.wanted: tuple[list[ServicePort], int] | None = None  # the latest (ports, revision) asked for
         self.synced_rev = -1  # the revision whose ports every node's kernel has
+        self.last_success = 0.0  # wall time of the last sync that left every node's rules up to date
         self._job = None  # (kernel job, [(node, provider)], ports, revision, started)
         self.on_done: Callable[[], None] = lambda: None  # the loop's hook: a sync ended
 
@@ -142,6 +143,7 @@ class ProxyManager:
 
     def _succeeded(self, ports: list[ServicePort], rev: int) -> None:
         self.backoff, self.retry_at, self.healthy = 0.0, 0.0, True
+        self.last_success = time.time()
         self.synced_rev = max(self.synced_rev, rev)
         self._clear_stale_udp(ports)
         if self.wanted is not None and self.wanted[1] > rev:

@@ -503,6 +503,10 @@ def test_health_check_node_port_answers_per_node_and_the_cloud_follows_it(cluste
     assert cluster.exec("host/client", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                         f"{there}:{hc}/").stdout == "503"
     assert f"--dport {hc} -j ACCEPT" in cluster.nsk("rules", "--node", "node-1", "-t", "filter").stdout
+    # and kube-proxy's own health on every node, as its healthz server answers on 10256
+    got = cluster.exec("host/client", "curl", "-s", "-w", " %{http_code}", f"{there}:10256/healthz").stdout
+    body, code = got.rsplit(" ", 1)
+    assert code == "200" and set(json.loads(body)) == {"lastUpdated", "currentTime", "nodeEligible"}
     # the router's route for the LB address: only the node that passed its check
     wait_for(lambda: here in (r := _router_route(cluster, lb_ip)) and there not in r, 10)
     assert len(hits(cluster, "host/client", lb_ip, 10)) == 10  # every request answered

@@ -97,3 +97,13 @@ def test_each_node_answers_for_its_own_endpoints_and_the_cloud_sends_only_to_tho
     junk.close()
     server.close()
     assert not loop.sel.get_map()
+
+
+def test_kube_proxys_own_healthz():
+    from nsk.proxy.healthcheck import proxy_healthz
+    head, body = proxy_healthz(b"GET /healthz HTTP/1.1\r\n\r\n", True, 0.0, 1.5).split(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and json.loads(body) == {
+        "lastUpdated": "1970-01-01T00:00:00Z", "currentTime": "1970-01-01T00:00:01.500000Z", "nodeEligible": True}
+    assert proxy_healthz(b"GET /livez HTTP/1.1\r\n\r\n", False, 0.0, 1.0).startswith(b"HTTP/1.1 503")
+    assert proxy_healthz(b"GET /metrics HTTP/1.1\r\n\r\n", True, 0.0, 1.0).startswith(b"HTTP/1.1 404")
+    assert proxy_healthz(b"\x00garbage", True, 0.0, 1.0).startswith(b"HTTP/1.1 404")
