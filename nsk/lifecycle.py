@@ -161,6 +161,9 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
     progress("start", f'Creating cluster "{name}" ...')
     child = start_control_plane(store, name)
     progress("control-plane", f"control plane started (pid {child.pid})")
+    from nsk.proxy.provider import fallback
+    if fallback(m.cluster.proxy_mode):
+        progress("proxy", f"proxy mode {m.cluster.proxy_mode}: {fallback(m.cluster.proxy_mode)}")
     try:
         return _wait_up(m, p, store, child, progress, timeout, t0)
     except KeyboardInterrupt:

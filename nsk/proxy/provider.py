@@ -47,11 +47,24 @@ class Provider(Protocol):
 MODES: dict[str, Callable[..., Provider]] = {"iptables": IptablesProxier, "nftables": NftablesProxier}
 
 
+def fallback(mode: str) -> str:
+    """Why `mode` runs as iptables mode ("" when it runs as asked): kube-proxy falls back to
+    iptables on a kernel without IPVS, as the source describes."""
+    if mode in MODES:
+        return ""
+    if mode == "ipvs":
+        import os
+        if not (os.path.exists("/proc/net/ip_vs") or os.path.exists("/sys/module/ip_vs")):
+            return "this kernel has no IPVS (ip_vs is not loaded), so kube-proxy falls back to iptables mode"
+        return "nsk's IPVS mode is not built yet: iptables mode runs"
+    return f"nsk's {mode} mode is not built (kube-proxy removed it in 1.26): iptables mode runs"
+
+
 def provider_for(mode: str) -> tuple[str, Callable[..., Provider]]:
-    """The mode's Provider class; a mode not built yet runs as iptables, and says so."""
+    """The mode's Provider class; a mode that cannot run here runs as iptables, and says why."""
     if mode in MODES:
         return mode, MODES[mode]
-    log.warning("proxy mode %s is not implemented yet: using iptables", mode)
+    log.warning("proxy mode %s: %s", mode, fallback(mode))
     return "iptables", MODES["iptables"]
 
 

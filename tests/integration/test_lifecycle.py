@@ -266,3 +266,23 @@ spec:
     time.sleep(1)
     assert "running (pid" in cluster.nsk("status").stdout
     assert cluster.get("pod", name)["status"]["phase"] == "Running"
+
+
+def test_ipvs_on_a_kernel_without_it_says_so_and_runs_iptables(cluster):
+    """As the source describes (and kube-proxy does): without IPVS in the kernel, iptables
+    mode runs; `nsk up` says so in one line, and the status shows the mode that runs.
+    (This machine's kernel has no ip_vs; on one that has it, the line says nsk's IPVS mode
+    is not built yet, and iptables runs all the same.)"""
+    from nsk.proxy.provider import fallback
+    r = cluster.up(WEB.format(replicas=1) + """
+---
+apiVersion: nsk.io/v1alpha1
+kind: Cluster
+metadata: {name: x}
+spec: {proxy: {mode: ipvs}}
+""")
+    no_ipvs = not (os.path.exists("/proc/net/ip_vs") or os.path.exists("/sys/module/ip_vs"))
+    assert fallback("ipvs").startswith("this kernel has no IPVS" if no_ipvs else "nsk's IPVS mode is not built")
+    assert f" • proxy mode ipvs: {fallback('ipvs')}" in r.stderr
+    assert "Proxy mode:     iptables" in cluster.nsk("status").stdout
+    assert "-A KUBE-SERVICES" in cluster.nsk("rules", "-t", "nat").stdout
