@@ -439,10 +439,18 @@ def to_list(items: list[dict]) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
 
 
+class _Dumper(yaml.SafeDumper):
+    """kubectl's YAML: a string of several lines (a ConfigMap's file) as a `|` block."""
+
+
+_Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s,
+                                                               style="|" if "\n" in s else None))
+
+
 def dump(obj: dict, fmt: str) -> str:
     """-o json (4-space indent, as kubectl) or -o yaml (block style, keys in the object's order)."""
     if fmt == "json":
         return json.dumps(obj, indent=4) + "\n"
     if fmt == "yaml":
-        return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+        return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     raise ValueError(f"unknown output format {fmt!r}: want json or yaml")

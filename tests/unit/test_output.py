@@ -534,3 +534,15 @@ def test_the_module_is_pure():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= {"__future__", "json", "math", "datetime", "yaml"}
+
+
+def test_yaml_output_writes_a_files_lines_as_a_block_and_reads_back_the_same():
+    """kubectl prints a ConfigMap's file as `key: |`, so it can be edited and applied back."""
+    import yaml
+
+    from nsk.apiserver.printers import dump
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+          "data": {"config.conf": "mode: ''\nipvs:\n  scheduler: rr\n", "odd": "trailing \nspace"}}
+    text = dump(cm, "yaml")
+    assert "  config.conf: |\n    mode: ''\n    ipvs:\n      scheduler: rr\n" in text
+    assert yaml.safe_load(text) == cm
