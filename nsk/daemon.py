@@ -81,6 +81,7 @@ class ControlPlane:
         self.router_have: dict[str, tuple[str, ...]] = {}
         self._cluster_doc = self.store.get_meta("cluster")  # as applied: a new spec.proxy switches the proxies
         self._configmap_rv: str | None = None  # kube-proxy's ConfigMap as last followed
+        self._switch_pending = False  # a new spec.proxy waits for the running sync to end
         self.ports: list = []  # the ServicePorts of the last services pass
         self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic,
                                    lambda: (self.proxies.healthy, self.proxies.last_success) if self.proxies
@@ -127,16 +128,17 @@ class ControlPlane:
 
     def _proxy_config_changed(self) -> bool:
         """A Cluster document applied with another spec.proxy: switch every node's proxy
-        (once no sync runs): the old mode's rules and tables go, the new mode syncs whole."""
+        (once no sync runs): the old mode's rules and tables go, the new mode syncs whole.
+        False while the switch has to wait for a running sync."""
         self._follow_configmap()
         doc = self.store.get_meta("cluster")
         if doc == self._cluster_doc:
-            return False
+            return True
         cfg = parse_cluster(doc)
         if (cfg.proxy_mode, cfg.ipvs_scheduler) == (self.cfg.proxy_mode, self.cfg.ipvs_scheduler):
-            return False
+            return True
         if self.proxies is not None and self.proxies.busy:
-            return False  # after this sync: the next pass looks again
+            return False  # after this sync: a later pass looks again
         self._cluster_doc = doc
         old = next(iter(self.proxies.providers.values())) if self.proxies else None
         self.cfg = cfg
@@ -246,7 +248,11 @@ class ControlPlane:
         if self.proxies is not None and not self.proxies.healthy and self.proxies.retry_at <= now:
             self.proxies.retry()
             retry_due = True
-        switched = self._proxy_config_changed()
+        if self._switch_pending or Key("ConfigMap", proxy_config.NAMESPACE, proxy_config.NAME) in changed:
+            self._switch_pending = not self._proxy_config_changed()
+            switched = not self._switch_pending
+        else:
+            switched = False
         if not changed and not force and not retry_due and not self._kicked and not switched and \
                 self._seen_rev == self.informer.revision:
             return

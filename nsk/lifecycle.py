@@ -162,8 +162,8 @@ def up(m: Manifest, progress: Progress, timeout: float | None = None, source: st
     child = start_control_plane(store, name)
     progress("control-plane", f"control plane started (pid {child.pid})")
     from nsk.proxy.provider import fallback
-    if fallback(m.cluster.proxy_mode):
-        progress("proxy", f"proxy mode {m.cluster.proxy_mode}: {fallback(m.cluster.proxy_mode)}")
+    if why := fallback(m.cluster.proxy_mode):
+        progress("proxy", f"proxy mode {m.cluster.proxy_mode}: {why}")
     try:
         return _wait_up(m, p, store, child, progress, timeout, t0)
     except KeyboardInterrupt:

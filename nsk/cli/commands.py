@@ -371,8 +371,8 @@ def apply(files, cluster):
         if m.has_cluster_doc:
             click.echo(api.apply_cluster(m.cluster, f))
             from nsk.proxy.provider import fallback
-            if fallback(m.cluster.proxy_mode):
-                click.echo(f"Warning: proxy mode {m.cluster.proxy_mode}: {fallback(m.cluster.proxy_mode)}", err=True)
+            if why := fallback(m.cluster.proxy_mode):
+                click.echo(f"Warning: proxy mode {m.cluster.proxy_mode}: {why}", err=True)
         for line in api.apply(m.objects, f):
             click.echo(line)
     _warn_if_down(api)

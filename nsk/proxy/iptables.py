@@ -169,10 +169,7 @@ def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str,
     cidr = ctx.cluster_cidr
     name, proto = sp.name_string, sp.proto
     match = f"-m {proto} -p {proto}"
-    # kube-proxy's UsesClusterEndpoints: with external traffic at all, even under eTP
-    # Local, since a Pod's traffic to an external address short-circuits to all endpoints
-    uses_cluster = not sp.internal_local or sp.externally_accessible
-    uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
+    uses_cluster, uses_local = sp.uses_cluster, sp.uses_local
     cluster_eps, local_eps, has_endpoints = categorize(sp, ctx.node)
     svc = svc_chain("KUBE-SVC", sp)
     svl = svc_chain("KUBE-SVL", sp)
@@ -294,12 +291,7 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     longer wanted are declared and deleted, so the restore leaves nothing stale. `large`:
     kube-proxy's large-cluster mode, in which the KUBE-SEP rules and the KUBE-SVC/SVL
     jumps to them carry no comment."""
-    f_rules: list[str] = []
-    n_chains: list[str] = []
-    n_rules: list[str] = []
-    ext_services: list[str] = []
-    nodeports: list[str] = []
-    svc_rules: list[str] = []
+    f_rules, n_chains, n_rules, ext_services, nodeports, svc_rules = ([] for _ in range(6))
     cidr = ctx.cluster_cidr
 
     f_rules += [

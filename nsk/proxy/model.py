@@ -74,6 +74,17 @@ class ServicePort:
     def externally_accessible(self) -> bool:
         return bool(self.node_port or self.external_ips or self.lb_ips)
 
+    @property
+    def uses_cluster(self) -> bool:
+        """kube-proxy's UsesClusterEndpoints: with external traffic at all, even under eTP
+        Local, since a Pod's traffic to an external address short-circuits to all endpoints."""
+        return not self.internal_local or self.externally_accessible
+
+    @property
+    def uses_local(self) -> bool:
+        """kube-proxy's UsesLocalEndpoints."""
+        return self.internal_local or (self.externally_accessible and self.external_local)
+
 
 def _ips(values) -> tuple[str, ...]:
     """Addresses as the renderers may use them: parsed and printed back, so that a string
@@ -177,14 +188,12 @@ def categorize(sp: ServicePort, node: str) -> tuple[list[Endpoint], list[Endpoin
     traffic, whether there is any usable endpoint). Ready ones; when there are none (in the
     cluster, or on this node for a Local policy), those still serving while they terminate."""
     eps = sorted(sp.endpoints, key=lambda e: e.address)  # kube-proxy's order: the "ip:port" string
-    uses_cluster = not sp.internal_local or sp.externally_accessible
-    uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
     cluster: list[Endpoint] = []
     has_any = False
-    if uses_cluster:
+    if sp.uses_cluster:
         cluster = [e for e in eps if e.ready] or [e for e in eps if e.serving_terminating]
         has_any = bool(cluster)
-    if not uses_local:
+    if not sp.uses_local:
         return cluster, [], has_any
     has_any = has_any or any(e.ready or e.serving_terminating for e in eps)
     local = [e for e in eps if e.node == node and e.ready] or \

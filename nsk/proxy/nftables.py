@@ -195,11 +195,9 @@ def _service(sp: ServicePort, ctx: NodeContext) -> tuple:
     base = hash_and_truncate(_base(sp))
     svc, local, ext, fw = f"service-{base}", f"local-{base}", f"external-{base}", f"firewall-{base}"
     name, proto = sp.name_string, sp.proto
-    uses_cluster = not sp.internal_local or sp.externally_accessible
-    uses_local = sp.internal_local or (sp.externally_accessible and sp.external_local)
     cluster_eps, local_eps, has_endpoints = categorize(sp, ctx.node)
-    uses_cluster_chain = bool(cluster_eps) and uses_cluster
-    uses_local_chain = bool(local_eps) and uses_local
+    uses_cluster_chain = bool(cluster_eps) and sp.uses_cluster
+    uses_local_chain = bool(local_eps) and sp.uses_local
     uses_external_chain = has_endpoints and sp.externally_accessible
     internal_chain = local if sp.internal_local else svc
     has_internal = bool(local_eps if sp.internal_local else cluster_eps)
