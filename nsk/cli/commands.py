@@ -161,7 +161,8 @@ def up(file, cluster, dry_run, timeout):
 
     FILE may be a directory: its .yaml, .yml and .json files make one topology.
 
-    Returns when every Pod runs. Needs root, except with --dry-run.
+    Returns when every Pod runs, or says at once why one cannot and leaves the
+    cluster up to look at. Needs root, except with --dry-run.
     """
     from dataclasses import replace
     m = _load(file)
@@ -380,7 +381,7 @@ def apply(files, cluster):
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("args", nargs=-1)
-@click.option("-f", "--filename", "files", multiple=True, help="Delete the objects of this file.")
+@click.option("-f", "--filename", "files", multiple=True, help="Delete the objects of this file (or directory).")
 @click.option("--grace-period", type=int, default=-1, show_default=True,
               help="Seconds a Pod gets to end (SIGTERM, then SIGKILL); -1: its terminationGracePeriodSeconds.")
 @click.option("--force", is_flag=True, help="Remove Pods from the API at once, not waiting for them to end.")
