@@ -4,10 +4,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 NSK = $(VENV)/bin/nsk
-# What nsk and its tests use: netlink and namespaces (iproute2 for people and tests,
-# never for nsk itself), the proxy backends, and the tools labs use from inside Pods.
-APT_PACKAGES = python3 python3-venv python3-pip iproute2 iptables nftables conntrack curl dnsutils \
+# What nsk and its tests use: netlink and namespaces (iproute2 for people, tests and IPVS
+# mode's kube-ipvs0), the proxy backends (ipvsadm and ipset for IPVS mode), and the tools
+# labs use from inside Pods.
+APT_PACKAGES = python3 python3-venv python3-pip iproute2 iptables nftables conntrack ipvsadm ipset curl dnsutils \
 	iputils-ping procps iperf3 tcpdump netcat-openbsd sudo
+# The VM-kernel tier (tests/vm/run): Debian's own kernel, booted in QEMU with virtme-ng
+# (pyproject's test extra), has IPVS and the dummy link type where the host kernel may not.
+VM_PACKAGES = qemu-system-x86 linux-image-amd64 busybox-static
 # wait for another apt (unattended-upgrades on a fresh machine) instead of failing at once
 APT = DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 BENCH_PACKAGES = mininet bridge-utils hyperfine dnsperf dnsmasq-base util-linux
@@ -21,9 +25,10 @@ up: install
 	$(NSK) get pods -o wide --cluster nsk
 	@bash scripts/quickstart-check.sh $(NSK) nsk
 
-test: install
+test: install $(STAMP)/vm-deps
 	$(VENV)/bin/ruff check nsk tests bench
 	$(VENV)/bin/python -m pytest -ra tests
+	tests/vm/run
 
 bench: install $(STAMP)/bench-deps
 	$(VENV)/bin/python bench/up_down.py --pods 50 200 --repeat 3
@@ -40,6 +45,10 @@ deps: $(STAMP)/deps
 $(STAMP)/deps: Makefile
 	$(APT) update -qq
 	$(APT) install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	@mkdir -p $(STAMP) && touch $@
+
+$(STAMP)/vm-deps: Makefile
+	$(APT) install -y -qq --no-install-recommends $(VM_PACKAGES) >/dev/null
 	@mkdir -p $(STAMP) && touch $@
 
 $(STAMP)/bench-deps: Makefile

@@ -11,7 +11,8 @@ For each size, one cluster (named nskscale) is brought up and measured, then rem
   successful `curl` of its name from a Pod (the Pod's own loop stamps the time), p50/p99
   of --samples;
 - a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
-  in the DNAT rules of every Service on every node (iptables-save polled).
+  in the DNAT rules of every Service on every node (iptables-save polled; in nftables mode `nft list chains`:
+  the endpoint's chains, named after its address).
 
 Each size runs in each proxy mode (--modes): iptables with the nft backend a Debian host
 has by default, iptables with legacy (spec.proxy.iptables.backend), and nftables. Prints a Markdown table for
@@ -142,8 +143,10 @@ def new_endpoint_everywhere(services: int, replicas: int, mode: str) -> float:
     for node in ("node-1", "node-2"):
         while True:
             if mode == "nftables":
-                saved = nsk("exec", f"node/{node}", "--", "nft", "list", "table", "ip", "kube-proxy").stdout
-                found = saved.count(f"dnat to {ip}:80")
+                # an endpoint's chain is named after its address, and comes in the transaction
+                # that fills it: listing the chains takes 0.13 s where the whole table takes 2 s
+                saved = nsk("exec", f"node/{node}", "--", "nft", "list", "chains", "ip").stdout
+                found = saved.count(f"__{ip}/80 {{")
             else:
                 saved = nsk("exec", f"node/{node}", "--", f"iptables-{mode.split('/')[1]}-save", "-t", "nat").stdout
                 found = saved.count(f"--to-destination {ip}:80")

@@ -144,7 +144,10 @@ class ControlPlane:
         self.cfg = cfg
         self.api.cfg = cfg
         mode, cls = provider_for(cfg.proxy_mode)
-        if old is not None and type(old) is not cls:
+        if old is not None and type(old) is cls and old.ctx.ipvs_scheduler != cfg.ipvs_scheduler:
+            log.info("proxy mode %s: scheduler %s -> %s on every node", mode, old.ctx.ipvs_scheduler, cfg.ipvs_scheduler)
+            self.start_proxies(fresh=False)  # the virtual servers are edited (-E), not made anew
+        elif old is not None and type(old) is not cls:
             for n in self.plan.nodes:
                 try:
                     type(old).cleanup(self.kernel, n.netns)
@@ -182,7 +185,7 @@ class ControlPlane:
         providers = {}
         for n in self.plan.nodes:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses,
-                              self.cfg.service_subnet)
+                              self.cfg.service_subnet, self.cfg.ipvs_scheduler)
             providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh if fresh is None else fresh)
         self.proxies = ProxyManager(providers, self.kernel, self._node_event, self._watch, self._unwatch)
         self.proxies.on_done = self._kick

@@ -11,7 +11,8 @@ from nsk.errors import InvalidObject, invalid, required, unsupported, duplicate
 
 API_VERSION = "nsk.io/v1alpha1"
 PROXY_MODES = ["iptables", "ipvs", "nftables", "userspace"]
-IPVS_SCHEDULERS = ["rr", "lc", "dh", "sh", "sed", "nq"]
+# the source's six first, then the rest of the schedulers Debian's kernel has (ip_vs_*)
+IPVS_SCHEDULERS = ["rr", "lc", "dh", "sh", "sed", "nq", "wrr", "wlc", "lblc", "lblcr", "fo", "ovf", "mh", "twos"]
 IPTABLES_BACKENDS = ["legacy", "nft"]
 
 SCHEMA = Obj("Cluster", {

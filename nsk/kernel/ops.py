@@ -132,11 +132,14 @@ class Kernel:
 
     def restore_start(self, jobs: list[tuple[str, str]], tool: str = "iptables-restore") -> "Job":
         """Each (namespace, text) loaded in the background, side by side: by `iptables-restore
-        --noflush`, or with tool "nft" by `nft -f -` (one transaction a namespace)."""
+        --noflush`, with tool "nft" by `nft -f -` (one transaction a namespace), with tool
+        "sh" by `sh -e` (a script of several tools, stopping at the first that fails)."""
         where = ", ".join(ns for ns, _ in jobs)
         try:
             if tool == "nft":
                 return Job(iptables.RestoreJob(jobs, argv=[_nft(), "-f", "-"], name="nft"), where, tool)
+            if tool == "sh":  # IPVS mode: ip, ipset, ipvsadm and iptables-restore, in that order
+                return Job(iptables.RestoreJob(jobs, argv=["/bin/sh", "-e"], name="sh"), where, tool)
             return Job(iptables.RestoreJob(jobs, which=self.iptables_backend), where, tool)
         except (NskError, OSError) as e:
             raise KernelError(where, tool, _errno_name(e), str(e)) from e
@@ -163,6 +166,18 @@ class Kernel:
             if "No such file or directory" in proc.stderr:
                 return ""
             raise KernelError(ns, "nft list table", "EINVAL", proc.stderr.strip())
+        return proc.stdout
+
+    def output(self, ns: str, argv: list[str]) -> str:
+        """What a command run inside namespace `ns` prints (a tool reading the kernel's
+        state: `ipvsadm -S -n`, `ipset save`); KernelError when it fails."""
+        try:
+            with netns.entered(ns):
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise KernelError(ns, argv[0], _errno_name(e), str(e)) from e
+        if proc.returncode != 0:
+            raise KernelError(ns, " ".join(argv[:2]), "EINVAL", proc.stderr.strip())
         return proc.stdout
 
     def save(self, ns: str, table: str | None = None) -> str:

@@ -345,17 +345,17 @@ def _contains_any(cidr: str, ips: tuple[str, ...]) -> bool:
     return any(ipaddress.ip_address(ip) in net for ip in ips)
 
 
-def missing_jumps(saved: str) -> str:
+def missing_jumps(saved: str, jumps: tuple = JUMPS, canary: bool = True) -> str:
     """iptables-restore --noflush input inserting kube-proxy's jumps from the built-in
-    chains that `saved` (iptables-save output) does not have yet, and its canary chains;
-    "" when all are there. A missing filter jump is prepended, as kube-proxy's EnsureRule
+    chains (`jumps`: this mode's, by default iptables mode's) that `saved` (iptables-save
+    output) does not have yet, and its canary chains (`canary`); "" when all are there. A missing filter jump is prepended, as kube-proxy's EnsureRule
     does (so a chain's missing ones go in reverse, to read in order); KUBE-FIREWALL's and
     the nat table's are appended."""
     have = {(t, line) for t, line in _save_lines(saved)}
     existing = {(t, line.split()[0][1:]) for t, line in _save_lines(saved, chains_too=True) if line.startswith(":")}
     out: dict[str, list[str]] = {"mangle": [], "filter": [], "nat": []}
     prepend: list[str] = []
-    for table, chain, target, comment, extra in JUMPS:
+    for table, chain, target, comment, extra in jumps:
         rule = jump_rule(chain, target, comment, extra)
         if (table, _normal(rule)) in have:
             continue
@@ -366,7 +366,7 @@ def missing_jumps(saved: str) -> str:
     out["filter"] = prepend[::-1] + out["filter"]
     text = []
     for table, rules in out.items():
-        chains = {target for t, _, target, _, _ in JUMPS if t == table} | {KUBE_PROXY_CANARY}
+        chains = {target for t, _, target, _, _ in jumps if t == table} | ({KUBE_PROXY_CANARY} if canary else set())
         missing = sorted(c for c in chains if (table, c) not in existing)
         if rules or missing:
             text += [f"*{table}"] + [f":{c} - [0:0]" for c in missing] + rules + ["COMMIT"]

@@ -22,6 +22,7 @@ class NodeContext:
     node_ips: tuple[str, ...] = ()  # used with nodePortAddresses
     node_port_addresses: tuple[str, ...] = ()  # CIDRs; empty = every local address
     service_cidr: str = ""  # the Service subnet (nftables mode drops traffic to unallocated ClusterIPs)
+    ipvs_scheduler: str = "rr"  # IPVS mode's scheduler (--ipvs-scheduler)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,17 @@ Warning Event on the Node and a retry with back-off; it never stops the control 
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import shutil
+import subprocess
 import time
 from typing import Callable, Protocol
 
 from nsk.errors import KernelError
 from nsk.proxy.model import NodeContext, ServicePort, by_port, stale_udp
-from nsk.proxy.sync import IptablesProxier, NftablesProxier
+from nsk.proxy.sync import IptablesProxier, IpvsProxier, NftablesProxier
 
 log = logging.getLogger("nsk.kube-proxy")
 BACKOFF_START, BACKOFF_MAX = 0.1, 30.0
@@ -44,27 +48,46 @@ class Provider(Protocol):
     def show(kernel, netns: str, table: str | None = None) -> str: ...
 
 
-MODES: dict[str, Callable[..., Provider]] = {"iptables": IptablesProxier, "nftables": NftablesProxier}
+MODES: dict[str, Callable[..., Provider]] = {"iptables": IptablesProxier, "nftables": NftablesProxier,
+                                             "ipvs": IpvsProxier}
+
+
+@functools.cache
+def _ipvs_missing() -> str:
+    """What this machine lacks for IPVS mode ("" when nothing). As kube-proxy does, the
+    kernel modules are loaded when they are not (dummy with no device of its own, so the
+    host's namespace gets none)."""
+    for tool in ("ipvsadm", "ipset"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install {tool})"
+    for module, path, args in (("ip_vs", "/proc/net/ip_vs", ()), ("dummy", "/sys/module/dummy", ("numdummies=0",))):
+        if not os.path.exists(path):
+            try:
+                subprocess.run(["modprobe", "-q", module, *args], capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                pass
+            if not os.path.exists(path):
+                return f"this kernel has no {'IPVS (ip_vs)' if module == 'ip_vs' else 'dummy link type'}"
+    return ""
 
 
 def fallback(mode: str) -> str:
     """Why `mode` runs as iptables mode ("" when it runs as asked): kube-proxy falls back to
     iptables on a kernel without IPVS, as the source describes."""
+    if mode == "ipvs":
+        missing = _ipvs_missing()
+        return f"{missing}, so kube-proxy falls back to iptables mode" if missing else ""
     if mode in MODES:
         return ""
-    if mode == "ipvs":
-        import os
-        if not (os.path.exists("/proc/net/ip_vs") or os.path.exists("/sys/module/ip_vs")):
-            return "this kernel has no IPVS (ip_vs is not loaded), so kube-proxy falls back to iptables mode"
-        return "nsk's IPVS mode is not built yet: iptables mode runs"
     return f"nsk's {mode} mode is not built (kube-proxy removed it in 1.26): iptables mode runs"
 
 
 def provider_for(mode: str) -> tuple[str, Callable[..., Provider]]:
     """The mode's Provider class; a mode that cannot run here runs as iptables, and says why."""
-    if mode in MODES:
+    why = fallback(mode)
+    if not why:
         return mode, MODES[mode]
-    log.warning("proxy mode %s: %s", mode, fallback(mode))
+    log.warning("proxy mode %s: %s", mode, why)
     return "iptables", MODES["iptables"]
 
 

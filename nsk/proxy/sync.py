@@ -1,5 +1,6 @@
 """kube-proxy's modes for one node: render, compare, load (through the kernel adapter):
-iptables (iptables-restore) and nftables (`nft -f`, one transaction). Each plugs in behind
+iptables (iptables-restore), nftables (`nft -f`, one transaction) and IPVS (ipvsadm,
+ipset, iptables-restore). Each plugs in behind
 nsk/proxy/provider.py's Provider interface."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 
 from nsk.errors import KernelError
 from nsk.proxy import iptables as rules
+from nsk.proxy import ipvs
 from nsk.proxy import nftables as nft
 from nsk.proxy.model import NodeContext, ServicePort
 
@@ -180,3 +182,123 @@ class NftablesProxier:
     def show(kernel, netns: str, table: str | None = None) -> str:
         """The node's live kube-proxy table, as `nft list table ip kube-proxy` prints it there."""
         return kernel.nft_list(netns, nft.TABLE)
+
+
+class IpvsProxier:
+    """kube-proxy's IPVS mode: virtual servers through `ipvsadm -R`, its ipsets through
+    `ipset restore`, the addresses on kube-ipvs0 through `ip -batch`, and its few iptables
+    rules through iptables-restore, as one `sh -e` script a sync, in kube-proxy's order.
+    Each sync does only what changed since the last (kube-proxy recomputes everything and
+    compares with the kernel: the same result); the kernel's state is read back at the start
+    and after a failure."""
+
+    mode = "ipvs"
+    tool = "sh"
+    DRAIN_CHECK = 60.0  # kube-proxy's rsCheckDeleteInterval: how often draining real servers are looked at
+
+    def __init__(self, netns: str, ctx: NodeContext, kernel, fresh: bool = False):
+        self.netns, self.ctx, self.kernel = netns, ctx, kernel
+        self.fresh = fresh
+        self.have: ipvs.IpvsState | None = ipvs.IpvsState() if fresh else None  # None: read the kernel first
+        self.last_ports: list[ServicePort] | None = None
+        self.last_iptables = ""
+        self.pending_jumps = rules.missing_jumps("", ipvs.JUMPS, canary=False) if fresh else ""
+        self.first = True
+        self.full_at = self.drain_at = 0.0
+        self.last_sync_ms = 0.0
+        self._job: tuple | None = None
+
+    def plan(self, ports: list[ServicePort], now: float) -> str | None:
+        if self.have is None or now - self.full_at >= FULL_SYNC_PERIOD:
+            self._observe()
+            self.full_at = now
+        draining = self.have.draining()
+        drained: frozenset[tuple[str, str]] = frozenset()
+        if draining and (ports != self.last_ports or now - self.drain_at >= self.DRAIN_CHECK):
+            self.drain_at = now
+            conns = ipvs.parse_ipvsadm_list(self.kernel.output(self.netns, ["ipvsadm", "-L", "-n"]))
+            drained = frozenset(k for k in draining if conns.get(k, 0) == 0)
+        if ports == self.last_ports and not drained and not self.pending_jumps:
+            return None
+        ruleset = ipvs.render(ports, self.ctx, self.ctx.ipvs_scheduler)
+        ch = ipvs.changes(self.have, ruleset.state, drained, create_sets=self.first)
+        iptables = self.pending_jumps + ruleset.iptables if (self.pending_jumps or
+                                                             ruleset.iptables != self.last_iptables) else ""
+        if not ch and not iptables:
+            self.last_ports = ports
+            return None
+        self._job = (ruleset, ch, iptables)
+        return self._script(ch, iptables)
+
+    def _script(self, ch: "ipvs.Changes", iptables: str) -> str:
+        def doc(command: str, lines) -> list[str]:
+            return [f"{command} <<'NSK_EOF'", *lines, "NSK_EOF"] if lines else []
+        out: list[str] = []
+        if self.first:  # kube-proxy's sysctls, and its dummy device (kept down)
+            out += [f"echo {v} > /proc/sys/{k.replace('.', '/')}" for k, v in ipvs.SYSCTLS]
+            out.append(f"ip link show {ipvs.DEVICE} >/dev/null 2>&1 || ip link add {ipvs.DEVICE} type dummy")
+        out += doc("ip -batch -", [f"address replace {a}/32 dev {ipvs.DEVICE}" for a in ch.bind])
+        out += doc("ipset -exist restore", ch.ipset)
+        out += doc("ipvsadm -R", ch.ipvsadm)
+        out += doc(f"iptables-{getattr(self.kernel, 'iptables_backend', 'nft')}-restore -w 5 --noflush",
+                   iptables.splitlines())
+        out += doc("ip -force -batch -", [f"address del {a}/32 dev {ipvs.DEVICE}" for a in ch.unbind])
+        return "\n".join(out) + "\n"
+
+    def _observe(self) -> None:
+        """The kernel's IPVS state as it is (a control plane restarted, a failed sync)."""
+        if self.fresh and self.have is not None:
+            return
+        out = self.kernel.output
+        try:
+            addrs = frozenset(line.split()[3].split("/")[0] for line in
+                              out(self.netns, ["ip", "-4", "-o", "address", "show", "dev", ipvs.DEVICE]).splitlines()
+                              if len(line.split()) > 3)
+        except KernelError:  # no kube-ipvs0 yet
+            addrs = frozenset()
+        try:
+            services = ipvs.parse_ipvsadm_save(out(self.netns, ["ipvsadm", "-S", "-n"]))
+            sets = ipvs.parse_ipset_save(out(self.netns, ["ipset", "save"]))
+        except KernelError as e:
+            log.warning("%s", e)
+            services, sets = {}, {}
+        self.have = ipvs.IpvsState(addrs, services, sets)
+        self.first = True
+        self.pending_jumps = rules.missing_jumps(self.kernel.save(self.netns), ipvs.JUMPS, canary=False)
+        self.last_iptables = ""
+
+    def applied(self, ports: list[ServicePort], started: float) -> None:
+        ruleset, ch, iptables = self._job
+        self._job = None
+        self.have, self.last_ports, self.first, self.fresh = ch.after, ports, False, False
+        if iptables:
+            self.last_iptables, self.pending_jumps = ruleset.iptables, ""
+        self.last_sync_ms = (time.monotonic() - started) * 1000
+        vss, rss = ruleset.counts
+        log.info("%s: synced %d service ports (%d virtual, %d real servers; %d ipvsadm, %d ipset lines%s) in %.1f ms",
+                 self.netns, len(ports), vss, rss, len(ch.ipvsadm), len(ch.ipset),
+                 ", iptables" if iptables else "", self.last_sync_ms)
+
+    def failed(self) -> None:
+        self._job = None
+        self.have, self.fresh = None, False  # read the kernel again before the next sync
+
+    @staticmethod
+    def cleanup(kernel, netns: str) -> None:
+        """Remove every trace of IPVS mode (as `kube-proxy --cleanup`): the virtual servers,
+        kube-ipvs0, the KUBE-* chains and jumps, then the ipsets they matched."""
+        text = rules.cleanup(kernel.save(netns))
+        if text:
+            kernel.restore(netns, text)
+        kernel.output(netns, ["/bin/sh", "-c", f"ipvsadm -C; ip link del {ipvs.DEVICE} 2>/dev/null; "
+                              "for s in $(ipset list -n | grep '^KUBE-'); do ipset destroy $s; done; true"])
+
+    @staticmethod
+    def show(kernel, netns: str, table: str | None = None) -> str:
+        """`ipvsadm -Ln`, kube-proxy's ipsets (`ipset save`) and `iptables-save`, as on a node."""
+        if table:
+            return kernel.save(netns, table)
+        sets = "".join(line + "\n" for line in kernel.output(netns, ["ipset", "save"]).splitlines()
+                       if line.split()[1:2] and line.split()[1].startswith("KUBE-"))
+        return (f"# ipvsadm -Ln\n{kernel.output(netns, ['ipvsadm', '-L', '-n'])}"
+                f"# ipset save (kube-proxy's sets)\n{sets}# iptables-save\n{kernel.save(netns)}")

@@ -44,6 +44,7 @@ class RecordingKernel:
     saved: dict[str, str] = field(default_factory=dict)  # namespace -> what iptables-save prints
     listeners: dict[tuple[str, int], int] = field(default_factory=dict)  # (netns, port) -> the loopback port
     fail: dict[str, int] = field(default_factory=dict)
+    outputs: dict[tuple[str, str], str] = field(default_factory=dict)  # (netns, tool) -> what `output` returns
     etc_root: str = ""  # a test's tmp directory
     processes: dict[int, FakeProcess] = field(default_factory=dict)
     sandboxes: set[str] = field(default_factory=set)
@@ -160,6 +161,11 @@ class RecordingKernel:
 
     def restore_hook(self) -> None:
         """Called while a restore runs: a test's moment to make another write land."""
+
+    def output(self, ns: str, argv: list[str]) -> str:
+        self._maybe_fail("output", ns)
+        self.calls.append(("output", ns, tuple(argv)))
+        return self.outputs.get((ns, argv[0]), "")
 
     def save(self, ns: str, table: str | None = None) -> str:
         self.calls.append(("save", ns, table))

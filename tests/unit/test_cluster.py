@@ -129,8 +129,9 @@ def test_to_dict_round_trips():
      '"userspace"'),
     ("{proxy: {mode: IPVS}}",
      'spec.proxy.mode: Unsupported value: "IPVS": supported values: "iptables", "ipvs", "nftables", "userspace"'),
-    ("{proxy: {ipvs: {scheduler: wrr}}}",
-     'spec.proxy.ipvs.scheduler: Unsupported value: "wrr": supported values: "rr", "lc", "dh", "sh", "sed", "nq"'),
+    ("{proxy: {ipvs: {scheduler: fastest}}}",
+     'spec.proxy.ipvs.scheduler: Unsupported value: "fastest": supported values: "rr", "lc", "dh", "sh", "sed", "nq", '
+     '"wrr", "wlc", "lblc", "lblcr", "fo", "ovf", "mh", "twos"'),
     ("{dns: {clusterIP: 10.0.0.10}}",
      'spec.dns.clusterIP: Invalid value: "10.0.0.10": must be an address in serviceSubnet 10.96.0.0/12 other than '
      "10.96.0.1, which is the kubernetes Service's"),

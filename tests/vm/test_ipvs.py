@@ -1,0 +1,163 @@
+"""IPVS mode on a kernel that has IPVS (the VM-kernel tier: tests/vm/run boots Debian's own
+kernel in QEMU and runs this file there, as root).
+
+One cluster for the whole module (`nsk up` takes about 30 s under emulation): two nodes, an
+external host, three web Pods and a client Pod, kube-proxy in IPVS mode with rr. Traffic is
+real: curl from a Pod and from the external host, through the nodes' virtual servers.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import Cluster, run_nsk, wait_for
+
+TOPOLOGY = """
+apiVersion: nsk.io/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  proxy: {{mode: ipvs}}
+  external:
+    subnet: 192.0.2.0/24
+    hosts: [{{name: client, ip: 192.0.2.10}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: nginx, ports: [{{containerPort: 80}}]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  nodeName: node-1
+  containers: [{{name: c, image: busybox}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-np}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{port: 80, nodePort: 30080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-sticky}}
+spec:
+  selector: {{app: web}}
+  sessionAffinity: ClientIP
+  ports: [{{port: 80}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def ipvs(tmp_path_factory):
+    c = Cluster("v" + uuid.uuid4().hex[:8], tmp_path_factory.mktemp("ipvs"))
+    try:
+        r = c.up(TOPOLOGY.format(name=c.name), "--timeout", "300")
+        assert "proxy mode ipvs" not in r.stderr, r.stderr  # no fallback line: IPVS mode runs
+        yield c
+    finally:
+        run_nsk("down", "--cluster", c.name, check=False, timeout=300)
+
+
+def answers(c: Cluster, target: str, url: str, n: int) -> list[str]:
+    """`n` curls of url/hostname from `target` (a Pod, node/X or host/X), in one exec."""
+    out = c.exec(target, "sh", "-c", f"for i in $(seq {n}); do curl -s --max-time 2 {url}/hostname; echo; done").stdout
+    return [line for line in out.splitlines() if line]
+
+
+def web_pods(c: Cluster) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["status"]["podIP"] for p in c.pods("app=web")}
+
+
+def test_services_are_virtual_servers_on_kube_ipvs0_with_kube_proxys_ipsets_and_rules(ipvs):
+    assert "Proxy mode:     ipvs" in ipvs.nsk("status").stdout
+    cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
+    rules = ipvs.nsk("rules", "--node", "node-1").stdout
+    assert f"TCP  {cip}:80 rr" in rules
+    for ip in web_pods(ipvs).values():
+        assert f"-> {ip}:80" in rules and "Masq    1" in rules
+    assert f"add KUBE-CLUSTER-IP {cip},tcp:80" in rules
+    assert "add KUBE-NODE-PORT-TCP 30080" in rules
+    assert "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT" in rules
+    assert "TCP  172.18.0.2:30080 rr" in rules
+    dev = ipvs.exec("node/node-1", "ip", "-o", "-4", "address", "show", "dev", "kube-ipvs0").stdout
+    assert f"inet {cip}/32" in dev
+    assert "state DOWN" in ipvs.exec("node/node-1", "ip", "link", "show", "kube-ipvs0").stdout
+
+
+def test_round_robin_from_a_pod_and_client_ip_affinity(ipvs):
+    pods = web_pods(ipvs)
+    got = answers(ipvs, "client", "web", 9)
+    assert len(got) == 9 and set(got) == set(pods)
+    assert got[:3] * 3 == got  # rr: each in turn
+    sticky = answers(ipvs, "client", "web-sticky", 6)
+    assert len(sticky) == 6 and len(set(sticky)) == 1  # persistence: one real server for this client
+
+
+def test_node_port_from_the_external_host_and_the_service_from_a_node(ipvs):
+    pods = set(web_pods(ipvs))
+    assert set(answers(ipvs, "host/client", "172.18.0.3:30080", 6)) == pods
+    cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
+    assert set(answers(ipvs, "node/node-2", cip, 6)) == pods
+
+
+def test_a_deleted_pod_leaves_the_virtual_server_and_traffic_never_reaches_it(ipvs):
+    pods = web_pods(ipvs)
+    gone = sorted(pods)[0]
+    ipvs.nsk("delete", "pod", gone)
+    assert gone not in answers(ipvs, "client", "web", 6)
+
+    def out_of_rules():
+        rules = ipvs.nsk("rules", "--node", "node-1").stdout
+        line = [x for x in rules.splitlines() if f"-> {pods[gone]}:80" in x]
+        return not line or all(x.split()[3] == "0" for x in line)  # gone, or draining at weight 0
+    wait_for(out_of_rules, 30, "the deleted Pod's real server to go")
+    wait_for(lambda: len(web_pods(ipvs)) == 3, 60, "the Deployment's new Pod")
+
+
+def test_the_scheduler_changes_live_and_sh_keeps_a_client_on_one_pod(ipvs):
+    doc = TOPOLOGY.format(name=ipvs.name).split("---")[0].replace("proxy: {mode: ipvs}",
+                                                                  "proxy: {mode: ipvs, ipvs: {scheduler: sh}}")
+    ipvs.apply(doc)
+    cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
+    wait_for(lambda: f"TCP  {cip}:80 sh" in ipvs.nsk("rules", "--node", "node-1").stdout, 60, "the sh scheduler")
+    got = answers(ipvs, "client", "web", 6)
+    assert len(got) == 6 and len(set(got)) == 1  # source hashing: the same client, the same Pod
+
+
+def test_switching_to_iptables_and_back_leaves_nothing_of_the_other_mode(ipvs):
+    doc = TOPOLOGY.format(name=ipvs.name).split("---")[0]
+    ipvs.apply(doc.replace("proxy: {mode: ipvs}", "proxy: {mode: iptables}"))
+    wait_for(lambda: "Proxy mode:     iptables" in ipvs.nsk("status").stdout, 60, "iptables mode")
+    for node in ("node-1", "node-2"):
+        left = ipvs.exec(f"node/{node}", "sh", "-c", "ipvsadm -S -n; ipset list -n; ip -o link show kube-ipvs0; "
+                         "iptables-save | grep -c 'KUBE-SERVICES -m set' ; true").stdout
+        assert left.split() == ["0"], left
+    pods = set(web_pods(ipvs))
+    assert set(answers(ipvs, "client", "web", 12)) == pods
+    ipvs.apply(doc)
+    wait_for(lambda: "Proxy mode:     ipvs" in ipvs.nsk("status").stdout, 60, "IPVS mode")
+    saved = ipvs.exec("node/node-1", "iptables-save").stdout
+    assert "KUBE-SVC-" not in saved and "KUBE-SEP-" not in saved  # iptables mode's chains are gone
+    assert set(answers(ipvs, "client", "web", 6)) == pods
+    for node in ("node-1", "node-2"):  # no sync was refused on the way
+        assert "FailedSync" not in ipvs.nsk("describe", "node", node).stdout
