@@ -190,7 +190,7 @@ def test_ctrl_c_during_up_removes_what_was_made(cluster, tmp_path):
         if up.poll() is None:
             up.kill()
             up.wait()
-    assert up.returncode == 1
+    assert up.returncode == 1, err
     assert err.strip().splitlines()[-1] == f'Error: interrupted: cluster "{cluster.name}" was removed'
     assert "Traceback" not in err and "Aborted!" not in err
     assert leftovers(cluster.name) == {}

@@ -134,6 +134,22 @@ def test_a_deleted_pod_leaves_the_virtual_server_and_traffic_never_reaches_it(ip
     wait_for(lambda: len(web_pods(ipvs)) == 3, 60, "the Deployment's new Pod")
 
 
+def test_hairpin_and_a_service_without_endpoints(ipvs):
+    """A Pod reaching itself through its Service comes back masqueraded (KUBE-LOOP-BACK), as
+    kube-proxy's IPVS mode does it; a Service without endpoints has a virtual server without
+    real servers, and a connection to it fails at once (no REJECT rule: the kernel answers)."""
+    me = sorted(web_pods(ipvs))[0]
+    got = answers(ipvs, me, "web", 12)
+    assert me in got  # rr over the three: it reached itself too
+    ipvs.apply("apiVersion: v1\nkind: Service\nmetadata: {name: nobody}\n"
+               "spec: {selector: {app: none}, ports: [{port: 80}]}\n")
+    cip = ipvs.get("svc", "nobody")["spec"]["clusterIP"]
+    wait_for(lambda: f"TCP  {cip}:80 rr" in ipvs.nsk("rules", "--node", "node-1").stdout, 60, "its virtual server")
+    r = ipvs.exec("client", "sh", "-c", f"time -p curl -s --max-time 5 http://{cip}/; echo rc=$?", check=False)
+    assert "rc=7" in r.stdout, r.stdout + r.stderr  # curl: could not connect (refused), not a time-out
+    assert float(r.stderr.split("real")[1].split()[0]) < 2
+
+
 def test_the_scheduler_changes_live_and_sh_keeps_a_client_on_one_pod(ipvs):
     doc = TOPOLOGY.format(name=ipvs.name).split("---")[0].replace("proxy: {mode: ipvs}",
                                                                   "proxy: {mode: ipvs, ipvs: {scheduler: sh}}")
