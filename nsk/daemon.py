@@ -150,7 +150,7 @@ class ControlPlane:
         elif old is not None and type(old) is not cls:
             for n in self.plan.nodes:
                 try:
-                    type(old).cleanup(self.kernel, n.netns)
+                    self.proxies.providers[n.name].cleanup(self.kernel, n.netns)
                 except KernelError as e:
                     log.error("%s", e)
             log.info("proxy mode: %s -> %s on every node", old.mode, mode)
@@ -185,7 +185,7 @@ class ControlPlane:
         providers = {}
         for n in self.plan.nodes:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses,
-                              self.cfg.service_subnet, self.cfg.ipvs_scheduler)
+                              self.cfg.service_subnet, self.cfg.ipvs_scheduler, self.dir)
             providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh if fresh is None else fresh)
         self.proxies = ProxyManager(providers, self.kernel, self._node_event, self._watch, self._unwatch)
         self.proxies.on_done = self._kick

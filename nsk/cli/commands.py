@@ -265,7 +265,10 @@ def status(cluster):
     cp = f"running (pid {alive.pid})" if alive else (f"NOT running (pid {refs[0].pid} is gone)" if refs else "none")
     mode = store.get_meta("proxy-mode") or cfg.proxy_mode
     if mode != cfg.proxy_mode:
-        mode += f" (the Cluster asks for {cfg.proxy_mode}, not built yet)"
+        from nsk.proxy.provider import fallback
+        mode += f" (the Cluster asks for {cfg.proxy_mode}: {fallback(cfg.proxy_mode) or 'switching'})"
+    elif mode == "userspace":
+        mode += " (removed in Kubernetes 1.26)"
     click.echo(f"Cluster:        {cfg.name}\nControl plane:  {cp}\nProxy mode:     {mode}\n"
                f"Pod subnet:     {cfg.pod_subnet}\nService subnet: {cfg.service_subnet}\n"
                f"Store:          {store.dir}/store.db\n")

@@ -23,6 +23,7 @@ class NodeContext:
     node_port_addresses: tuple[str, ...] = ()  # CIDRs; empty = every local address
     service_cidr: str = ""  # the Service subnet (nftables mode drops traffic to unallocated ClusterIPs)
     ipvs_scheduler: str = "rr"  # IPVS mode's scheduler (--ipvs-scheduler)
+    run_dir: str = ""  # the cluster's run directory (userspace mode hands its proxy table over there)
 
 
 @dataclass(frozen=True)

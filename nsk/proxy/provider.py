@@ -26,7 +26,7 @@ from typing import Callable, Protocol
 
 from nsk.errors import KernelError
 from nsk.proxy.model import NodeContext, ServicePort, by_port, stale_udp
-from nsk.proxy.sync import IptablesProxier, IpvsProxier, NftablesProxier
+from nsk.proxy.sync import IptablesProxier, IpvsProxier, NftablesProxier, UserspaceProxier
 
 log = logging.getLogger("nsk.kube-proxy")
 BACKOFF_START, BACKOFF_MAX = 0.1, 30.0
@@ -49,7 +49,7 @@ class Provider(Protocol):
 
 
 MODES: dict[str, Callable[..., Provider]] = {"iptables": IptablesProxier, "nftables": NftablesProxier,
-                                             "ipvs": IpvsProxier}
+                                             "ipvs": IpvsProxier, "userspace": UserspaceProxier}
 
 
 @functools.cache
@@ -77,9 +77,7 @@ def fallback(mode: str) -> str:
     if mode == "ipvs":
         missing = _ipvs_missing()
         return f"{missing}, so kube-proxy falls back to iptables mode" if missing else ""
-    if mode in MODES:
-        return ""
-    return f"nsk's {mode} mode is not built (kube-proxy removed it in 1.26): iptables mode runs"
+    return ""
 
 
 def provider_for(mode: str) -> tuple[str, Callable[..., Provider]]:

@@ -1,6 +1,6 @@
 """kube-proxy's modes for one node: render, compare, load (through the kernel adapter):
-iptables (iptables-restore), nftables (`nft -f`, one transaction) and IPVS (ipvsadm,
-ipset, iptables-restore). Each plugs in behind
+iptables (iptables-restore), nftables (`nft -f`, one transaction), IPVS (ipvsadm,
+ipset, iptables-restore) and userspace (iptables-restore, and the node's proxy process). Each plugs in behind
 nsk/proxy/provider.py's Provider interface."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 from nsk.errors import KernelError
 from nsk.proxy import iptables as rules
-from nsk.proxy import ipvs
+from nsk.proxy import ipvs, userspace
 from nsk.proxy import nftables as nft
 from nsk.proxy.model import NodeContext, ServicePort
 
@@ -302,3 +302,64 @@ class IpvsProxier:
                        if line.split()[1:2] and line.split()[1].startswith("KUBE-"))
         return (f"# ipvsadm -Ln\n{kernel.output(netns, ['ipvsadm', '-L', '-n'])}"
                 f"# ipset save (kube-proxy's sets)\n{sets}# iptables-save\n{kernel.save(netns)}")
+
+
+class UserspaceProxier:
+    """kube-proxy's userspace mode (removed in Kubernetes 1.26): the node's kube-proxy Pod
+    listens on a proxy port a Service port and copies the bytes to an endpoint; this
+    provider gives out the proxy ports, hands the node's table to that process
+    (userspace.publish) and writes the KUBE-PORTALS-* and KUBE-NODEPORT-* chains that send
+    the Services' traffic to it."""
+
+    mode = "userspace"
+    tool = "iptables-restore"
+
+    def __init__(self, netns: str, ctx: NodeContext, kernel, fresh: bool = False):
+        self.netns, self.ctx, self.kernel = netns, ctx, kernel
+        self.proxy_ports: dict[str, int] = {}
+        self.last_ports: list[ServicePort] | None = None
+        self.last_text: str | None = None
+        self.pending_jumps = rules.missing_jumps("" if fresh else kernel.save(netns), userspace.JUMPS, canary=False)
+        self.last_sync_ms = 0.0
+        self._job: str | None = None
+
+    def plan(self, ports: list[ServicePort], now: float) -> str | None:
+        if ports == self.last_ports and self.last_text is not None:
+            return None
+        self.proxy_ports = userspace.allocate(ports, self.proxy_ports)
+        if self.ctx.run_dir:
+            userspace.publish(self.ctx.run_dir, self.ctx.node, userspace.table(ports, self.proxy_ports))
+        text = userspace.render(ports, self.ctx, self.proxy_ports)
+        if text == self.last_text:
+            self.last_ports = ports
+            return None
+        self._job = text
+        return self.pending_jumps + text
+
+    def applied(self, ports: list[ServicePort], started: float) -> None:
+        self.last_text, self.last_ports, self._job = self._job, ports, None
+        self.pending_jumps = ""
+        self.last_sync_ms = (time.monotonic() - started) * 1000
+        log.info("%s: synced %d service ports (userspace: %d proxy ports) in %.1f ms", self.netns, len(ports),
+                 len(self.proxy_ports), self.last_sync_ms)
+
+    def failed(self) -> None:
+        self._job, self.last_text = None, None
+        self.pending_jumps = rules.missing_jumps(self.kernel.save(self.netns), userspace.JUMPS, canary=False)
+
+    def cleanup(self, kernel, netns: str) -> None:
+        """The chains and jumps go, and the node's proxy closes its sockets."""
+        text = rules.cleanup(kernel.save(netns))
+        if text:
+            kernel.restore(netns, text)
+        if self.ctx.run_dir:
+            userspace.publish(self.ctx.run_dir, self.ctx.node, [])
+
+    @staticmethod
+    def show(kernel, netns: str, table: str | None = None) -> str:
+        """`iptables-save`, and the proxy sockets the node's kube-proxy listens on (`ss`)."""
+        if table:
+            return kernel.save(netns, table)
+        lo, hi = userspace.PORT_RANGE
+        listening = kernel.output(netns, ["ss", "-H", "-ltunp", f"sport >= :{lo} and sport <= :{hi}"])
+        return f"# iptables-save\n{kernel.save(netns)}# ss -ltunp (the proxy sockets, ports {lo}-{hi})\n{listening}"

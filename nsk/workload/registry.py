@@ -67,16 +67,22 @@ def _cluster_dns(ctx: WorkloadContext) -> list[str]:
 
 
 def _kube_proxy(ctx: WorkloadContext) -> Callable[[], None]:
-    """The Pod that stands for a node's kube-proxy, as on a kubeadm cluster: the proxy's work
-    (the node's rules) is done by the control plane, which is this node's kube-proxy; the
-    Pod's process says so in its log and waits to be stopped."""
+    """A node's kube-proxy Pod, as on a kubeadm cluster (hostNetwork: in the node's
+    namespace). The node's rules are written by the control plane, which is this node's
+    kube-proxy for them; in userspace mode this process is the proxy itself: it listens on
+    the proxy ports of the table the control plane hands it (nsk/proxy/userspace.py)."""
     def run() -> None:
         import signal
+        from nsk.proxy import userspace
         print(f"kube-proxy of node {ctx.node}: its rules are written by the nsk control plane in the mode of "
-              f"kube-system/kube-proxy's config.conf; `nsk rules --node {ctx.node}` shows them", flush=True)
+              f"kube-system/kube-proxy's config.conf; `nsk rules --node {ctx.node}` shows them; in userspace "
+              "mode this process is the proxy", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        while True:
-            signal.pause()
+        try:
+            userspace.reserve_ports()
+        except OSError as e:
+            print(f"cannot reserve the proxy ports: {e}", flush=True)
+        userspace.UserspaceProxy(*userspace.paths(ctx.run_dir, ctx.node)).run()
     return run
 
 

@@ -609,3 +609,64 @@ def test_the_proxy_mode_switches_on_a_running_cluster_and_leaves_nothing_of_the_
     wait_for(lambda: "FailedProxyConfig" in cluster.nsk("describe", "configmap", "kube-proxy", "-n",
                                                           "kube-system").stdout, 15)
     assert "Proxy mode:     nftables" in cluster.nsk("status").stdout  # the running mode stays
+
+
+def test_userspace_mode_proxies_through_the_nodes_kube_proxy_and_retries_past_a_refusing_endpoint(cluster):
+    """#10: the historical mode, as the source teaches it: the node's kube-proxy listens on a
+    proxy port a Service port (KUBE-PORTALS-* redirect there), the endpoint sees the node as
+    the client, and an endpoint that refuses is passed over, so the client never sees it."""
+    text = CLUSTER.format(replicas=2).replace("spec:\n  external:", "spec:\n  proxy: {mode: userspace}\n  external:", 1)
+    cluster.up(text + service("web", type="NodePort", ports=[{"port": 80, "targetPort": 9376, "nodePort": 30080}])
+               + service("echo", ports=[{"name": "echo", "port": 53, "targetPort": "echo", "protocol": "UDP"}]))
+    assert "Proxy mode:     userspace (removed in Kubernetes 1.26)" in cluster.nsk("status").stdout
+    rules = cluster.nsk("rules", "--node", "node-1").stdout
+    assert "-A KUBE-PORTALS-CONTAINER -d 10.96.0.2/32 -p tcp -m comment --comment \"default/web\" -m tcp --dport 80 " \
+           "-j REDIRECT --to-ports 4000" in rules
+    assert "-A KUBE-NODEPORT-HOST -p tcp -m comment --comment \"default/web\" -m tcp --dport 30080 " \
+           "-j DNAT --to-destination 172.18.0.2:4000" in rules
+    assert "KUBE-SVC-" not in rules and "0.0.0.0:4000" in rules  # the proxy ports, held by the node's kube-proxy
+    pods = cluster.pods("app=MyApp")
+    client = pods[0]["metadata"]["name"]
+    assert set(hits(cluster, client, "10.96.0.2:80", 8)) == pod_names(cluster)
+    # the endpoint sees the proxy (a node), not the Pod
+    seen = [a.rpartition(":")[0] for a in cluster.exec(
+        client, "sh", "-c", "for i in 1 2 3 4; do curl -s --max-time 2 10.96.0.2/clientip; echo; done").stdout.split()]
+    assert set(seen) <= {"172.18.0.2", "172.18.0.3", "10.244.1.1", "10.244.2.1"} and seen, seen
+    assert set(hits(cluster, "host/client", "172.18.0.3:30080", 4)) == pod_names(cluster)  # a NodePort from outside
+    script = ("import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); "
+              "s.sendto(b'ping',('10.96.0.3',53)); print(s.recvfrom(100)[0].decode())")
+    assert cluster.exec(client, "python3", "-c", script).stdout.strip() == "ping"  # UDP, one session a client
+    # a Service whose endpoints are one Pod that answers and one port that refuses
+    live = pods[1]["status"]["podIP"]
+    cluster.apply(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: mixed}}
+spec:
+  ports: [{{port: 80}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: mixed}}
+subsets:
+  - addresses: [{{ip: {live}}}]
+    ports: [{{port: 9376}}]
+  - addresses: [{{ip: {pods[0]["status"]["podIP"]}}}]
+    ports: [{{port: 9}}]
+""")
+    wait_for(lambda: "default/mixed" in cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout, 15, "its portal")
+    got = hits(cluster, client, "10.96.0.4:80", 10)
+    assert got == [pods[1]["metadata"]["name"]] * 10, got  # every try answered; the refusing one passed over
+    assert "Dial failed" in cluster.nsk("logs", next(p["metadata"]["name"] for p in cluster.pods(
+        "k8s-app=kube-proxy", namespace="kube-system") if p["spec"]["nodeName"] == pods[0]["spec"]["nodeName"]),
+        "-n", "kube-system").stdout
+    # and back to iptables mode: nothing of userspace mode is left
+    doc = text.split("---")[0].replace("metadata: {name: x}", f"metadata: {{name: {cluster.name}}}")
+    cluster.apply(doc.replace("proxy: {mode: userspace}", "proxy: {mode: iptables}"))
+    wait_for(lambda: "Proxy mode:     iptables" in cluster.nsk("status").stdout, 15, "iptables mode")
+    for node in ("node-1", "node-2"):
+        saved = cluster.exec(f"node/{node}", "iptables-save").stdout
+        assert "KUBE-PORTALS" not in saved and "KUBE-NODEPORT-" not in saved
+        wait_for(lambda: cluster.exec(f"node/{node}", "ss", "-H", "-ltun", "sport >= :40000 and sport <= :44999")
+                 .stdout.strip() == "", 10, "the proxy sockets to close")
+    assert set(hits(cluster, client, "10.96.0.2:80", 8)) == pod_names(cluster)
