@@ -72,7 +72,7 @@ class ControlPlane:
         self.controllers = ControllerManager(self.api, [
             deployment.DeploymentController(random.Random()), deployment.GarbageCollector(),
             scheduler.Scheduler(self.plan.nodes), endpoints.EndpointsController(),
-            loadbalancer.LoadBalancerController(self.cfg.lb_pool)])
+            loadbalancer.LoadBalancerController(self.cfg.lb_pool), proxy_config.KubeProxyPods(self.cfg)])
         self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch,
                                          self.kernel, self.api) for n in self.plan.nodes}
         for k in self.kubelets.values():

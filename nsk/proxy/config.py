@@ -60,3 +60,23 @@ def proxy_of(cm: dict) -> tuple[str, str]:
         raise NskError(f'{KEY}: ipvs.scheduler: Unsupported value: "{scheduler}": supported values: '
                        + ", ".join(f'"{m}"' for m in IPVS_SCHEDULERS))
     return mode, scheduler
+
+
+class KubeProxyPods:
+    """kubeadm's kube-proxy DaemonSet, the part nsk needs: every node has its kube-proxy Pod;
+    one that is gone (deleted, its node's Pod evicted) is made again. In userspace mode that
+    Pod is the node's proxy."""
+
+    name = "daemonset-controller"
+
+    def __init__(self, cfg: ClusterConfig):
+        self.cfg = cfg
+
+    def reconcile(self, snap) -> list:
+        from nsk.apiserver.admission import admit
+        from nsk.controllers.manager import Put
+        if snap.changed is not None and not any(k.kind == "Pod" and k.namespace == NAMESPACE for k in snap.changed):
+            return []
+        have = {p["spec"].get("nodeName") for p in snap.in_namespace("Pod", NAMESPACE)
+                if (p["metadata"].get("labels") or {}).get("k8s-app") == "kube-proxy"}
+        return [Put(admit(pod(self.cfg, n.name))) for n in self.cfg.nodes if n.name not in have]

@@ -46,6 +46,7 @@ DIAL_TIMEOUTS = (0.25, 0.5, 1.0, 2.0)  # kube-proxy's EndpointDialTimeouts
 UDP_IDLE = 0.25  # its udpIdleTimeout default
 UDP_BUFFER = 4096
 MAX_CONNECTIONS = 1024  # nsk's bound: a connection beyond it is closed at once
+MAX_UDP_SESSIONS = 4096  # and a datagram from a client beyond it is dropped (each session holds a socket)
 PORTALS_CONTAINER, PORTALS_HOST = "KUBE-PORTALS-CONTAINER", "KUBE-PORTALS-HOST"
 NODEPORT_CONTAINER, NODEPORT_HOST, NODEPORT_NON_LOCAL = \
     "KUBE-NODEPORT-CONTAINER", "KUBE-NODEPORT-HOST", "KUBE-NODEPORT-NON-LOCAL"
@@ -347,6 +348,8 @@ class UserspaceProxy:
             return
         got = svc.clients.get(client)
         if got is None:
+            if sum(len(s.clients) for s in self.services.values()) >= MAX_UDP_SESSIONS:
+                return
             backend = self.dial(svc, client[0], socket.SOCK_DGRAM)
             if backend is None:
                 return  # no endpoint: the datagram is dropped

@@ -657,9 +657,17 @@ subsets:
     wait_for(lambda: "default/mixed" in cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout, 15, "its portal")
     got = hits(cluster, client, "10.96.0.4:80", 10)
     assert got == [pods[1]["metadata"]["name"]] * 10, got  # every try answered; the refusing one passed over
-    assert "Dial failed" in cluster.nsk("logs", next(p["metadata"]["name"] for p in cluster.pods(
-        "k8s-app=kube-proxy", namespace="kube-system") if p["spec"]["nodeName"] == pods[0]["spec"]["nodeName"]),
-        "-n", "kube-system").stdout
+    proxy = next(p["metadata"]["name"] for p in cluster.pods("k8s-app=kube-proxy", namespace="kube-system")
+                 if p["spec"]["nodeName"] == pods[0]["spec"]["nodeName"])
+    assert "Dial failed" in cluster.nsk("logs", proxy, "-n", "kube-system").stdout
+    # the node's proxy Pod deleted: as its DaemonSet would, a new one comes, and serves again
+    cluster.nsk("delete", "pod", proxy, "-n", "kube-system")
+    wait_for(lambda: [p for p in cluster.pods("k8s-app=kube-proxy", namespace="kube-system")
+                      if p["spec"]["nodeName"] == pods[0]["spec"]["nodeName"] and not p["metadata"].get(
+                          "deletionTimestamp") and (p.get("status") or {}).get("phase") == "Running"], 30,
+             "the node's kube-proxy Pod again")
+    wait_for(lambda: set(hits(cluster, client, "10.96.0.2:80", 8)) == pod_names(cluster), 10,
+             "the Service through the new proxy")
     # and back to iptables mode: nothing of userspace mode is left
     doc = text.split("---")[0].replace("metadata: {name: x}", f"metadata: {{name: {cluster.name}}}")
     cluster.apply(doc.replace("proxy: {mode: userspace}", "proxy: {mode: iptables}"))
