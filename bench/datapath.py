@@ -4,9 +4,11 @@
    writes) to its endpoint gone from every node's iptables rules, p50 and p95;
    also the whole `nsk delete pod` command, interpreter start included;
 2. iperf3 throughput from a Pod on node-1 to a Pod on node-2, through a ClusterIP and
-   directly to the Pod IP.
+   directly to the Pod IP;
+3. the same through the ClusterIP in each proxy mode of --modes, switched live on the same
+   cluster (userspace mode copies every byte through the node's kube-proxy process).
 
-Run: `.venv/bin/python bench/datapath.py --changes 20`
+Run: `.venv/bin/python bench/datapath.py --changes 20 --modes iptables nftables userspace`
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ def iperf(target: str) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--changes", type=int, default=20)
+    ap.add_argument("--modes", nargs="*", default=["iptables", "nftables", "userspace"],
+                    help="proxy modes whose ClusterIP throughput is measured (ipvs needs a kernel with IPVS)")
     args = ap.parse_args()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(TOPOLOGY)
@@ -140,6 +144,22 @@ def main() -> int:
         print("|---|---:|")
         print(f"| directly to the Pod IP | {d:.2f} |")
         print(f"| through the ClusterIP | {s:.2f} ({s / d:.2f}×) |")
+        if args.modes:
+            print("\n| proxy mode | ClusterIP Gbit/s (median of 3 × 3 s) | of direct |")
+            print("|---|---:|---:|")
+        for mode in args.modes:
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                f.write(TOPOLOGY.split("---")[0].replace(f"name: {NAME}}}", f"name: {NAME}}}\nspec: {{proxy: {{mode: {mode}}}}}"))
+                f.flush()
+                nsk("apply", "-f", f.name)
+            deadline = time.monotonic() + 60
+            while f"Proxy mode:     {mode}" not in nsk("status").stdout:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the cluster did not switch to {mode} mode")
+                time.sleep(0.5)
+            time.sleep(2)  # the new mode's first sync
+            m = statistics.median(iperf(svc) for _ in range(3))
+            print(f"| {mode} | {m:.2f} | {m / d:.2f}× |", flush=True)
     finally:
         nsk("down")
     return 0

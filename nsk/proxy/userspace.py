@@ -213,6 +213,7 @@ class UserspaceProxy:
         self.stopping = False
 
     def run(self) -> None:
+        os.makedirs(os.path.dirname(self.wake_path), exist_ok=True)  # made by whichever comes first
         try:
             os.unlink(self.wake_path)
         except FileNotFoundError:
