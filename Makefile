@@ -33,6 +33,7 @@ test: install $(STAMP)/vm-deps
 bench: install $(STAMP)/bench-deps
 	$(VENV)/bin/python bench/up_down.py --pods 50 200 --repeat 3
 	$(VENV)/bin/python bench/proxy_sync.py --services 1000 10000 --repeat 3
+	$(VENV)/bin/python bench/proxy_modes.py --services 1000 10000 --repeat 3 --changes 20
 	$(VENV)/bin/python bench/datapath.py --changes 20
 	$(VENV)/bin/python bench/dns.py --services 200 --seconds 10 --rounds 3
 	$(VENV)/bin/python bench/scale.py --services 100 1000 --endpoints 20 --idle 60 --samples 20

@@ -617,7 +617,9 @@ def test_userspace_mode_proxies_through_the_nodes_kube_proxy_and_retries_past_a_
     the client, and an endpoint that refuses is passed over, so the client never sees it."""
     text = CLUSTER.format(replicas=2).replace("spec:\n  external:", "spec:\n  proxy: {mode: userspace}\n  external:", 1)
     cluster.up(text + service("web", type="NodePort", ports=[{"port": 80, "targetPort": 9376, "nodePort": 30080}])
-               + service("echo", ports=[{"name": "echo", "port": 53, "targetPort": "echo", "protocol": "UDP"}]))
+               + service("echo", ports=[{"name": "echo", "port": 53, "targetPort": "echo", "protocol": "UDP"}])
+               + service("lb", type="LoadBalancer") + service("sticky", sessionAffinity="ClientIP")
+               + service("nobody", selector={"app": "none"}))
     assert "Proxy mode:     userspace (removed in Kubernetes 1.26)" in cluster.nsk("status").stdout
     rules = cluster.nsk("rules", "--node", "node-1").stdout
     assert "-A KUBE-PORTALS-CONTAINER -d 10.96.0.2/32 -p tcp -m comment --comment \"default/web\" -m tcp --dport 80 " \
@@ -636,6 +638,15 @@ def test_userspace_mode_proxies_through_the_nodes_kube_proxy_and_retries_past_a_
     script = ("import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); "
               "s.sendto(b'ping',('10.96.0.3',53)); print(s.recvfrom(100)[0].decode())")
     assert cluster.exec(client, "python3", "-c", script).stdout.strip() == "ping"  # UDP, one session a client
+    lb = wait_for(lambda: (cluster.get("svc", "lb").get("status") or {}).get("loadBalancer"), what="an LB IP")
+    assert set(hits(cluster, "host/client", lb["ingress"][0]["ip"], 6)) == pod_names(cluster)  # an LB IP is a portal
+    sticky = cluster.get("svc", "sticky")["spec"]["clusterIP"]
+    assert len(set(hits(cluster, client, sticky, 6))) == 1  # ClientIP affinity in the proxy's round robin
+    # no endpoints: the proxy accepts, finds none, and closes (no REJECT rule in this mode)
+    nobody = cluster.get("svc", "nobody")["spec"]["clusterIP"]
+    # (curl: 52 empty reply, or 56 reset: the request was unread when the proxy closed)
+    r = cluster.exec(client, "sh", "-c", f"time -p curl -s --max-time 3 {nobody}; echo rc=$?", check=False)
+    assert ("rc=52" in r.stdout or "rc=56" in r.stdout) and float(r.stderr.split("real")[1].split()[0]) < 1, r
     # a Service whose endpoints are one Pod that answers and one port that refuses
     live = pods[1]["status"]["podIP"]
     cluster.apply(f"""
@@ -655,7 +666,7 @@ subsets:
     ports: [{{port: 9}}]
 """)
     wait_for(lambda: "default/mixed" in cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout, 15, "its portal")
-    got = hits(cluster, client, "10.96.0.4:80", 10)
+    got = hits(cluster, client, cluster.get("svc", "mixed")["spec"]["clusterIP"] + ":80", 10)
     assert got == [pods[1]["metadata"]["name"]] * 10, got  # every try answered; the refusing one passed over
     proxy = next(p["metadata"]["name"] for p in cluster.pods("k8s-app=kube-proxy", namespace="kube-system")
                  if p["spec"]["nodeName"] == pods[0]["spec"]["nodeName"])

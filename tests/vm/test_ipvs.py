@@ -150,6 +150,22 @@ def test_hairpin_and_a_service_without_endpoints(ipvs):
     assert float(r.stderr.split("real")[1].split()[0]) < 2
 
 
+def test_lc_sends_new_connections_to_the_pod_without_held_ones(ipvs):
+    """lc (least connections): with two connections held open to two of the three Pods, every
+    new connection goes to the third (an active connection weighs 256 inactive ones)."""
+    doc = TOPOLOGY.format(name=ipvs.name).split("---")[0].replace("proxy: {mode: ipvs}",
+                                                                  "proxy: {mode: ipvs, ipvs: {scheduler: lc}}")
+    ipvs.apply(doc)
+    cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
+    wait_for(lambda: f"TCP  {cip}:80 lc" in ipvs.nsk("rules", "--node", "node-1").stdout, 60, "the lc scheduler")
+    hold = "(sleep 20 | nc web 80 >/dev/null 2>&1 &); "
+    got = ipvs.exec("client", "sh", "-c", hold * 2 + "sleep 2; for i in 1 2 3 4 5; do curl -s --max-time 2 "
+                    "web/hostname; echo; done").stdout.split()
+    assert len(got) == 5 and len(set(got)) == 1, got
+    active = ipvs.exec("node/node-1", "ipvsadm", "-L", "-n", "-t", f"{cip}:80").stdout
+    assert sorted(int(line.split()[4]) for line in active.splitlines() if "->" in line and "Masq" in line) == [0, 1, 1]
+
+
 def test_the_scheduler_changes_live_and_sh_keeps_a_client_on_one_pod(ipvs):
     doc = TOPOLOGY.format(name=ipvs.name).split("---")[0].replace("proxy: {mode: ipvs}",
                                                                   "proxy: {mode: ipvs, ipvs: {scheduler: sh}}")
