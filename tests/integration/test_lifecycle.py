@@ -180,7 +180,10 @@ def test_ctrl_c_during_up_removes_what_was_made(cluster, tmp_path):
     path = tmp_path / "big.yaml"
     path.write_text(WEB.format(replicas=100))  # long enough an `up` (~1.5 s) for the signal to land in it
     up = subprocess.Popen([sys.executable, "-m", "nsk", "up", str(path), "--cluster", cluster.name], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          # as from a terminal: a suite started in the background (`make test &`) has
+                          # SIGINT ignored, which its children inherit, and nsk rightly keeps ignoring it
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: len([n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
                               if n.startswith(f"nsk_{cluster.name}_pod_")]) >= 3, timeout=30, what="some Pods")
