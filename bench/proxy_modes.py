@@ -92,6 +92,7 @@ def latency(sizes: list[int], connects: int) -> list[tuple]:
             links.veth_into(r, "srv0", "eth0", SERVER_NS)
             links.address(r, "srv0", "10.250.0.1", 30)
             links.lo_up(r)
+            links.route_add(r, "0.0.0.0/0", gateway="10.250.0.2")  # a ClusterIP needs a route before its DNAT
         with links.ipr(SERVER_NS) as r:
             links.address(r, "eth0", "10.250.0.2", 30)
             links.lo_up(r)
