@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from nsk.proxy import masquerade
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
-from nsk.proxy.model import Endpoint, NodeContext, ServicePort, categorize  # noqa: F401 - NodeContext: the renderer's input
+from nsk.proxy.model import Endpoint, NodeContext, ServicePort, categorize
 
 
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -307,8 +307,11 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     ]
     n_rules += masquerade.rules(cidr)  # the chains every mode shares
 
+    common = NodeContext("", ctx.cluster_cidr)
     for sp in ports:
-        parts = _service(sp, ctx, large)
+        # without a Local policy or source ranges a Service's rules are the same on every
+        # node: keyed without the node, the nodes share one render of it
+        parts = _service(sp, ctx if sp.uses_local or sp.lb_source_ranges else common, large)
         for out, part in zip((f_rules, n_chains, n_rules, ext_services, nodeports, svc_rules), parts):
             out += part
 

@@ -273,11 +273,12 @@ def _service(sp: ServicePort, ctx: NodeContext) -> tuple:
 
 def render(ports: list[ServicePort], ctx: NodeContext, service_cidr: str) -> NftRuleset:
     """The node's kube-proxy table for these Service ports."""
+    common = NodeContext("", ctx.cluster_cidr)
     chains: list[tuple[str, tuple[str, ...]]] = []
     sets: list[tuple[str, int]] = []
     elems: dict[str, list[tuple[str, str]]] = {n: [] for n in ELEMENT_SETS}
     for sp in ports:
-        c, s, e = _service(sp, ctx)
+        c, s, e = _service(sp, ctx if sp.uses_local else common)  # shared by the nodes, as in iptables mode
         chains += c
         sets += s
         for n, items in e:

@@ -447,3 +447,18 @@ def test_cleanup_removes_every_chain_and_jump_of_the_mode_and_nothing_else():
     assert not any(c.startswith(("KUBE-", "NSK-")) for c in left)
     assert "MINE" in left and [r.target for r in after["nat"].chains["PREROUTING"]] == ["MINE"]
     assert cleanup("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n") == ""
+
+
+def test_nodes_share_the_render_of_a_service_without_a_local_policy():
+    """#17: a Service's rules are rendered once for every node unless they depend on the node
+    (a Local policy: the node's own endpoints; source ranges: the node's addresses)."""
+    from nsk.proxy.iptables import _service
+    shared = ServicePort("ns", "shared", "", "TCP", 80, "10.96.7.7", endpoints=(Endpoint("10.244.1.9", 80, "node-1"),))
+    local = ServicePort("ns", "loc", "", "TCP", 80, "10.96.7.8", node_port=30123, external_local=True,
+                        endpoints=(Endpoint("10.244.1.9", 80, "node-1"),))
+    _service.cache_clear()
+    one = render([shared, local], NodeContext("node-1", "10.244.0.0/16", ("172.18.0.2",))).text
+    two = render([shared, local], NodeContext("node-2", "10.244.0.0/16", ("172.18.0.3",))).text
+    info = _service.cache_info()
+    assert (info.misses, info.hits) == (3, 1)  # `shared` once for both; `loc` for each node
+    assert "ns/loc has no local endpoints" in two and "ns/loc has no local endpoints" not in one
