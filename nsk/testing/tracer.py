@@ -96,9 +96,11 @@ class Outcome:
 
 
 class Tracer:
-    def __init__(self, text: str, local_ips: set[str]):
+    def __init__(self, text: str, local_ips: set[str], sets: dict[str, frozenset[str]] | None = None):
+        """`sets`: the ipsets `-m set` rules match against (IPVS mode), name -> entries."""
         self.tables = parse(text)
         self.local = local_ips
+        self.sets = sets or {}
         self._dnat = True  # during a walk of the filter table: whether nat DNATed the packet
 
     # ---- matching -------------------------------------------------------------------
@@ -147,6 +149,15 @@ class Tracer:
                     # a tracer packet is a new connection, DNATed when nat gave it a destination
                     ok = ("NEW" in states or ("DNAT" in states and self._dnat)) != n
                     i += 2 + n
+                elif module == "set":
+                    n = args[i] == "!"
+                    ok = self._in_set(args[i + n + 1], args[i + n + 2], pkt) != n
+                    i += 3 + n
+                elif module == "physdev":  # nsk's nodes route, never bridge, a Pod's packets
+                    n = args[i] == "!"
+                    assert args[i + n] == "--physdev-is-in", args
+                    ok = n
+                    i += 1 + n
                 elif module == "statistic":
                     i += 4  # --mode random --probability P
                     chance = True
@@ -173,6 +184,27 @@ class Tracer:
         if not result:
             return [False]
         return [True, False] if chance else [True]
+
+    def _in_set(self, name: str, flags: str, pkt: Packet) -> bool:
+        """Whether `pkt` is in ipset `name` (the entry formats of nsk/proxy/ipvs.py)."""
+        from nsk.proxy.ipvs import SETS
+        if name not in SETS:
+            raise ValueError(f"tracer does not know ipset {name}")
+        typ, entries = SETS[name][0], self.sets.get(name, frozenset())
+        ip = {"src": pkt.src, "dst": pkt.dst}
+        f = flags.split(",")
+        if typ == "bitmap:port":
+            return str(pkt.dport) in entries
+        if typ == "hash:ip":
+            return ip[f[0]] in entries
+        key = f"{ip[f[0]]},{pkt.proto}:{pkt.dport}"
+        if typ == "hash:ip,port":
+            return key in entries
+        if typ == "hash:ip,port,ip":
+            return f"{key},{ip[f[2]]}" in entries
+        # hash:ip,port,net
+        return any(e.rsplit(",", 1)[0] == key and ipaddress.IPv4Address(ip[f[2]]) in
+                   ipaddress.IPv4Network(e.rsplit(",", 1)[1]) for e in entries)
 
     # ---- walking --------------------------------------------------------------------
 
@@ -266,3 +298,46 @@ def check_tables(tables: dict[str, Table]) -> list[str]:
                     and chain not in referenced:
                 problems.append(f"{name}: chain {chain} is declared but never jumped to")
     return problems
+
+
+class IpvsTracer:
+    """A packet's ways through a node in IPVS mode (pure): kube-proxy's iptables rules, with
+    its ipsets, and the virtual servers. The nat table only marks (no DNAT in this mode); a
+    packet to an address of the node (kube-ipvs0's included) meets the filter table's INPUT
+    (KUBE-IPVS-FILTER), then IPVS's LOCAL_IN hook, which sends it to each real server in
+    turn (one outcome each) or, with none, has the kernel refuse it; POSTROUTING masquerades
+    what was marked and hairpin traffic (KUBE-LOOP-BACK)."""
+
+    def __init__(self, ruleset, local_ips: set[str]):
+        from nsk.proxy import ipvs
+        from nsk.proxy.iptables import missing_jumps
+        self.state = ruleset.state
+        self.local = set(local_ips) | set(ruleset.state.addrs)
+        self.ipt = Tracer(missing_jumps("", ipvs.JUMPS, canary=False) + ruleset.iptables, self.local,
+                          dict(ruleset.state.sets))
+
+    def trace(self, pkt: Packet, from_node: bool = False) -> set[Outcome]:
+        t = self.ipt
+        _, _, _, mark = next(t._walk("nat", "OUTPUT" if from_node else "PREROUTING", pkt, 0))
+        t._dnat = False
+        if pkt.dst in self.local:  # (the node's own packets to itself meet INPUT too, through lo)
+            for verdict, _, _, _ in t._walk("filter", "INPUT", pkt, mark):
+                if verdict in ("DROP", "REJECT"):
+                    return {Outcome(None, False, verdict)}
+                break
+        vs = self.state.services.get(f"{pkt.dst}:{pkt.dport}/{pkt.proto.upper()}")
+        if vs is None or pkt.dst not in self.local:
+            return t.trace(pkt, from_node)  # not a virtual server: the iptables ways alone
+        real = [rs for rs, w in vs[1].items() if w > 0]
+        if not real:
+            return {Outcome(None, False, "REJECT")}  # the kernel's ICMP port unreachable
+        out = set()
+        for rs in real:
+            ip, port = rs.rsplit(":", 1)
+            p = Packet(pkt.src, ip, int(port), pkt.proto)
+            masq = False
+            for target, _, _, _ in t._walk("nat", "POSTROUTING", p, mark):
+                masq = target == "MASQUERADE"
+                break
+            out.add(Outcome(rs, masq, "ACCEPT"))
+        return out

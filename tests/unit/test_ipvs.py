@@ -10,6 +10,7 @@ from nsk.proxy.ipvs import IpvsState, VirtualServer, changes, render
 from nsk.proxy.model import Endpoint, NodeContext, ServicePort
 from nsk.proxy.sync import IpvsProxier
 from nsk.testing.fakes import RecordingKernel
+from nsk.testing.tracer import Outcome
 
 CTX = NodeContext("node-1", "10.0.0.0/8", ("100.101.102.103",))
 LOCAL, REMOTE = Endpoint("10.180.0.1", 80, "node-1"), Endpoint("10.180.1.1", 80, "node-2")
@@ -167,3 +168,51 @@ def test_the_provider_writes_one_script_a_sync_in_kube_proxys_order():
     after = p.plan([sp2], 3.0)
     assert ("output", "ns-node-1", ("ipvsadm", "-S", "-n")) in k.calls
     assert "-a -t 10.96.0.5:80 -r 10.180.1.1:80 -m -w 1" in after and "-A -t 10.96.0.5:80" not in after
+
+
+# ---- the iptables mode's flow table, through IPVS mode -------------------------------------
+
+def _flows():
+    from tests.unit.test_iptables import CTX as IPT_CTX
+    from tests.unit.test_iptables import FLOWS, LOCAL, PORTS
+    return IPT_CTX, FLOWS, LOCAL, PORTS
+
+
+# where kube-proxy's IPVS mode answers otherwise than its iptables mode, and why
+IPVS_DIFFERS = {
+    "ClusterIP, wrong port: untouched":
+        # the ClusterIP is an address of the node here (kube-ipvs0): KUBE-IPVS-FILTER refuses
+        # a new connection to a port no Service has
+        {Outcome(None, False, "REJECT")},
+    "external to NodePort (Local), no local endpoint: dropped":
+        # kubernetes#97081: without a local endpoint, every endpoint (the client's address kept)
+        {Outcome("10.244.2.2:8080", False, "ACCEPT")},
+    "node to its NodePort (Local), no local endpoint: masqueraded, to the Service":
+        # KUBE-NODE-PORT returns before marking a Local NodePort; the node's own address is the source anyway
+        {Outcome("10.244.2.2:8080", False, "ACCEPT")},
+    "Pod to NodePort (Local): any endpoint, as from outside":
+        # no short-circuit in IPVS mode: a NodePort's real servers are the local ones, from anywhere
+        {Outcome("10.244.1.2:8080", False, "ACCEPT")},
+    "node to its own NodePort (Local): masqueraded, any endpoint":
+        {Outcome("10.244.1.2:8080", False, "ACCEPT")},
+    "internalTrafficPolicy Local, none here: dropped":
+        # a ClusterIP-only Service with iTP Local and no local endpoint: a virtual server
+        # without real servers, which the kernel refuses
+        {Outcome(None, False, "REJECT")},
+}
+
+
+def test_the_iptables_flow_table_through_ipvs_mode():
+    """The same flows as tests/unit/test_iptables.py's FLOWS, through kube-proxy's IPVS mode
+    for the same Services: the same answers, except where the modes really differ
+    (IPVS_DIFFERS, each with its reason)."""
+    from nsk.testing.tracer import IpvsTracer, Packet
+    ctx, flows, local, ports = _flows()
+    tracer = IpvsTracer(render(ports, ctx), local)
+    wrong = []
+    for what, src, dst, port, from_node, expected in flows:
+        got = tracer.trace(Packet(src, dst, port), from_node=from_node)
+        if got != IPVS_DIFFERS.get(what, expected):
+            wrong.append(f"{what}: {got}")
+    assert wrong == []
+    assert set(IPVS_DIFFERS) <= {f[0] for f in flows}
