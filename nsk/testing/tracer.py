@@ -341,3 +341,215 @@ class IpvsTracer:
                 break
             out.add(Outcome(rs, masq, "ACCEPT"))
         return out
+
+
+class NftTracer:
+    """A packet's ways through a node in nftables mode (pure): the `nft -f` text nsk writes
+    (kube-proxy's table and nsk's ip nsk-ip-masq), its base chains taken by hook and
+    priority. Only the expressions nsk's renderer writes are understood; any other is an
+    error. `numgen random` and an affinity set's membership may go either way: every way is
+    followed, as the iptables tracer follows `-m statistic` and `-m recent`."""
+
+    HOOKS = {False: ("prerouting", "input", "forward", "postrouting"), True: ("output", "postrouting")}
+
+    def __init__(self, text: str, local_ips: set[str]):
+        self.local = local_ips
+        self.chains: dict[tuple[str, str], list[list[str]]] = {}
+        self.base: list[tuple[str, int, str, str, str]] = []  # (hook, priority, type, table, chain)
+        self.maps: dict[tuple[str, str], dict[str, str]] = {}
+        for line in text.splitlines():
+            words = shlex.split(line)
+            if len(words) < 4 or words[:1] not in (["add"], ["delete"], ["flush"]):
+                continue
+            verb, what, table = words[0], words[1], words[3]
+            if verb == "flush":  # flush chain
+                self.chains[(table, words[4])] = []
+            elif verb == "delete" and what == "chain":
+                del self.chains[(table, words[4])]
+            elif verb == "delete" and what in ("set", "map"):
+                del self.maps[(table, words[4])]
+            elif verb == "delete" and what == "element":
+                body = words[words.index("{") + 1:words.index("}")]
+                del self.maps[(table, words[4])][" ".join(body)]
+            elif what == "table":
+                if verb == "delete":
+                    self.chains = {k: v for k, v in self.chains.items() if k[0] != table}
+                    self.base = [b for b in self.base if b[3] != table]
+                    self.maps = {k: v for k, v in self.maps.items() if k[0] != table}
+            elif what == "chain":
+                self.chains.setdefault((table, words[4]), [])
+                if "hook" in words:
+                    h = words.index("hook")
+                    self.base.append((words[h + 1], int(words[h + 3]), words[words.index("type") + 1], table, words[4]))
+            elif what in ("set", "map"):
+                self.maps.setdefault((table, words[4]), {})
+            elif what == "rule":
+                self.chains[(table, words[4])].append(words[5:])
+            elif what == "element":
+                body = words[words.index("{") + 1:words.index("}")]
+                if "comment" in body:
+                    c = body.index("comment")
+                    body = body[:c] + body[c + 2:]
+                key, _, verdict = " ".join(body).partition(" : ")
+                self.maps[(table, words[4])][key.strip()] = verdict.strip()
+        self.base.sort(key=lambda b: b[1])
+
+    def _value(self, field: list[str], pkt: Packet) -> str:
+        names = {"ip daddr": pkt.dst, "ip saddr": pkt.src, "meta l4proto": pkt.proto, "th dport": str(pkt.dport)}
+        return " . ".join(names[" ".join(field[i:i + 2])] for i in range(0, len(field), 3))
+
+    def _walk(self, table: str, chain: str, pkt: Packet, mark: int, depth: int = 0):
+        """Yield (verdict, argument, mark) for every way through `chain`: verdicts accept,
+        drop, reject, return, dnat (argument "ip:port"), masquerade."""
+        if depth > 20:
+            raise ValueError(f"jump loop at {chain}")
+        yield from self._rules(table, chain, 0, pkt, mark, depth)
+
+    def _rules(self, table, chain, start, pkt, mark, depth):
+        rules = self.chains.get((table, chain))
+        if rules is None:
+            raise ValueError(f"jump to missing chain {table} {chain}")
+        for idx in range(start, len(rules)):
+            for way in self._rule(table, rules[idx], pkt, mark, depth):
+                kind = way[0]
+                if kind == "next":  # the rule did not end the chain: on to the next rule
+                    yield from self._rules(table, chain, idx + 1, pkt, way[2], depth)
+                else:
+                    yield way
+            return
+        yield ("return", None, mark)
+
+    def _rule(self, table, r: list[str], pkt: Packet, mark: int, depth: int):
+        """The ways one rule goes: ("next", None, mark) when it falls through, else an end."""
+        i = 0
+        while i < len(r):
+            w = r[i]
+            if w == "comment":
+                i += 2
+            elif w in ("ip", "meta", "th") and ". " not in " ".join(r[i:i + 3]) and r[i + 2:i + 3] != ["."]:
+                field = r[i:i + 2]
+                i += 2
+                neg = r[i] == "!="
+                i += neg
+                v = r[i]
+                i += 1
+                actual = self._value(field, pkt)
+                if v == "@" or v.startswith("@"):
+                    name = v[1:]
+                    if name.startswith("affinity-"):  # a client seen before, or not: both ways
+                        yield from self._rule(table, r[i:], pkt, mark, depth)
+                        yield ("next", None, mark)
+                        return
+                    ok = actual in self.maps[(table, name)]
+                elif v == "{":
+                    j = r.index("}", i)
+                    ok = any(_in(actual, x.strip(",")) for x in r[i:j])
+                    i = j + 1
+                else:
+                    ok = _in(actual, v)
+                if ok == neg:
+                    yield ("next", None, mark)
+                    return
+            elif w in ("ip", "meta", "th"):  # a concatenation: ... vmap @map
+                j = r.index("vmap", i)
+                key = self._value(r[i:j], pkt)
+                verdict = self.maps[(table, r[j + 1][1:])].get(key)
+                if verdict is None:
+                    yield ("next", None, mark)
+                    return
+                yield from self._verdict(table, verdict.split(), pkt, mark, depth)
+                return
+            elif w == "fib":  # fib saddr|daddr type [!=] local
+                addr = pkt.src if r[i + 1] == "saddr" else pkt.dst
+                neg = r[i + 3] == "!="
+                i += 4 + neg
+                if (addr in self.local) == neg:
+                    yield ("next", None, mark)
+                    return
+            elif w == "ct":  # ct state new: every traced packet opens a connection
+                assert r[i + 1:i + 3] == ["state", "new"], r
+                i += 3
+            elif w == "mark" and r[i + 1] == "and":  # mark and 0x4000 == 0
+                if ((mark & int(r[i + 2], 16)) == int(r[i + 4], 16)) is False:
+                    yield ("next", None, mark)
+                    return
+                i += 5
+            elif w == "mark" and r[i + 1] == "set":  # mark set mark or|xor V
+                v = int(r[i + 4], 16)
+                mark = mark | v if r[i + 3] == "or" else mark ^ v
+                i += 5
+            elif w == "update":  # the affinity set remembers the client: no effect on this packet
+                i = r.index("}", i) + 1
+            elif w == "numgen":  # numgen random mod N vmap { 0 : goto A , 1 : goto B }
+                body = " ".join(r[r.index("{", i) + 1:r.index("}", i)])
+                for part in body.split(","):
+                    yield from self._verdict(table, part.split(":", 1)[1].split(), pkt, mark, depth)
+                return
+            elif w == "dnat":  # dnat to ip:port
+                yield ("dnat", r[i + 2], mark)
+                return
+            elif w == "masquerade":
+                yield ("masquerade", None, mark)
+                return
+            elif w in ("jump", "goto", "return", "accept", "drop", "reject"):
+                yield from self._verdict(table, r[i:i + 2] if w in ("jump", "goto") else [w], pkt, mark, depth)
+                return
+            else:
+                raise ValueError(f"tracer does not know {w!r} in: {' '.join(r)}")
+        yield ("next", None, mark)
+
+    def _verdict(self, table, words: list[str], pkt: Packet, mark: int, depth: int):
+        if words[0] == "jump":
+            for way in self._walk(table, words[1], pkt, mark, depth + 1):
+                yield ("next", None, way[2]) if way[0] == "return" else way
+        elif words[0] == "goto":
+            yield from self._walk(table, words[1], pkt, mark, depth + 1)
+        else:
+            yield (words[0], None, mark)
+
+    def trace(self, pkt: Packet, from_node: bool = False) -> set[Outcome]:
+        """Every outcome for a new connection `pkt`, arriving at the node or (from_node) sent by it."""
+        out: set[Outcome] = set()
+
+        def run(hooks: list[str], p: Packet, mark: int, dnat: str | None, masq: bool):
+            if not hooks:
+                out.add(Outcome(dnat, masq, "ACCEPT"))
+                return
+            hook, rest = hooks[0], hooks[1:]
+            if hook in ("input", "forward"):  # routing chose one of the two
+                if (hook == "input") != (p.dst in self.local):
+                    run(rest, p, mark, dnat, masq)
+                    return
+                if hook == "input":
+                    rest = []  # delivered here: no postrouting
+            chains = [b for b in self.base if b[0] == hook]
+            ways = [(p, mark, dnat, masq, False)]
+            for _, _, typ, table, chain in chains:
+                nxt = []
+                for q, m, d, mq, done in ways:
+                    if done:  # this chain type already rewrote the packet
+                        nxt.append((q, m, d, mq, done))
+                        continue
+                    for verdict, arg, m2 in self._walk(table, chain, q, m):
+                        if verdict in ("drop", "reject"):
+                            out.add(Outcome(None, False, verdict.upper()))
+                        elif verdict == "dnat":
+                            ip, port = arg.rsplit(":", 1)
+                            nxt.append((Packet(q.src, ip, int(port), q.proto), m2, arg, mq, False))
+                        elif verdict == "masquerade":
+                            nxt.append((q, m2, d, True, True))
+                        else:
+                            nxt.append((q, m2, d, mq, False))
+                ways = nxt
+            for q, m, d, mq, _ in ways:
+                run(rest, q, m, d, mq)
+
+        run(list(self.HOOKS[from_node]), pkt, 0, None, False)
+        return out
+
+
+def _in(actual: str, value: str) -> bool:
+    """An address against an address or a prefix; anything else against itself."""
+    if "/" in value:
+        return ipaddress.IPv4Address(actual) in ipaddress.IPv4Network(value, strict=False)
+    return actual == value

@@ -91,3 +91,30 @@ def test_a_partial_sync_touches_only_what_changed_and_deletes_what_went():
     assert "delete set ip kube-proxy affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80" in text
     assert "delete element ip kube-proxy service-nodeports { tcp . 3002 }" in text
     assert second.since(second) == ""
+
+
+def test_the_iptables_flow_table_through_nftables_mode():
+    """tests/unit/test_iptables.py's FLOWS through kube-proxy's nftables table (and nsk's
+    ip nsk-ip-masq) for the same Services: the same answers, but for nftables mode's own
+    default: a ClusterIP's port that no Service has is rejected (cluster-ips-check), not
+    left alone. A renderer change that alters any other flow fails here."""
+    from nsk.proxy.nftables import masq_table
+    from nsk.testing.tracer import NftTracer, Outcome, Packet
+    from tests.unit.test_iptables import CTX as IPT_CTX
+    from tests.unit.test_iptables import FLOWS, LOCAL, PORTS
+    ctx = NodeContext(IPT_CTX.node, IPT_CTX.cluster_cidr, IPT_CTX.node_ips, service_cidr="10.96.0.0/12")
+    tracer = NftTracer(render(PORTS, ctx, "10.96.0.0/12").text + masq_table(ctx.cluster_cidr), LOCAL)
+    differs = {"ClusterIP, wrong port: untouched": {Outcome(None, False, "REJECT")}}
+    wrong = [f"{what}: {got}" for what, src, dst, port, from_node, expected in FLOWS
+             if (got := tracer.trace(Packet(src, dst, port), from_node=from_node)) != differs.get(what, expected)]
+    assert wrong == []
+    # and a partial sync leaves what a full one would: the flows after an endpoint goes
+    one = render(PORTS, ctx, "10.96.0.0/12")
+    fewer = [ServicePort(p.namespace, p.name, p.port_name, p.protocol, p.port, p.cluster_ip, p.node_port,
+                         p.external_ips, p.lb_ips, p.lb_source_ranges, p.affinity_timeout, p.external_local,
+                         p.internal_local, p.health_check_node_port, p.endpoints[:1]) for p in PORTS]
+    two = render(fewer, ctx, "10.96.0.0/12")
+    partial = NftTracer(one.text + two.since(one) + masq_table(ctx.cluster_cidr), LOCAL)
+    full = NftTracer(two.text + masq_table(ctx.cluster_cidr), LOCAL)
+    for what, src, dst, port, from_node, _ in FLOWS:
+        assert partial.trace(Packet(src, dst, port), from_node) == full.trace(Packet(src, dst, port), from_node), what
