@@ -33,7 +33,7 @@ spec:
   template:
     metadata: {{labels: {{app: web}}}}
     spec:
-      containers: [{{name: web, image: nginx, ports: [{{containerPort: 80}}]}}]
+      containers: [{{name: web, image: nginx, ports: [{{containerPort: 80}}, {{containerPort: 5353, protocol: UDP}}]}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -56,6 +56,22 @@ spec:
   type: NodePort
   selector: {{app: web}}
   ports: [{{port: 80, nodePort: 30080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-local}}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {{app: web}}
+  ports: [{{port: 80, nodePort: 30081}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 53, targetPort: 5353, protocol: UDP}}]
 ---
 apiVersion: v1
 kind: Service
@@ -118,6 +134,15 @@ def test_node_port_from_the_external_host_and_the_service_from_a_node(ipvs):
     assert set(answers(ipvs, "host/client", "172.18.0.3:30080", 6)) == pods
     cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
     assert set(answers(ipvs, "node/node-2", cip, 6)) == pods
+
+
+def test_external_traffic_policy_local_keeps_the_client_address(ipvs):
+    node_ip = {"node-1": "172.18.0.2", "node-2": "172.18.0.3"}
+    here = node_ip[ipvs.pods("app=web")[0]["spec"]["nodeName"]]
+    out = ipvs.exec("host/client", "curl", "-s", "--max-time", "3", f"{here}:30081/clientip").stdout
+    assert out.rpartition(":")[0] == "192.0.2.10", out  # not masqueraded: KUBE-NODE-PORT-LOCAL-TCP returns first
+    rules = ipvs.nsk("rules", "--node", "node-1").stdout
+    assert "add KUBE-NODE-PORT-LOCAL-TCP 30081" in rules
 
 
 def test_a_deleted_pod_leaves_the_virtual_server_and_traffic_never_reaches_it(ipvs):
@@ -193,3 +218,26 @@ def test_switching_to_iptables_and_back_leaves_nothing_of_the_other_mode(ipvs):
     assert set(answers(ipvs, "client", "web", 6)) == pods
     for node in ("node-1", "node-2"):  # no sync was refused on the way
         assert "FailedSync" not in ipvs.nsk("describe", "node", node).stdout
+
+
+def test_udp_survives_an_endpoint_change(ipvs):
+    """One client socket to a UDP Service; its only endpoint replaced: the same socket gets
+    its answers from the new one (the real server goes at once, the stale conntrack entries
+    with it, expire_nodest_conn drops IPVS's own)."""
+    ipvs.nsk("scale", "deployment", "web", "--replicas=1")
+    wait_for(lambda: len([p for p in ipvs.pods("app=web") if not p["metadata"].get("deletionTimestamp")]) == 1
+             and len(ipvs.pods("app=web")) == 1, 60, "one web Pod")
+    cip = ipvs.get("svc", "echo")["spec"]["clusterIP"]
+    script = ("import socket,sys,time\n"
+              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',40999)); s.settimeout(1)\n"
+              "for i in range(int(sys.argv[2])):\n"
+              "    s.sendto(b'ping',(sys.argv[1],53))\n"
+              "    try: print(s.recvfrom(100)[0].decode()); sys.exit(0)\n"
+              "    except socket.timeout: time.sleep(0.5)\n"
+              "sys.exit(1)\n")
+    assert ipvs.exec("client", "python3", "-c", script, cip, "5").stdout.strip() == "ping"
+    old = ipvs.pods("app=web")[0]["metadata"]["name"]
+    ipvs.nsk("delete", "pod", old)
+    wait_for(lambda: [p for p in ipvs.pods("app=web") if p["metadata"]["name"] != old
+                      and (p.get("status") or {}).get("phase") == "Running"], 60, "the new web Pod")
+    assert ipvs.exec("client", "python3", "-c", script, cip, "30").stdout.strip() == "ping"
