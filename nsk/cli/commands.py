@@ -379,7 +379,25 @@ def apply(files, cluster):
                 click.echo(f"Warning: proxy mode {m.cluster.proxy_mode}: {why}", err=True)
         for line in api.apply(m.objects, f):
             click.echo(line)
+        _warn_proxy_fallback(m.objects)
     _warn_if_down(api)
+
+
+def _warn_proxy_fallback(objects: list[dict]) -> None:
+    """kube-system/kube-proxy applied with a mode this kernel cannot run: the same one line
+    as for the Cluster document (the control plane then runs iptables mode)."""
+    from nsk.proxy import config as proxy_config
+    from nsk.proxy.provider import fallback
+    for o in objects:
+        meta = o.get("metadata") or {}
+        if (o.get("kind"), meta.get("namespace"), meta.get("name")) == ("ConfigMap", proxy_config.NAMESPACE,
+                                                                         proxy_config.NAME):
+            try:
+                mode, _ = proxy_config.proxy_of(o)
+            except NskError:
+                return  # a config kube-proxy refuses: a Warning Event on the ConfigMap says so
+            if why := fallback(mode):
+                click.echo(f"Warning: proxy mode {mode}: {why}", err=True)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -289,3 +290,8 @@ spec: {proxy: {mode: ipvs}}
     assert f" • proxy mode ipvs: {fallback('ipvs')}" in r.stderr
     assert "Proxy mode:     iptables" in cluster.nsk("status").stdout
     assert "-A KUBE-SERVICES" in cluster.nsk("rules", "-t", "nat").stdout
+    # asked for where kubeadm keeps it, the same one line
+    cm = cluster.get("configmap", "kube-proxy", namespace="kube-system")
+    del cm["metadata"]["resourceVersion"]
+    r = cluster.apply(json.dumps(cm))
+    assert f"Warning: proxy mode ipvs: {fallback('ipvs')}" in r.stderr, r.stderr
