@@ -374,30 +374,36 @@ def apply(files, cluster):
         m = _load(f, api.cfg)
         if m.has_cluster_doc:
             click.echo(api.apply_cluster(m.cluster, f))
-            from nsk.proxy.provider import fallback
-            if why := fallback(m.cluster.proxy_mode):
-                click.echo(f"Warning: proxy mode {m.cluster.proxy_mode}: {why}", err=True)
+            _warn_proxy_fallback(m.cluster.proxy_mode)
         for line in api.apply(m.objects, f):
             click.echo(line)
-        _warn_proxy_fallback(m.objects)
+        for mode in _configmap_modes(m.objects):
+            _warn_proxy_fallback(mode)
     _warn_if_down(api)
 
 
-def _warn_proxy_fallback(objects: list[dict]) -> None:
-    """kube-system/kube-proxy applied with a mode this kernel cannot run: the same one line
-    as for the Cluster document (the control plane then runs iptables mode)."""
-    from nsk.proxy import config as proxy_config
+def _warn_proxy_fallback(mode: str) -> None:
+    """A proxy mode this kernel cannot run, asked for (the Cluster document, kube-proxy's
+    ConfigMap): one line saying why iptables mode runs."""
     from nsk.proxy.provider import fallback
+    if why := fallback(mode):
+        click.echo(f"Warning: proxy mode {mode}: {why}", err=True)
+
+
+def _configmap_modes(objects: list[dict]) -> list[str]:
+    """The mode of kube-system/kube-proxy among `objects`, if it is there and valid (a config
+    kube-proxy refuses is a Warning Event on the ConfigMap instead)."""
+    from nsk.proxy import config as proxy_config
+    out = []
     for o in objects:
         meta = o.get("metadata") or {}
         if (o.get("kind"), meta.get("namespace"), meta.get("name")) == ("ConfigMap", proxy_config.NAMESPACE,
                                                                          proxy_config.NAME):
             try:
-                mode, _ = proxy_config.proxy_of(o)
+                out.append(proxy_config.proxy_of(o)[0])
             except NskError:
-                return  # a config kube-proxy refuses: a Warning Event on the ConfigMap says so
-            if why := fallback(mode):
-                click.echo(f"Warning: proxy mode {mode}: {why}", err=True)
+                pass
+    return out
 
 
 @cli.command(context_settings=CONTEXT)

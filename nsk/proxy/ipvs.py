@@ -24,6 +24,7 @@ externalTrafficPolicy Local but no endpoint on the node, every endpoint is used.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from nsk.proxy import masquerade
@@ -197,7 +198,6 @@ def render(ports: list[ServicePort], ctx: NodeContext, scheduler: str = "rr") ->
 
 
 def _contains(cidr: str, ip: str) -> bool:
-    import ipaddress
     return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
 
 

@@ -10,7 +10,7 @@
                  of stale UDP (model.stale_udp, shared by every mode); the cloud's routes
 
 A mode is one entry in MODES: a class with `plan(ports, now)`, `applied(ports, started)`,
-`failed()` and `show(kernel, netns, table)` (what `nsk rules` prints). A failed sync (a restore the kernel refused) becomes a
+`failed()`, `cleanup(kernel, netns)` and `show(kernel, netns, table)` (what `nsk rules` prints). A failed sync (a restore the kernel refused) becomes a
 Warning Event on the Node and a retry with back-off; it never stops the control plane.
 """
 
@@ -34,7 +34,7 @@ BACKOFF_START, BACKOFF_MAX = 0.1, 30.0
 
 class Provider(Protocol):
     mode: str
-    tool: str  # what loads a plan: "iptables-restore" (--noflush) or "nft" (-f -)
+    tool: str  # what loads a plan: "iptables-restore" (--noflush), "nft" (-f -) or "sh" (a script)
     netns: str
     ctx: NodeContext
 
@@ -43,6 +43,8 @@ class Provider(Protocol):
     def applied(self, ports: list[ServicePort], started: float) -> None: ...
 
     def failed(self) -> None: ...
+
+    def cleanup(self, kernel, netns: str) -> None: ...  # a switch away from this mode leaves nothing of it
 
     @staticmethod
     def show(kernel, netns: str, table: str | None = None) -> str: ...

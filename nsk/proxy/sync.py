@@ -198,17 +198,19 @@ class IpvsProxier:
 
     def __init__(self, netns: str, ctx: NodeContext, kernel, fresh: bool = False):
         self.netns, self.ctx, self.kernel = netns, ctx, kernel
-        self.fresh = fresh
         self.have: ipvs.IpvsState | None = ipvs.IpvsState() if fresh else None  # None: read the kernel first
         self.last_ports: list[ServicePort] | None = None
         self.last_iptables = ""
         self.pending_jumps = rules.missing_jumps("", ipvs.JUMPS, canary=False) if fresh else ""
         self.first = True
-        self.full_at = self.drain_at = 0.0
+        self.full_at: float | None = None  # when the kernel's state was last read (or known)
+        self.drain_at = 0.0
         self.last_sync_ms = 0.0
         self._job: tuple | None = None
 
     def plan(self, ports: list[ServicePort], now: float) -> str | None:
+        if self.full_at is None and self.have is not None:
+            self.full_at = now  # a fresh node: known empty
         if self.have is None or now - self.full_at >= FULL_SYNC_PERIOD:
             self._observe()
             self.full_at = now
@@ -240,15 +242,13 @@ class IpvsProxier:
         out += doc("ip -batch -", [f"address replace {a}/32 dev {ipvs.DEVICE}" for a in ch.bind])
         out += doc("ipset -exist restore", ch.ipset)
         out += doc("ipvsadm -R", ch.ipvsadm)
-        out += doc(f"iptables-{getattr(self.kernel, 'iptables_backend', 'nft')}-restore -w 5 --noflush",
+        out += doc(f"iptables-{self.kernel.iptables_backend}-restore -w 5 --noflush",
                    iptables.splitlines())
         out += doc("ip -force -batch -", [f"address del {a}/32 dev {ipvs.DEVICE}" for a in ch.unbind])
         return "\n".join(out) + "\n"
 
     def _observe(self) -> None:
         """The kernel's IPVS state as it is (a control plane restarted, a failed sync)."""
-        if self.fresh and self.have is not None:
-            return
         out = self.kernel.output
         try:
             addrs = frozenset(line.split()[3].split("/")[0] for line in
@@ -270,7 +270,7 @@ class IpvsProxier:
     def applied(self, ports: list[ServicePort], started: float) -> None:
         ruleset, ch, iptables = self._job
         self._job = None
-        self.have, self.last_ports, self.first, self.fresh = ch.after, ports, False, False
+        self.have, self.last_ports, self.first = ch.after, ports, False
         if iptables:
             self.last_iptables, self.pending_jumps = ruleset.iptables, ""
         self.last_sync_ms = (time.monotonic() - started) * 1000
@@ -281,15 +281,13 @@ class IpvsProxier:
 
     def failed(self) -> None:
         self._job = None
-        self.have, self.fresh = None, False  # read the kernel again before the next sync
+        self.have = None  # read the kernel again before the next sync
 
     @staticmethod
     def cleanup(kernel, netns: str) -> None:
         """Remove every trace of IPVS mode (as `kube-proxy --cleanup`): the virtual servers,
         kube-ipvs0, the KUBE-* chains and jumps, then the ipsets they matched."""
-        text = rules.cleanup(kernel.save(netns))
-        if text:
-            kernel.restore(netns, text)
+        IptablesProxier.cleanup(kernel, netns)
         kernel.output(netns, ["/bin/sh", "-c", f"ipvsadm -C; ip link del {ipvs.DEVICE} 2>/dev/null; "
                               "for s in $(ipset list -n | grep '^KUBE-'); do ipset destroy $s; done; true"])
 
@@ -349,9 +347,7 @@ class UserspaceProxier:
 
     def cleanup(self, kernel, netns: str) -> None:
         """The chains and jumps go, and the node's proxy closes its sockets."""
-        text = rules.cleanup(kernel.save(netns))
-        if text:
-            kernel.restore(netns, text)
+        IptablesProxier.cleanup(kernel, netns)
         if self.ctx.run_dir:
             userspace.publish(self.ctx.run_dir, self.ctx.node, [])
 

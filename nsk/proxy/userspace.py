@@ -34,7 +34,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from nsk.proxy.iptables import jump_rule
 from nsk.proxy.masquerade import JUMPS as MASQ_JUMPS
 from nsk.proxy.masquerade import NSK_IP_MASQ
 from nsk.proxy.masquerade import rules as masq_rules
@@ -137,11 +136,6 @@ def table(ports: list[ServicePort], proxy_ports: dict[str, int]) -> list[dict]:
     return out
 
 
-def jump_rules() -> list[tuple[str, str]]:
-    """(table, rule) of the jumps, as iptables-save prints them (for `nsk rules`' readers)."""
-    return [(t, jump_rule(chain, target, comment, extra)) for t, chain, target, comment, extra in JUMPS]
-
-
 # ---- the data plane: the node's kube-proxy process --------------------------------------
 
 @dataclass
@@ -210,6 +204,7 @@ class UserspaceProxy:
         self.services: dict[str, _Service] = {}
         self.lock = threading.Lock()  # the round-robin state, shared with the TCP threads
         self.active = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.reserved = False  # the proxy ports, reserved once there is a table (userspace mode)
         self.stopping = False
 
     def run(self) -> None:
@@ -254,6 +249,12 @@ class UserspaceProxy:
         except (OSError, ValueError):
             entries = []
         want = {f'{e["service"]}/{e["protocol"]}': e for e in entries}
+        if want and not self.reserved:
+            self.reserved = True
+            try:
+                reserve_ports()
+            except OSError as e:
+                print(f"cannot reserve the proxy ports: {e}", flush=True)
         for key in list(self.services):
             svc = self.services[key]
             e = want.get(key)

@@ -426,7 +426,7 @@ class NftTracer:
             w = r[i]
             if w == "comment":
                 i += 2
-            elif w in ("ip", "meta", "th") and ". " not in " ".join(r[i:i + 3]) and r[i + 2:i + 3] != ["."]:
+            elif w in ("ip", "meta", "th") and r[i + 2:i + 3] != ["."]:  # one field: a match
                 field = r[i:i + 2]
                 i += 2
                 neg = r[i] == "!="
@@ -434,7 +434,7 @@ class NftTracer:
                 v = r[i]
                 i += 1
                 actual = self._value(field, pkt)
-                if v == "@" or v.startswith("@"):
+                if v.startswith("@"):
                     name = v[1:]
                     if name.startswith("affinity-"):  # a client seen before, or not: both ways
                         yield from self._rule(table, r[i:], pkt, mark, depth)

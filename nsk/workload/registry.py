@@ -78,10 +78,6 @@ def _kube_proxy(ctx: WorkloadContext) -> Callable[[], None]:
               f"kube-system/kube-proxy's config.conf; `nsk rules --node {ctx.node}` shows them; in userspace "
               "mode this process is the proxy", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        try:
-            userspace.reserve_ports()
-        except OSError as e:
-            print(f"cannot reserve the proxy ports: {e}", flush=True)
         userspace.UserspaceProxy(*userspace.paths(ctx.run_dir, ctx.node)).run()
     return run
 

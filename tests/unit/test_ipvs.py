@@ -145,8 +145,7 @@ UDP  10.96.0.10:53 sh persistent 10800
 
 
 def test_the_provider_writes_one_script_a_sync_in_kube_proxys_order():
-    k = RecordingKernel()
-    k.iptables_backend = "legacy"
+    k = RecordingKernel(iptables_backend="legacy")
     p = IpvsProxier("ns-node-1", CTX, k, fresh=True)
     sp = ServicePort("ns", "a", "", "TCP", 80, "10.96.0.5", endpoints=(LOCAL,))
     script = p.plan([sp], 0.0)

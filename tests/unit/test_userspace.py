@@ -54,7 +54,8 @@ def test_the_rules_are_kube_proxys_argument_lists():
         assert rule in lines, rule
     assert lines[lines.index("*filter") + 1] == ":KUBE-NODEPORT-NON-LOCAL - [0:0]"
     assert "KUBE-MARK-MASQ" not in text  # userspace mode never marks: the proxy is the source
-    jumps = dict((r, t) for t, r in userspace.jump_rules())
+    from nsk.proxy.iptables import jump_rule
+    jumps = {jump_rule(chain, target, comment, extra): t for t, chain, target, comment, extra in userspace.JUMPS}
     assert jumps['-A PREROUTING -m addrtype --dst-type LOCAL -m comment --comment "handle service NodePorts; NOTE: '
                  'this must be the last rule in the chain" -j KUBE-NODEPORT-CONTAINER'] == "nat"
     assert jumps['-A INPUT -m comment --comment "Ensure that non-local NodePort traffic can flow" '
