@@ -183,7 +183,10 @@ def test_lc_sends_new_connections_to_the_pod_without_held_ones(ipvs):
     ipvs.apply(doc)
     cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
     wait_for(lambda: f"TCP  {cip}:80 lc" in ipvs.nsk("rules", "--node", "node-1").stdout, 60, "the lc scheduler")
-    hold = "(sleep 20 | nc web 80 >/dev/null 2>&1 &); "
+    # a connection the Pod's server keeps: a request whose headers trickle in, one every 2 s
+    # (its server drops a connection idle for 5 s, which under emulation the curls can outlast)
+    hold = ("((printf 'GET / HTTP/1.0\\r\\n'; for i in $(seq 12); do printf 'X-Hold: %s\\r\\n' $i; sleep 2; done) "
+            "| nc web 80 >/dev/null 2>&1 &); ")
     got = ipvs.exec("client", "sh", "-c", hold * 2 + "sleep 2; for i in 1 2 3 4 5; do curl -s --max-time 2 "
                     "web/hostname; echo; done").stdout.split()
     # (under rr they would take turns; under lc without the held ones too: a closed connection
