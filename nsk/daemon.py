@@ -34,7 +34,7 @@ from nsk.kernel.ops import Kernel
 from nsk.kubelet.kubelet import Kubelet
 from nsk.net.plan import plan
 from nsk.proxy import config as proxy_config
-from nsk.proxy.healthcheck import CloudChecks, HealthServer
+from nsk.proxy.healthcheck import CloudChecks, HealthServer, health_check_ports
 from nsk.proxy.sync import SYNC_PERIOD
 from nsk.proxy.model import NodeContext, service_ports
 from nsk.proxy.provider import ProxyManager, provider_for
@@ -55,6 +55,9 @@ class ControlPlane:
     def __init__(self, cluster: str, kernel=None, directory: str | None = None):
         self.dir = directory or cluster_dir(cluster)
         self.store = Store(self.dir)
+        # what the controllers write, the informer takes back undecoded (two bursts of a new
+        # Pod behind 1,000 Services: a bigger one is decoded, as any other writer's)
+        self.store.keep_decoded = 4096
         self.cfg = parse_cluster(self.store.get_meta("cluster"))
         self.plan = plan(self.cfg)
         self.api = APIServer(self.store, self.cfg)
@@ -83,6 +86,7 @@ class ControlPlane:
         self._configmap_rv: str | None = None  # kube-proxy's ConfigMap as last followed
         self._switch_pending = False  # a new spec.proxy waits for the running sync to end
         self.ports: list = []  # the ServicePorts of the last services pass
+        self.hc_ports: list[int] = []  # their health check node ports, which the cloud checks
         self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic,
                                    lambda: (self.proxies.healthy, self.proxies.last_success) if self.proxies
                                    else (False, 0.0))
@@ -226,7 +230,7 @@ class ControlPlane:
                 self.proxies.poll()  # each node's canary, and a full sync when one is due
             self.health.expire()
             deadlines = [k.tick(time.monotonic()) for k in self.kubelets.values()]
-            deadlines.append(self.cloud.tick(self.ports, {n.name: n.ip for n in self.plan.nodes}))
+            deadlines.append(self.cloud.tick(self.hc_ports, {n.name: n.ip for n in self.plan.nodes}))
             deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, last_resync + RESYNC,
                           last_poll + SYNC_PERIOD]
             if self._kicked:
@@ -307,6 +311,7 @@ class ControlPlane:
             return
         t0 = time.monotonic()
         ports = self.ports = service_ports(self.informer.list("Service"), self.informer.list("EndpointSlice"))
+        self.hc_ports = health_check_ports(ports)
         t1 = time.monotonic()
         self.proxies.sync(ports, self.informer.revision)
         if time.monotonic() - t0 > 0.2:

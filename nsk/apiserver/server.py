@@ -107,9 +107,9 @@ class APIServer:
             if not k.namespace:
                 raise InvalidObject(k.kind, k.name, [invalid("metadata.namespace", "", "a namespace is required")],
                                     source)
-            if self.store.get("Namespace", "", k.namespace) is None:
+            if self.store.get("Namespace", "", k.namespace, shared=True) is None:
                 raise not_found("Namespace", k.namespace)
-        old = self.store.get(k.kind, k.namespace, k.name)
+        old = self.store.get(k.kind, k.namespace, k.name, shared=True)  # read only
         if old is not None:
             obj = self._immutable(old, obj, source)
             marks = {f: old["metadata"][f] for f in ("deletionTimestamp", "deletionGracePeriodSeconds")

@@ -8,9 +8,10 @@ as the API server's repacking does.
 
 from __future__ import annotations
 
+import json
 import logging
 
-from nsk.api.objects import matches
+from nsk.api.objects import Key, key, matches
 from nsk.api.types import IPV4, Pod, family, ip_key
 
 log = logging.getLogger("nsk.controller-manager")
@@ -71,13 +72,11 @@ def _group(ports: list[dict]) -> tuple:
     return tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports))
 
 
-def endpoints_for(svc: dict, pods: list[dict], members: list | None = None) -> dict:
-    """The Endpoints object of a Service with a selector: terminating Pods are left out
-    (ShouldPodBeInEndpoints), unless publishNotReadyAddresses."""
-    meta, spec = svc["metadata"], svc["spec"]
-    publish = bool(spec.get("publishNotReadyAddresses"))
+def _subsets(members: list, publish: bool) -> list[dict]:
+    """An Endpoints object's subsets: terminating Pods are left out (ShouldPodBeInEndpoints),
+    unless publishNotReadyAddresses; one subset per set of resolved ports."""
     groups: dict[tuple, dict] = {}
-    for addr, ports, ready, _, terminating in _members(svc, pods) if members is None else members:
+    for addr, ports, ready, _, terminating in members:
         if terminating and not publish:
             continue
         group = groups.setdefault(_group(ports), {"addresses": [], "notReadyAddresses": [], "ports": ports})
@@ -91,9 +90,14 @@ def endpoints_for(svc: dict, pods: list[dict], members: list | None = None) -> d
         if g["ports"]:
             sub["ports"] = g["ports"]
         subsets.append(sub)
+    return subsets
+
+
+def _endpoints(svc: dict, subsets: list[dict]) -> dict:
+    meta = svc["metadata"]
     obj = {"apiVersion": "v1", "kind": "Endpoints",
            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                        "labels": dict(meta.get("labels") or {})}}
+                        "labels": {**(meta.get("labels") or {}), MANAGED_BY: CONTROLLER}}}
     if subsets:
         obj["subsets"] = subsets
     return obj
@@ -136,16 +140,20 @@ def _slice_endpoint(addr: dict, ready: bool, serving: bool, terminating: bool) -
     return e
 
 
-def slices_for(svc: dict, pods: list[dict], members: list | None = None) -> list[dict]:
-    """The EndpointSlices of a Service with a selector: one per set of resolved ports, its
-    terminating Pods in them too; a Service with none gets one empty slice."""
+def _slice_groups(members: list) -> list[tuple[tuple, list[dict], list[dict]]]:
+    """(port set, ports, endpoints) of each EndpointSlice, its terminating Pods in it too."""
     groups: dict[tuple, tuple[list, list]] = {}
-    for addr, ports, ready, serving, terminating in _members(svc, pods) if members is None else members:
+    for addr, ports, ready, serving, terminating in members:
         groups.setdefault(_group(ports), (ports, []))[1].append(_slice_endpoint(addr, ready, serving, terminating))
+    return [(g, ports, sorted(eps, key=lambda e: ip_key(e["addresses"][0]))) for g, (ports, eps) in sorted(groups.items())]
+
+
+def _slices(svc: dict, groups: list) -> list[dict]:
+    """The EndpointSlices of a Service with a selector: one per port set; a Service with no
+    endpoints gets one empty slice."""
     if not groups:
         return [_slice(svc, (), [], [], SLICE_CONTROLLER)]
-    return [_slice(svc, g, ports, sorted(eps, key=lambda e: ip_key(e["addresses"][0])),
-                   SLICE_CONTROLLER) for g, (ports, eps) in sorted(groups.items())]
+    return [_slice(svc, g, ports, eps, SLICE_CONTROLLER) for g, ports, eps in groups]
 
 
 def mirrored_slices(svc: dict, ep: dict | None) -> list[dict]:
@@ -166,8 +174,22 @@ def wanted(services: list[dict], pods: list[dict]) -> dict[tuple[str, str], dict
     for svc in services:
         spec = svc["spec"]
         if spec.get("selector") and spec.get("type") != "ExternalName":
-            out[(svc["metadata"]["namespace"], svc["metadata"]["name"])] = endpoints_for(svc, pods)
+            subsets = _subsets(_members(svc, pods), bool(spec.get("publishNotReadyAddresses")))
+            out[(svc["metadata"]["namespace"], svc["metadata"]["name"])] = _endpoints(svc, subsets)
     return out
+
+
+def pod_view(pod: dict) -> tuple | None:
+    """What a Pod's endpoints are made of (None: it is in none: no address yet, or ended).
+    A Pod change that leaves this alone (its binding, a status before it has an address, a
+    restart count) changes no Service's endpoints, as podEndpointsChanged has it upstream."""
+    typed = Pod.of(pod)
+    if not typed.pod_ip or typed.terminal:
+        return None
+    meta, spec = pod["metadata"], pod["spec"]
+    return (typed.pod_ips, typed.ready, bool(meta.get("deletionTimestamp")), meta.get("uid"), typed.node_name,
+            spec.get("hostname"), json.dumps(meta.get("labels"), sort_keys=True),
+            json.dumps([c.get("ports") for c in spec.get("containers") or []], sort_keys=True))
 
 
 class EndpointsController:
@@ -177,10 +199,14 @@ class EndpointsController:
 
     name = "endpoints"
 
+    def __init__(self) -> None:
+        # each Pod's pod_view as of this controller's last run: a changed Pod whose view is
+        # the same touches no Service (an informer's old object, kept only as this view)
+        self.views: dict[Key, tuple] = {}
+
     def reconcile(self, snap) -> list:
-        from nsk.api.objects import Key
         from nsk.controllers.manager import Delete, Failed, Put
-        names = _affected(snap)
+        names = self._affected(snap)
         if names is None:
             names = {(o["metadata"]["namespace"], o["metadata"]["name"])
                      for kind in ("Service", "Endpoints") for o in snap.list(kind)}
@@ -194,6 +220,9 @@ class EndpointsController:
                     slices_by_svc.setdefault((ns, _service_of(sl)), []).append(sl)
 
         views: dict[str, dict] = {}
+        # what Services with the same selector, ports and publishing share: their endpoints
+        # are made once a run (a Deployment behind many Services)
+        made: dict[tuple, tuple[list, list]] = {}
 
         def one(ns_name: tuple[str, str]) -> list:
             ns, name = ns_name
@@ -205,12 +234,17 @@ class EndpointsController:
                 pods = snap.pods_in(ns)
                 if ns not in views:  # each Pod's view made once a run, not once a Service
                     views[ns] = {id(p): Pod.of(p) for p in pods}
-                members = _members(svc, pods, views[ns])
-                obj = endpoints_for(svc, pods, members)
-                obj["metadata"]["labels"][MANAGED_BY] = CONTROLLER
+                spec = svc["spec"]
+                publish = bool(spec.get("publishNotReadyAddresses"))
+                same = (ns, repr(sorted(spec["selector"].items())), repr(spec.get("ports")), publish)
+                if same not in made:
+                    members = _members(svc, pods, views[ns])
+                    made[same] = (_subsets(members, publish), _slice_groups(members))
+                subsets, groups = made[same]
+                obj = _endpoints(svc, subsets)
                 if have is None or not _same(have, obj):
                     out.append(Put(obj))
-                want = slices_for(svc, pods, members)
+                want = _slices(svc, groups)
             else:
                 if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
                     out.append(Delete(Key("Endpoints", ns, name), have["metadata"]["resourceVersion"]))
@@ -235,17 +269,21 @@ class EndpointsController:
                                      f"{type(e).__name__}: {e}"))
         return writes
 
+    def _affected(self, snap) -> set[tuple[str, str]] | None:
+        """The (namespace, name) of the Services a change touches (None: every one): a changed
+        Service or Endpoints; for a Pod whose pod_view changed, the Services that select it
+        now and those whose Endpoints list it (it left them, or is gone)."""
+        if snap.changed is None:
+            self.views = {key(p): v for p in snap.list("Pod") if (v := pod_view(p)) is not None}
+            return None
+        return _affected(snap, self.views)
+
 
 def _service_of(sl: dict) -> str:
     return (sl["metadata"].get("labels") or {}).get(SERVICE_NAME, "")
 
 
-def _affected(snap) -> set[tuple[str, str]] | None:
-    """The (namespace, name) of the Services a change touches (None: every one): a changed
-    Service or Endpoints; for a changed Pod, the Services that select it now and those whose
-    Endpoints list it (it left them, or is gone)."""
-    if snap.changed is None:
-        return None
+def _affected(snap, views: dict[Key, tuple]) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for k in snap.changed_kinds("Service", "Endpoints", "EndpointSlice", "Pod"):
         # its own writes come back as changes: only a user's object (to mirror) or one of
@@ -265,9 +303,16 @@ def _affected(snap) -> set[tuple[str, str]] | None:
         if k.kind != "Pod":
             out.add((k.namespace, k.name))
             continue
-        out.update((k.namespace, n) for n in snap.endpoints_of_pod(k.namespace, k.name))
         pod = snap.get("Pod", k.namespace, k.name)
-        if pod is None:
+        view = pod_view(pod) if pod is not None else None
+        if pod is not None and view == views.get(k):
+            continue
+        if view is None:
+            views.pop(k, None)
+        else:
+            views[k] = view
+        out.update((k.namespace, n) for n in snap.endpoints_of_pod(k.namespace, k.name))
+        if view is None:
             continue
         labels = pod["metadata"].get("labels") or {}
         for svc in snap.services_in(k.namespace):

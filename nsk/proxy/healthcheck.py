@@ -191,6 +191,10 @@ class _Check:
     data: bytes = b""
 
 
+def health_check_ports(ports: list[ServicePort]) -> list[int]:
+    return sorted({sp.health_check_node_port for sp in ports if sp.health_check_node_port})
+
+
 @dataclass
 class CloudChecks:
     """The emulated cloud load balancer's health checks: every CHECK_INTERVAL, an HTTP GET
@@ -206,12 +210,13 @@ class CloudChecks:
     checks: dict[int, _Check] = field(default_factory=dict)
     next_round: float = 0.0
 
-    def tick(self, ports: list[ServicePort], nodes: dict[str, str]) -> float | None:
-        """`nodes`: node name -> IP. Starts a round when one is due; the next deadline."""
+    def tick(self, hc: list[int], nodes: dict[str, str]) -> float | None:
+        """`hc`: the health check node ports (health_check_ports of the ServicePorts, made
+        once a services pass: this runs on every turn of the loop); `nodes`: node name -> IP.
+        Starts a round when one is due; the next deadline."""
         now = self.clock()
         for c in [c for c in self.checks.values() if c.deadline <= now]:
             self._done(c, False)
-        hc = sorted({sp.health_check_node_port for sp in ports if sp.health_check_node_port})
         stale = [k for k in self.results if k[1] not in hc or k[0] not in nodes]
         for k in stale:
             del self.results[k]

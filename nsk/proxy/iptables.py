@@ -112,7 +112,7 @@ class Ruleset:
     chains: tuple[tuple[str, tuple[str, ...]], ...]  # each per-Service nat chain and its rules
     stale: tuple[str, ...] = ()  # chains an earlier sync made that are gone: `text` deletes them
 
-    @property
+    @functools.cached_property
     def nat_chains(self) -> frozenset[str]:
         """The per-Service chains it declares, to delete when gone."""
         return frozenset(c for c, _ in self.chains)
@@ -153,15 +153,14 @@ def large_cluster(ports: list[ServicePort]) -> bool:
 
 @functools.lru_cache(maxsize=65536)
 def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str, ...], ...]:
-    """One Service port's share of every list `render` joins: (filter rules, nat chains,
-    nat rules, KUBE-EXTERNAL-SERVICES rules, KUBE-NODEPORTS rules, per-Service chain rules).
+    """One Service port's share of every list `render` joins: (filter rules, nat rules,
+    KUBE-EXTERNAL-SERVICES rules, KUBE-NODEPORTS rules, its own chains with their rules).
     Cached: a sync renders again only the Services that changed, as kube-proxy writes
     only their chains."""
     def ep_comment(text: str) -> str:
         return "" if large else " " + _comment(text)
 
     f_rules: list[str] = []
-    n_chains: list[str] = []
     n_rules: list[str] = []
     ext_services: list[str] = []
     nodeports: list[str] = []
@@ -194,8 +193,8 @@ def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str,
 
     chains_here: list[str] = []
     eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: e.address)
-    for ep in eps_here:
-        sep = sep_chain(sp, ep)
+    seps = {ep: sep_chain(sp, ep) for ep in eps_here}
+    for ep, sep in seps.items():
         chains_here.append(sep)
         svc_rules.append(f"-A {sep}{ep_comment(name)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
         recent = f" -m recent --name {sep} --set" if sp.affinity_timeout else ""
@@ -273,16 +272,18 @@ def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str,
             continue
         if sp.affinity_timeout:
             for ep in eps:
-                sep = sep_chain(sp, ep)
+                sep = seps[ep]
                 svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')} -m recent --name {sep} "
                                  f"--rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
         for i, ep in enumerate(eps):
             stat = f" -m statistic --mode random --probability {probability(len(eps) - i)}" \
                 if i < len(eps) - 1 else ""
-            svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')}{stat} -j {sep_chain(sp, ep)}")
-    n_chains += chains_here
-    return (tuple(f_rules), tuple(n_chains), tuple(n_rules), tuple(ext_services), tuple(nodeports),
-            tuple(svc_rules))
+            svc_rules.append(f"-A {chain}{ep_comment(f'{name} -> {ep.address}')}{stat} -j {seps[ep]}")
+    by_chain: dict[str, list[str]] = {c: [] for c in chains_here}
+    for r in svc_rules:
+        by_chain[r.split(" ", 2)[1]].append(r)
+    return (tuple(f_rules), tuple(n_rules), tuple(ext_services), tuple(nodeports),
+            tuple((c, tuple(rs)) for c, rs in by_chain.items()))
 
 
 def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] = frozenset(),
@@ -291,9 +292,9 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
     longer wanted are declared and deleted, so the restore leaves nothing stale. `large`:
     kube-proxy's large-cluster mode, in which the KUBE-SEP rules and the KUBE-SVC/SVL
     jumps to them carry no comment."""
-    f_rules, n_chains, n_rules, ext_services, nodeports, svc_rules = ([] for _ in range(6))
+    f_rules, n_rules, ext_services, nodeports = ([] for _ in range(4))
+    chains: list[tuple[str, tuple[str, ...]]] = []
     cidr = ctx.cluster_cidr
-
     f_rules += [
         # localhostNodePorts: the node's route_localnet=1 lets 127.0.0.1:<nodePort> reach a
         # Service; this closes what it opens to others (kubernetes#90259)
@@ -312,20 +313,17 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
         # without a Local policy or source ranges a Service's rules are the same on every
         # node: keyed without the node, the nodes share one render of it
         parts = _service(sp, ctx if sp.uses_local or sp.lb_source_ranges else common, large)
-        for out, part in zip((f_rules, n_chains, n_rules, ext_services, nodeports, svc_rules), parts):
+        for out, part in zip((f_rules, n_rules, ext_services, nodeports, chains), parts):
             out += part
 
     n_rules += nodeports_tail(ctx)
-    declared = sorted(set(n_chains))
+    chains.sort(key=lambda c: c[0])
     filter_text = "\n".join(["*filter"] + [f":{c} - [0:0]" for c in FILTER_CHAINS] + f_rules + ext_services
                             + ["COMMIT"])
     nat_rules = [r for r in n_rules if not r.startswith(f"-A {KUBE_SERVICES}")]
     nat_rules += [r for r in n_rules if r.startswith(f"-A {KUBE_SERVICES}")] + nodeports
-    by_chain: dict[str, list[str]] = {c: [] for c in declared}
-    for r in svc_rules:
-        by_chain[r.split(" ", 2)[1]].append(r)
-    return Ruleset(filter_text, tuple(nat_rules), tuple((c, tuple(rs)) for c, rs in by_chain.items()),
-                   tuple(sorted(previous - set(declared))))
+    declared = frozenset(c for c, _ in chains)
+    return Ruleset(filter_text, tuple(nat_rules), tuple(chains), tuple(sorted(previous - declared)))
 
 
 def nodeports_tail(ctx: NodeContext) -> list[str]:

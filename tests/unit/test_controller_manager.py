@@ -339,3 +339,44 @@ def test_publish_not_ready_addresses_puts_unready_pods_in_the_endpoints_and_dns(
     zone = build(api.store.list("Service"), api.store.list("Endpoints"), "cluster.local", "10.96.0.10")
     assert answer(zone, "peers.default.svc.cluster.local.", "A").rcode == "NXDOMAIN"
     assert len(answer(zone, "published.default.svc.cluster.local.", "A").answer) == 2
+
+
+def test_a_pod_change_that_moves_no_endpoint_reconciles_no_service(api, monkeypatch):
+    """Binding a new Pod, its status before it has an address, a restart count: none of it
+    changes any Service's endpoints, so the controller looks at no Service (at 1,000
+    Services selecting one Deployment, each such write used to cost a second)."""
+    m, inf = manager(api, deployment.DeploymentController(random.Random(5)), scheduler.Scheduler(plan(CFG).nodes),
+                     endpoints.EndpointsController())
+    svcs = [admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"web-{i}"},
+                   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}) for i in range(3)]
+    api.apply([deploy(2), *svcs])
+    settle_changes(m, inf)
+    run_pods(api)
+    settle_changes(m, inf)
+    looked: list[str] = []
+    real = endpoints._endpoints
+    monkeypatch.setattr(endpoints, "_endpoints", lambda svc, *a: looked.append(svc["metadata"]["name"]) or real(svc, *a))
+    # scale up: a new Pod is made and bound; it has no address yet
+    api.apply([deploy(3)])
+    settle_changes(m, inf)
+    assert looked == [] and len([p for p in api.store.list("Pod") if p["spec"].get("nodeName")]) == 3
+    # a running Pod's restart count moves: nothing of its endpoints does
+    pod = next(p for p in api.store.list("Pod") if p["status"].get("podIP"))
+    api.update_status(Key("Pod", "default", pod["metadata"]["name"]),
+                      {**pod["status"], "containerStatuses": [{"name": "web", "restartCount": 1}]})
+    settle_changes(m, inf)
+    assert looked == []
+    # the new Pod runs with an address: every Service that selects it is reconciled, once
+    run_pods(api)
+    settle_changes(m, inf)
+    assert sorted(looked) == ["web-0", "web-1", "web-2"]
+    assert all(len(api.store.get("Endpoints", "default", f"web-{i}")["subsets"][0]["addresses"]) == 3
+               for i in range(3))
+    # it becomes unready: the Services follow
+    looked.clear()
+    new = next(p for p in api.store.list("Pod") if p["status"].get("podIP") and p["metadata"]["name"] != pod["metadata"]["name"])
+    api.update_status(Key("Pod", "default", new["metadata"]["name"]),
+                      {**new["status"], "conditions": [{"type": "Ready", "status": "False"}]})
+    settle_changes(m, inf)
+    assert sorted(looked) == ["web-0", "web-1", "web-2"]
+    assert len(api.store.get("Endpoints", "default", "web-0")["subsets"][0]["addresses"]) == 2

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 from nsk.controllers.loadbalancer import router_routes
-from nsk.proxy.healthcheck import CloudChecks, HealthServer, response
+from nsk.proxy.healthcheck import CloudChecks, HealthServer, health_check_ports, response
 from nsk.proxy.model import Endpoint, ServicePort
 from nsk.testing.fakes import RecordingKernel
 
@@ -87,7 +87,7 @@ def test_each_node_answers_for_its_own_endpoints_and_the_cloud_sends_only_to_tho
         return s
     busy: set[str] = set()
     cloud = CloudChecks(connect, loop.watch, loop.unwatch, time.monotonic)
-    cloud.tick([lb(32000, "node-1")], ips)
+    cloud.tick(health_check_ports([lb(32000, "node-1")]), ips)
     loop.run(3, until=lambda: len(cloud.results) == 2)
     assert cloud.results == {("node-1", 32000): True, ("node-2", 32000): False}
     assert cloud.healthy(32000) == {"node-1"}

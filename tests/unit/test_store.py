@@ -126,6 +126,47 @@ def test_an_informer_follows_another_writer_and_relists_when_it_fell_behind(tmp_
     reader.close()
 
 
+def test_a_writer_watching_its_own_store_gets_back_what_it_wrote_without_a_decode(tmp_path):
+    """The control plane keeps its last writes decoded: its informer takes them back as they
+    are (the objects equal to what another process decodes), and a write rolled back whose
+    revision another write then takes never passes for it."""
+    me = Store(str(tmp_path), create=True)
+    me.keep_decoded = 2
+    other = Store(str(tmp_path))
+    mine = Informer(me, ("Service",))
+    theirs = Informer(other, ("Service",))
+    mine.sync()
+    theirs.sync()
+    me.put(svc("a"))
+    kept = me._decoded[me.revision()][2]
+    mine.sync()
+    theirs.sync()
+    assert mine.get("Service", "default", "a") is kept
+    assert mine.list("Service") == theirs.list("Service") == other.list("Service")
+    assert me.put(svc("a")) == "unchanged" and me.put(svc("a", 81)) == "configured"
+    assert me.get("Service", "default", "a")["metadata"]["generation"] == 2
+    # a write rolled back; another process's write takes the same revision
+    rev = me.revision()
+    with pytest.raises(RuntimeError), me.tx():
+        me.put(svc("b"))
+        raise RuntimeError("undone")
+    other.put(svc("c", 82))
+    assert other.revision() == rev + 1 and (rev + 1) in me._decoded
+    mine.sync()
+    theirs.sync()
+    assert mine.get("Service", "default", "b") is None
+    assert mine.list("Service") == theirs.list("Service") == other.list("Service")
+    # only the last keep_decoded writes are kept
+    for i in range(4):
+        me.put(svc(f"d{i}"))
+    assert len(me._decoded) == 2
+    mine.sync()
+    theirs.sync()
+    assert mine.list("Service") == theirs.list("Service")
+    me.close()
+    other.close()
+
+
 def test_a_store_is_made_whole_or_not_at_all(tmp_path, monkeypatch):
     """A kill during `nsk up`'s first moments must not leave a store without tables."""
     calls = []
