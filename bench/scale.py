@@ -11,8 +11,9 @@ For each size, one cluster (named nskscale) is brought up and measured, then rem
   successful `curl` of its name from a Pod (the Pod's own loop stamps the time), p50/p99
   of --samples;
 - a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
-  in the DNAT rules of every Service on every node (iptables-save polled; in nftables mode `nft list chains`:
-  the endpoint's chains, named after its address).
+  in the DNAT rules of every Service on every node: the time of the last change of each node's
+  rules (seen without reading them: the legacy table's entry count, or `nft monitor`) once a
+  count of the DNAT rules (in nftables mode: of the endpoint chains) finds them complete.
 
 Each size runs in each proxy mode (--modes): iptables with the nft backend a Debian host
 has by default, iptables with legacy (spec.proxy.iptables.backend), and nftables. Prints a Markdown table for
@@ -22,8 +23,8 @@ docs/benchmarks.md, with the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -127,34 +128,97 @@ def new_service_live(i: int) -> float:
     return float(out.strip().splitlines()[-1]) - t0
 
 
+class RulesWatch:
+    """When a node's rules last changed, seen without reading them: iptables-restore on the
+    legacy backend replaces the whole table, so a change shows in the table's entry count and
+    size (IPT_SO_GET_INFO, a few bytes, polled every 2 ms); on nftables (and iptables-nft)
+    each transaction shows in `nft monitor`. Reading the rules themselves while a restore
+    runs would slow it: at 1,000 Services an iptables-save copies 80,000 entries under the
+    lock the restore needs, and takes a core's worth on this 2-core machine."""
+
+    def __init__(self, node: str, legacy: bool):
+        import ctypes
+        import threading
+        from nsk.kernel import netns
+        self.last = 0.0
+        self.netns = f"nsk_{NAME}_node_{node}"
+        self._stop = False
+        if legacy:
+            with netns.entered(self.netns):
+                self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self._libc = ctypes.CDLL(None, use_errno=True)
+            self._buf = ctypes.create_string_buffer(b"nat", 84)  # struct ipt_getinfo, its name set
+            self._proc = None
+            target = self._poll
+        else:
+            self._proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "nft", "monitor"],
+                                          stdout=subprocess.PIPE, text=True)
+            target = self._read
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def _info(self) -> bytes:
+        import ctypes
+        size = ctypes.c_uint(84)
+        if self._libc.getsockopt(self._sock.fileno(), socket.IPPROTO_IP, 64, self._buf, ctypes.byref(size)):
+            raise OSError(ctypes.get_errno(), "IPT_SO_GET_INFO")
+        return self._buf.raw[76:84]  # num_entries, size
+
+    def _poll(self) -> None:
+        seen = self._info()
+        while not self._stop:
+            now = self._info()
+            if now != seen:
+                seen, self.last = now, time.time()
+            time.sleep(0.002)
+
+    def _read(self) -> None:
+        for _ in self._proc.stdout:
+            self.last = time.time()
+
+    def close(self) -> None:
+        self._stop = True
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+        else:
+            self._thread.join()
+            self._sock.close()
+
+
 def new_endpoint_everywhere(services: int, replicas: int, mode: str) -> float:
-    """Seconds from `nsk scale` by one to the new Pod's address in every Service's rules on both nodes."""
-    before = {p["status"].get("podIP") for p in json.loads(nsk("get", "pods", "-l", "app=web", "-o", "json").stdout)
-              ["items"]}
-    t0 = time.time()
-    nsk("scale", "deployment", "web", f"--replicas={replicas + 1}")
-    ip = None
-    while ip is None:
-        for p in json.loads(nsk("get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]:
-            if p.get("status", {}).get("podIP") and p["status"]["podIP"] not in before:
-                ip = p["status"]["podIP"]
-        if time.time() - t0 > 120:
-            raise RuntimeError("the new Pod got no address")
-    for node in ("node-1", "node-2"):
-        while True:
-            if mode == "nftables":
-                # an endpoint's chain is named after its address, and comes in the transaction
-                # that fills it: listing the chains takes 0.13 s where the whole table takes 2 s
-                saved = nsk("exec", f"node/{node}", "--", "nft", "list", "chains", "ip").stdout
-                found = saved.count(f"__{ip}/80 {{")
-            else:
-                saved = nsk("exec", f"node/{node}", "--", f"iptables-{mode.split('/')[1]}-save", "-t", "nat").stdout
-                found = saved.count(f"--to-destination {ip}:80")
-            if found >= services:
-                break
+    """Seconds from `nsk scale` by one to the new Pod's address in every Service's rules on both
+    nodes: each Service that selects the Deployment has one endpoint more, so the node's count
+    of DNAT rules (in nftables mode: of endpoint chains) grows by `services`. The time is that
+    of the last change of the node's rules (RulesWatch) once they have settled (a second
+    without change) and a count finds the rules complete."""
+    if mode == "nftables":
+        count = "nft list chains ip | grep -c 'chain endpoint-'"
+    else:
+        count = f"iptables-{mode.split('/')[1]}-save -t nat | grep -c -- '--to-destination'"
+    nodes = ("node-1", "node-2")
+    want = {n: int(nsk("exec", f"node/{n}", "--", "sh", "-c", count).stdout.strip()) + services for n in nodes}
+    watches = {n: RulesWatch(n, mode == "iptables/legacy") for n in nodes}
+    done: dict[str, float] = {}
+    try:
+        time.sleep(0.5)  # nft monitor reads the table before it reports
+        t0 = time.time()
+        nsk("scale", "deployment", "web", f"--replicas={replicas + 1}")
+        while len(done) < len(nodes):
+            time.sleep(0.2)
             if time.time() - t0 > 300:
-                raise RuntimeError(f"the new endpoint is not in every rule on {node}")
-    return time.time() - t0
+                raise RuntimeError(f"the new endpoint is not in every rule on {sorted(set(nodes) - set(done))}")
+            for n, w in watches.items():
+                last = w.last
+                if n in done or last < t0 or time.time() - last < 1.0:
+                    continue
+                if int(nsk("exec", f"node/{n}", "--", "sh", "-c", count).stdout.strip()) >= want[n] \
+                        and w.last == last:
+                    done[n] = last
+    finally:
+        for w in watches.values():
+            w.close()
+    return max(done.values()) - t0
 
 
 def one_size(services: int, eps: int, idle: float, samples: int, mode: str) -> dict:

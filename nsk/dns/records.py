@@ -21,6 +21,8 @@ Names in the zone (<zone> = cluster domain, e.g. cluster.local):
 
 from __future__ import annotations
 
+import collections
+
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -85,15 +87,16 @@ class Zone:
     parts: dict[tuple, Part] = field(default_factory=dict)
 
     def put(self, owner: tuple, part: Part) -> bool:
-        """Make `part` what `owner` gives; whether anything changed."""
-        old = self.parts.get(owner)
+        """Make `part` what `owner` gives; whether anything changed. Only the difference is
+        counted: a Service's 21st endpoint costs one PTR record, not all of them again."""
+        old = self.parts.get(owner, _EMPTY)
         if old == part:
             return False
-        if old is not None:
-            self._count(old, -1)
+        gone, new = zip(*(_delta(getattr(old, f), getattr(part, f)) for f in ("records", "names", "namespaces")))
+        self._count(Part(*gone), -1)
+        self._count(Part(*new), 1)
         if part.records or part.names or part.namespaces:
             self.parts[owner] = part
-            self._count(part, 1)
         else:
             self.parts.pop(owner, None)
         return True
@@ -204,6 +207,17 @@ class Zone:
             return Part()
         ns = pod["metadata"]["namespace"]
         return Part((self.rr(_reverse(ip), PTR, f"{_dashed(ip)}.{ns}.pod.{self.domain}", key=PTR_TIERS[2]),))
+
+
+_EMPTY = Part()
+
+
+def _delta(old: tuple, new: tuple) -> tuple[tuple, tuple]:
+    """(what `old` has more of than `new`, what `new` has more of than `old`), as multisets."""
+    if not old or not new:
+        return old, new
+    o, n = collections.Counter(old), collections.Counter(new)
+    return tuple((o - n).elements()), tuple((n - o).elements())
 
 
 def _bump(counts: dict, k, step: int) -> None:
