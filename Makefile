@@ -41,6 +41,9 @@ bench: install $(STAMP)/bench-deps
 
 install: deps venv
 	ln -sf $(abspath $(NSK)) /usr/local/bin/nsk
+	@# the editable install compiles nothing: every nsk command would compile its modules
+	@# again where PYTHONDONTWRITEBYTECODE is set (50 ms of each CLI start)
+	$(VENV)/bin/python -m compileall -q nsk
 
 deps: $(STAMP)/deps
 $(STAMP)/deps: Makefile
