@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from nsk.proxy import masquerade
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
+from nsk.proxy.masquerade import comment as _comment
 from nsk.proxy.model import Endpoint, NodeContext, ServicePort, categorize, node_port_ips
 
 
@@ -81,17 +82,6 @@ def svc_chain(prefix: str, sp: ServicePort) -> str:
 
 def sep_chain(sp: ServicePort, ep: Endpoint) -> str:
     return f"KUBE-SEP-{_hash(sp.name_string + sp.proto + ep.address)}"
-
-
-def _q(text: str) -> str:
-    """A comment as iptables-save prints it. Names are validated before they get here;
-    anything unprintable or a quote is still replaced, so no text can end a rule early."""
-    text = "".join(c if c.isprintable() and c not in '"\\' else "?" for c in text)
-    return f'"{text}"' if " " in text else text
-
-
-def _comment(text: str) -> str:
-    return f"-m comment --comment {_q(text)}"
 
 
 def probability(n: int) -> str:

@@ -28,7 +28,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from nsk.proxy import masquerade
-from nsk.proxy.iptables import _comment
+from nsk.proxy.masquerade import comment as _comment
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
 from nsk.proxy.model import NodeContext, ServicePort, categorize, node_port_ips
 
