@@ -189,7 +189,7 @@ class ControlPlane:
         providers = {}
         for n in self.plan.nodes:
             ctx = NodeContext(n.name, self.cfg.pod_subnet, (n.ip,), self.cfg.node_port_addresses,
-                              self.cfg.service_subnet, self.cfg.ipvs_scheduler, self.dir)
+                              self.cfg.service_subnet, self.cfg.ipvs_scheduler, self.dir, (n.ip, n.gateway))
             providers[n.name] = cls(n.netns, ctx, self.kernel, fresh=self.fresh if fresh is None else fresh)
         self.proxies = ProxyManager(providers, self.kernel, self._node_event, self._watch, self._unwatch)
         self.proxies.on_done = self._kick

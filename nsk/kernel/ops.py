@@ -146,10 +146,7 @@ class Kernel:
 
     def nft(self, ns: str, text: str) -> None:
         """`nft -f -` of a small transaction inside namespace `ns`, waited for."""
-        with netns.entered(ns):
-            proc = subprocess.run([_nft(), "-f", "-"], input=text, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise KernelError(ns, "nft", "EINVAL", proc.stderr.strip())
+        self.output(ns, [_nft(), "-f", "-"], text)
 
     def restore(self, ns: str, text: str) -> None:
         """`iptables-restore --noflush` of a small text inside namespace `ns`, waited for."""
@@ -160,24 +157,24 @@ class Kernel:
 
     def nft_list(self, ns: str, table: str) -> str:
         """`nft list table <table>` inside namespace `ns` ("" when there is no such table)."""
-        with netns.entered(ns):
-            proc = subprocess.run([_nft(), "list", "table", *table.split()], capture_output=True, text=True)
-        if proc.returncode != 0:
-            if "No such file or directory" in proc.stderr:
+        try:
+            return self.output(ns, [_nft(), "list", "table", *table.split()])
+        except KernelError as e:
+            if "No such file or directory" in e.detail:
                 return ""
-            raise KernelError(ns, "nft list table", "EINVAL", proc.stderr.strip())
-        return proc.stdout
+            raise
 
-    def output(self, ns: str, argv: list[str]) -> str:
+    def output(self, ns: str, argv: list[str], stdin: str | None = None) -> str:
         """What a command run inside namespace `ns` prints (a tool reading the kernel's
-        state: `ipvsadm -S -n`, `ipset save`); KernelError when it fails."""
+        state: `ipvsadm -S -n`, `ipset save`; `nft -f -` with `stdin`); KernelError when it fails."""
+        name = " ".join([os.path.basename(argv[0]), *argv[1:2]])
         try:
             with netns.entered(ns):
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.SubprocessError) as e:
-            raise KernelError(ns, argv[0], _errno_name(e), str(e)) from e
+            raise KernelError(ns, name, _errno_name(e), str(e)) from e
         if proc.returncode != 0:
-            raise KernelError(ns, " ".join(argv[:2]), "EINVAL", proc.stderr.strip())
+            raise KernelError(ns, name, "EINVAL", proc.stderr.strip())
         return proc.stdout
 
     def save(self, ns: str, table: str | None = None) -> str:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from nsk.proxy import masquerade
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
-from nsk.proxy.model import Endpoint, NodeContext, ServicePort, categorize
+from nsk.proxy.masquerade import comment as _comment
+from nsk.proxy.model import Endpoint, NodeContext, ServicePort, categorize, node_port_ips
 
 
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -81,17 +82,6 @@ def svc_chain(prefix: str, sp: ServicePort) -> str:
 
 def sep_chain(sp: ServicePort, ep: Endpoint) -> str:
     return f"KUBE-SEP-{_hash(sp.name_string + sp.proto + ep.address)}"
-
-
-def _q(text: str) -> str:
-    """A comment as iptables-save prints it. Names are validated before they get here;
-    anything unprintable or a quote is still replaced, so no text can end a rule early."""
-    text = "".join(c if c.isprintable() and c not in '"\\' else "?" for c in text)
-    return f'"{text}"' if " " in text else text
-
-
-def _comment(text: str) -> str:
-    return f"-m comment --comment {_q(text)}"
 
 
 def probability(n: int) -> str:
@@ -334,8 +324,7 @@ def nodeports_tail(ctx: NodeContext) -> list[str]:
     nets = [n for c in ctx.node_port_addresses if (n := ipaddress.ip_network(c, strict=False)).version == 4]
     if not nets or any(n.prefixlen == 0 for n in nets):
         return [f"-A {KUBE_SERVICES} {comment} -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}"]
-    ips = [ip for ip in ctx.node_ips if any(ipaddress.ip_address(ip) in n for n in nets)]
-    return [f"-A {KUBE_SERVICES} {comment} -d {ip}/32 -j {KUBE_NODEPORTS}" for ip in ips]
+    return [f"-A {KUBE_SERVICES} {comment} -d {ip}/32 -j {KUBE_NODEPORTS}" for ip in node_port_ips(ctx)]
 
 
 def _contains_any(cidr: str, ips: tuple[str, ...]) -> bool:

@@ -28,9 +28,9 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from nsk.proxy import masquerade
-from nsk.proxy.iptables import _comment
+from nsk.proxy.masquerade import comment as _comment
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
-from nsk.proxy.model import NodeContext, ServicePort, categorize
+from nsk.proxy.model import NodeContext, ServicePort, categorize, node_port_ips
 
 DEVICE = "kube-ipvs0"
 MARK = f"0x{int(MASQ_MARK, 16):08x}"  # kube-proxy's IPVS mode prints the mark as %#08x
@@ -136,7 +136,8 @@ def render(ports: list[ServicePort], ctx: NodeContext, scheduler: str = "rr") ->
     services: dict[str, tuple[VirtualServer, dict[str, int]]] = {}
     bind: set[str] = set()
     out_filter: list[str] = []
-    node_ips = set(ctx.node_ips)
+    node_ips = set(ctx.local_ips or ctx.node_ips)  # an external IP that is one of these is not bound to kube-ipvs0
+    node_port_addrs = node_port_ips(ctx)  # every local address (kube-ipvs0's aside), as nodePortAddresses allows
 
     def virtual(addr: str, port: int, sp: ServicePort, eps) -> None:
         vs = VirtualServer(sp.protocol, addr, port, scheduler, sp.affinity_timeout)
@@ -178,9 +179,9 @@ def render(ports: list[ServicePort], ctx: NodeContext, scheduler: str = "rr") ->
             virtual(ip, sp.port, sp, external)
             if ip not in node_ips:
                 bind.add(ip)
-        if sp.node_port and ctx.node_ips:
+        if sp.node_port and node_port_addrs:
             if proto == "sctp":
-                for ip in ctx.node_ips:
+                for ip in node_port_addrs:
                     sets["KUBE-NODE-PORT-SCTP-HASH"].add(f"{ip},sctp:{sp.node_port}")
                     if sp.external_local:
                         sets["KUBE-NODE-PORT-LOCAL-SCTP-HASH"].add(f"{ip},sctp:{sp.node_port}")
@@ -188,7 +189,7 @@ def render(ports: list[ServicePort], ctx: NodeContext, scheduler: str = "rr") ->
                 sets[f"KUBE-NODE-PORT-{sp.protocol}"].add(str(sp.node_port))
                 if sp.external_local:
                     sets[f"KUBE-NODE-PORT-LOCAL-{sp.protocol}"].add(str(sp.node_port))
-            for ip in ctx.node_ips:
+            for ip in node_port_addrs:
                 virtual(ip, sp.node_port, sp, external)
             if sp.health_check_node_port:
                 sets["KUBE-HEALTH-CHECK-NODE-PORT"].add(str(sp.health_check_node_port))
@@ -279,7 +280,7 @@ def changes(have: IpvsState, want: IpvsState, drained: frozenset[tuple[str, str]
             create_sets: bool = False) -> Changes:
     """What takes a kernel holding `have` to `want`. A TCP real server that is gone goes to
     weight 0 and stays until it is in `drained` (its connections have ended); one that comes
-    back gets its weight again. `create_sets`: the ipsets are created first (-exist)."""
+    back is deleted and added again, as kube-proxy does. `create_sets`: the ipsets are created first (-exist)."""
     ipset: list[str] = []
     if create_sets:
         for name, (typ, _) in SETS.items():
@@ -307,6 +308,9 @@ def changes(have: IpvsState, want: IpvsState, drained: frozenset[tuple[str, str]
         for rs, w in real.items():
             if rs not in current:
                 cmds.append(f"-a {vs.service} -r {rs} -m -w {w}")
+            elif current[rs] == 0:  # draining, and back: out of the drain, added anew (kube-proxy's
+                # MoveRSOutofGracefulDeleteList), so its old connections end
+                cmds += [f"-d {vs.service} -r {rs}", f"-a {vs.service} -r {rs} -m -w {w}"]
             elif current[rs] != w:
                 cmds.append(f"-e {vs.service} -r {rs} -m -w {w}")
         for rs, w in current.items():

@@ -25,7 +25,11 @@ JUMPS = (
 )
 
 
-def _comment(text: str) -> str:
+def comment(text: str) -> str:
+    """`-m comment --comment TEXT`, quoted when it has a space (as kube-proxy writes it).
+    Names are validated before they get here; anything unprintable or a quote is still
+    replaced, so no text can end a rule early."""
+    text = "".join(c if c.isprintable() and c not in '"\\' else "?" for c in text)
     return f'-m comment --comment "{text}"' if " " in text else f"-m comment --comment {text}"
 
 
@@ -34,11 +38,11 @@ def rules(cluster_cidr: str) -> list[str]:
     return [
         f"-A {KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
         f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}",
-        f"-A {KUBE_POSTROUTING} {_comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
+        f"-A {KUBE_POSTROUTING} {comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
         f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}",
         # Pods reach the world outside the cluster (an external host, a selector-less
         # Service's endpoint) with their node's address, as on a cloud node.
-        f"-A {NSK_IP_MASQ} -d {cluster_cidr} {_comment('nsk: Pod-to-Pod traffic is not masqueraded')} -j RETURN",
+        f"-A {NSK_IP_MASQ} -d {cluster_cidr} {comment('nsk: Pod-to-Pod traffic is not masqueraded')} -j RETURN",
         f"-A {NSK_IP_MASQ} -s {cluster_cidr} -m addrtype ! --dst-type LOCAL "
-        f"{_comment('nsk: masquerade Pod traffic leaving the cluster')} -j MASQUERADE",
+        f"{comment('nsk: masquerade Pod traffic leaving the cluster')} -j MASQUERADE",
     ]

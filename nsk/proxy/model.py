@@ -24,6 +24,19 @@ class NodeContext:
     service_cidr: str = ""  # the Service subnet (nftables mode drops traffic to unallocated ClusterIPs)
     ipvs_scheduler: str = "rr"  # IPVS mode's scheduler (--ipvs-scheduler)
     run_dir: str = ""  # the cluster's run directory (userspace mode hands its proxy table over there)
+    # every address on the node's own interfaces but loopback (its IP, cbr0's): where kube-proxy's
+    # GetNodeIPs looks for NodePort addresses; empty: node_ips
+    local_ips: tuple[str, ...] = ()
+
+
+def node_port_ips(ctx: NodeContext) -> tuple[str, ...]:
+    """kube-proxy's NodePortAddresses.GetNodeIPs for IPv4: the node's local addresses within
+    nodePortAddresses' IPv4 CIDRs; every one when there are none (or 0.0.0.0/0)."""
+    local = ctx.local_ips or ctx.node_ips
+    nets = [n for c in ctx.node_port_addresses if (n := ipaddress.ip_network(c, strict=False)).version == 4]
+    if not nets or any(n.prefixlen == 0 for n in nets):
+        return local
+    return tuple(ip for ip in local if any(ipaddress.ip_address(ip) in n for n in nets))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from nsk.errors import KernelError
 from nsk.proxy import iptables as rules
 from nsk.proxy import ipvs, userspace
 from nsk.proxy import nftables as nft
-from nsk.proxy.model import NodeContext, ServicePort
+from nsk.proxy.model import NodeContext, ServicePort, node_port_ips
 
 log = logging.getLogger("nsk.kube-proxy")
 # kube-proxy's FullSyncPeriod (pkg/proxy/util): at least this often a sync writes every
@@ -130,12 +130,11 @@ class NftablesProxier:
     tool = "nft"
 
     def __init__(self, netns: str, ctx: NodeContext, kernel, fresh: bool = False):
-        import ipaddress
         self.netns, self.kernel = netns, kernel
-        # nftables mode's default: NodePorts on the node's own addresses (within
-        # nodePortAddresses when that is set), never on localhost
-        nets = [ipaddress.ip_network(c) for c in ctx.node_port_addresses if ":" not in c]
-        ips = tuple(ip for ip in ctx.node_ips if not nets or any(ipaddress.ip_address(ip) in n for n in nets))
+        # nftables mode's default (nodePortAddresses "primary"): NodePorts on the node's IP;
+        # with CIDRs, on every local address within them; never on localhost
+        nets = [c for c in ctx.node_port_addresses if ":" not in c]
+        ips = node_port_ips(ctx) if nets else ctx.node_ips[:1]
         self.ctx = NodeContext(ctx.node, ctx.cluster_cidr, ips, ctx.node_port_addresses, ctx.service_cidr)
         self.last: nft.NftRuleset | None = None
         self.last_ports: list[ServicePort] | None = None

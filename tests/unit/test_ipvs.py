@@ -64,6 +64,22 @@ def test_node_ports_as_in_kube_proxys_TestNodePortIPv4_and_TestOnlyLocalNodePort
     assert r.state.services["100.101.102.104:3001/TCP"][1] == {"10.180.0.1:80": 1, "10.180.1.1:80": 1}
 
 
+def test_a_node_port_is_a_virtual_server_on_every_local_address_that_node_port_addresses_allows():
+    """kube-proxy's IPVS mode puts a NodePort on every address of the node (its IP and cbr0's,
+    never loopback or kube-ipvs0's): `ipvsadm -Ln` on a node lists both; nodePortAddresses
+    narrows them to the CIDRs it names, in iptables mode too."""
+    from nsk.proxy.iptables import nodeports_tail
+    sp = ServicePort("ns1", "svc1", "", "TCP", 80, "10.96.0.5", node_port=30080, endpoints=(LOCAL,))
+    node = NodeContext("node-1", "10.244.0.0/16", ("172.18.0.2",), local_ips=("172.18.0.2", "10.244.1.1"))
+    r = render([sp], node)
+    assert set(r.state.services) == {"10.96.0.5:80/TCP", "172.18.0.2:30080/TCP", "10.244.1.1:30080/TCP"}
+    assert r.state.addrs == {"10.96.0.5"}
+    narrow = NodeContext("node-1", "10.244.0.0/16", ("172.18.0.2",), ("10.244.0.0/16",),
+                         local_ips=("172.18.0.2", "10.244.1.1"))
+    assert set(render([sp], narrow).state.services) == {"10.96.0.5:80/TCP", "10.244.1.1:30080/TCP"}
+    assert [r.split(" -j")[0].split()[-2:] for r in nodeports_tail(narrow)] == [["-d", "10.244.1.1/32"]]
+
+
 def test_load_balancer_source_ranges_affinity_external_ips_and_no_endpoints():
     sp = ServicePort("ns1", "svc1", "p80", "TCP", 80, "10.20.30.41", lb_ips=("1.2.3.4",), external_ips=("5.6.7.8",),
                      lb_source_ranges=("10.0.0.0/8",), affinity_timeout=10800, external_local=True,
@@ -107,9 +123,12 @@ def test_changes_edit_what_changed_and_drain_tcp_real_servers():
     assert not changes(ch.after, two)  # still draining: left alone
     done = changes(ch.after, two, drained=frozenset(ch.after.draining()))
     assert done.ipvsadm == ("-d -t 10.96.0.5:80 -r 10.180.1.1:80",) and not done.after.draining()
-    # it comes back before it has drained: its weight again
-    assert changes(ch.after, one).ipvsadm == ("-e -t 10.96.0.5:80 -r 10.180.1.1:80 -m -w 1",
+    # it comes back before it has drained: taken out of the drain and added anew, as kube-proxy's
+    # MoveRSOutofGracefulDeleteList does (its old connections end: expire_nodest_conn)
+    assert changes(ch.after, one).ipvsadm == ("-d -t 10.96.0.5:80 -r 10.180.1.1:80",
+                                              "-a -t 10.96.0.5:80 -r 10.180.1.1:80 -m -w 1",
                                               "-a -u 10.96.0.6:53 -r 10.180.1.1:80 -m -w 1")
+    assert not changes(ch.after, one).after.draining()
     # a Service goes: its virtual server at once, its address after the rest
     gone = changes(first.after, render([], CTX).state)
     assert set(gone.ipvsadm) == {"-D -t 10.96.0.5:80", "-D -u 10.96.0.6:53"} and gone.unbind == ("10.96.0.5", "10.96.0.6")

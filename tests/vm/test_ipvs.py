@@ -115,6 +115,7 @@ def test_services_are_virtual_servers_on_kube_ipvs0_with_kube_proxys_ipsets_and_
     assert "add KUBE-NODE-PORT-TCP 30080" in rules
     assert "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT" in rules
     assert "TCP  172.18.0.2:30080 rr" in rules
+    assert "TCP  10.244.1.1:30080 rr" in rules  # every local address: cbr0's too, as kube-proxy does
     dev = ipvs.exec("node/node-1", "ip", "-o", "-4", "address", "show", "dev", "kube-ipvs0").stdout
     assert f"inet {cip}/32" in dev
     assert "state DOWN" in ipvs.exec("node/node-1", "ip", "link", "show", "kube-ipvs0").stdout
@@ -132,6 +133,7 @@ def test_round_robin_from_a_pod_and_client_ip_affinity(ipvs):
 def test_node_port_from_the_external_host_and_the_service_from_a_node(ipvs):
     pods = set(web_pods(ipvs))
     assert set(answers(ipvs, "host/client", "172.18.0.3:30080", 6)) == pods
+    assert set(answers(ipvs, "node/node-1", "10.244.1.1:30080", 6)) == pods  # the NodePort on cbr0's address
     cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
     assert set(answers(ipvs, "node/node-2", cip, 6)) == pods
 
