@@ -13,7 +13,8 @@ For each size, one cluster (named nskscale) is brought up and measured, then rem
 - a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
   in the DNAT rules of every Service on every node: the time of the last change of each node's
   rules (seen without reading them: the legacy table's entry count, or `nft monitor`) once a
-  count of the DNAT rules (in nftables mode: of the endpoint chains) finds them complete.
+  count of the DNAT rules (in nftables mode: of the endpoint chains) finds them complete;
+  --endpoint-samples scale-ups one after the other, their median.
 
 Each size runs in each proxy mode (--modes): iptables with the nft backend a Debian host
 has by default, iptables with legacy (spec.proxy.iptables.backend), and nftables. Prints a Markdown table for
@@ -221,7 +222,7 @@ def new_endpoint_everywhere(services: int, replicas: int, mode: str) -> float:
     return max(done.values()) - t0
 
 
-def one_size(services: int, eps: int, idle: float, samples: int, mode: str) -> dict:
+def one_size(services: int, eps: int, idle: float, samples: int, mode: str, endpoint_samples: int) -> dict:
     proxy = "{mode: nftables}" if mode == "nftables" else f"{{iptables: {{backend: {mode.split('/')[1]}}}}}"
     text = DEPLOY.format(name=NAME, eps=eps, proxy=proxy) + "".join(SERVICE.format(name=f"svc-{i}") for i in range(services))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
@@ -237,7 +238,8 @@ def one_size(services: int, eps: int, idle: float, samples: int, mode: str) -> d
         time.sleep(idle)
         idle_cpu = 100 * (tree_cpu(root)[0] - c0) / (time.monotonic() - t0)
         live = sorted(new_service_live(i) for i in range(samples))
-        endpoint = new_endpoint_everywhere(services + samples, eps, mode)
+        # each scale-up by one: the Services, and the rules, have one endpoint more than before
+        endpoint = [new_endpoint_everywhere(services + samples, eps + i, mode) for i in range(endpoint_samples)]
     finally:
         nsk("down", check=False)
     p99 = live[min(len(live) - 1, round(0.99 * (len(live) - 1)))]
@@ -251,6 +253,7 @@ def main() -> int:
     ap.add_argument("--endpoints", type=int, default=20)
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured")
     ap.add_argument("--samples", type=int, default=20, help="new Services timed")
+    ap.add_argument("--endpoint-samples", type=int, default=3, help="scale-ups by one timed, one after the other")
     ap.add_argument("--modes", nargs="+", default=["iptables/nft", "iptables/legacy", "nftables"],
                     choices=["iptables/nft", "iptables/legacy", "nftables"],
                     help="proxy modes compared (iptables with each backend: spec.proxy.iptables.backend)")
@@ -258,14 +261,16 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/scale.py needs root", file=sys.stderr)
         return 1
-    rows = [one_size(s, args.endpoints, args.idle, args.samples, m) for s in args.services for m in args.modes]
+    rows = [one_size(s, args.endpoints, args.idle, args.samples, m, args.endpoint_samples)
+            for s in args.services for m in args.modes]
     print(f"\n{os.cpu_count()} cores; kernel {os.uname().release}\n")
     print("| Services × endpoints | proxy mode | `nsk up` | idle CPU (% of a core, processes) | new Service live p50 / p99 | "
-          "new endpoint in every rule |")
+          "new endpoint in every rule: median (each) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['services']} × {r['eps']} | {r['mode']} | {r['up']:.1f} s | {r['idle']:.2f} % ({r['procs']}) | "
-              f"{r['live50']:.2f} s / {r['live99']:.2f} s | {r['endpoint']:.2f} s |")
+              f"{r['live50']:.2f} s / {r['live99']:.2f} s | {statistics.median(r['endpoint']):.2f} s "
+              f"({', '.join(f'{e:.2f}' for e in r['endpoint'])}) |")
     return 0
 
 
