@@ -186,13 +186,21 @@ def test_lc_sends_new_connections_to_the_pod_without_held_ones(ipvs):
     cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
     wait_for(lambda: f"TCP  {cip}:80 lc" in ipvs.nsk("rules", "--node", "node-1").stdout, 60, "the lc scheduler")
     # a connection the Pod's server keeps: a request whose headers trickle in, one every 2 s
-    # (its server drops a connection idle for 5 s, which under emulation the curls can outlast)
-    hold = ("((printf 'GET / HTTP/1.0\\r\\n'; for i in $(seq 12); do printf 'X-Hold: %s\\r\\n' $i; sleep 2; done) "
-            "| nc web 80 >/dev/null 2>&1 &); ")
+    # (its server drops a connection idle for 5 s), for a minute, in the background
+    hold = ("((printf 'GET / HTTP/1.0\\r\\n'; for i in $(seq 30); do printf 'X-Hold: %s\\r\\n' $i; sleep 2; done) "
+            "| nc web 80) >/dev/null 2>&1 & ")
     # one after the other: two SYNs scheduled at once on the guest's two CPUs can both read the
-    # counts before either is added, and go to the same Pod (lc's decision is not serialized)
-    got = ipvs.exec("client", "sh", "-c", hold + "sleep 1; " + hold + "sleep 2; for i in 1 2 3 4 5; do "
-                    "curl -s --max-time 2 web/hostname; echo; done").stdout.split()
+    # counts before either is added, and go to the same Pod (lc's choice is not serialized)
+    ipvs.exec("client", "sh", "-c", hold + "sleep 1; " + hold)
+    node = ipvs.get("pod", "client")["spec"]["nodeName"]
+
+    def held() -> bool:
+        out = ipvs.exec(f"node/{node}", "ipvsadm", "-L", "-n", "-t", f"{cip}:80").stdout
+        servers = [line.split() for line in out.splitlines() if line.split()[:1] == ["->"]][1:]  # (a header first)
+        return sum(1 for words in servers if words[4] != "0") == 2
+    wait_for(held, 60, "two Pods each with a held connection")
+    got = ipvs.exec("client", "sh", "-c", "for i in 1 2 3 4 5; do curl -s --max-time 2 web/hostname; echo; "
+                    "done").stdout.split()
     # (under rr they would take turns; under lc without the held ones too: a closed connection
     # still counts as an inactive one for a while)
     assert len(got) == 5 and len(set(got)) == 1, got
