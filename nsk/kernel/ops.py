@@ -177,6 +177,16 @@ class Kernel:
             raise KernelError(ns, name, "EINVAL", proc.stderr.strip())
         return proc.stdout
 
+    def proc(self, ns: str, name: str) -> str:
+        """A file of /proc as namespace `ns` shows it (`net/ip_vs`), read in this thread: no
+        process is started, nothing waits."""
+        try:
+            with netns.entered(ns):
+                with open(f"/proc/thread-self/{name}") as f:
+                    return f.read()
+        except OSError as e:
+            raise KernelError(ns, f"read /proc/{name}", _errno_name(e), str(e)) from e
+
     def save(self, ns: str, table: str | None = None) -> str:
         try:
             return iptables.save(ns, table, self.iptables_backend)

@@ -352,17 +352,22 @@ def parse_ipvsadm_save(text: str) -> dict[str, tuple[VirtualServer, dict[str, in
     return out
 
 
-def parse_ipvsadm_list(text: str) -> dict[tuple[str, str], int]:
-    """`ipvsadm -L -n` output: (virtual server key, real server) -> its connections
-    (active + inactive)."""
+def parse_proc_ip_vs(text: str) -> dict[tuple[str, str], int]:
+    """/proc/net/ip_vs (what `ipvsadm -L -n` prints, the addresses and ports in hex, read
+    without starting a process): (virtual server key, real server) -> its connections
+    (active + inactive). IPv4 only, as the rest of this mode."""
+    def addr(text: str) -> str | None:
+        ip, _, port = text.partition(":")
+        return f"{ipaddress.IPv4Address(int(ip, 16))}:{int(port, 16)}" if len(ip) == 8 and port else None
     out: dict[tuple[str, str], int] = {}
-    vs = ""
+    vs = None
     for line in text.splitlines():
         words = line.split()
         if words and words[0] in ("TCP", "UDP", "SCTP") and len(words) >= 2:
-            vs = f"{words[1]}/{words[0]}"
-        elif words[:1] == ["->"] and len(words) >= 6 and vs and words[1][0].isdigit():
-            out[(vs, words[1])] = int(words[4]) + int(words[5])
+            vs = addr(words[1])
+            vs = vs and f"{vs}/{words[0]}"
+        elif words[:1] == ["->"] and len(words) >= 6 and vs and (rs := addr(words[1])):
+            out[(vs, rs)] = int(words[4]) + int(words[5])
     return out
 
 

@@ -217,8 +217,11 @@ class IpvsProxier:
         drained: frozenset[tuple[str, str]] = frozenset()
         if draining and (ports != self.last_ports or now - self.drain_at >= self.DRAIN_CHECK):
             self.drain_at = now
-            conns = ipvs.parse_ipvsadm_list(self.kernel.output(self.netns, ["ipvsadm", "-L", "-n"]))
-            drained = frozenset(k for k in draining if conns.get(k, 0) == 0)
+            try:
+                conns = ipvs.parse_proc_ip_vs(self.kernel.proc(self.netns, "net/ip_vs"))
+                drained = frozenset(k for k in draining if conns.get(k, 0) == 0)
+            except KernelError as e:  # they drain on: looked at again at the next check
+                log.warning("%s", e)
         if ports == self.last_ports and not drained and not self.pending_jumps:
             return None
         ruleset = ipvs.render(ports, self.ctx, self.ctx.ipvs_scheduler)

@@ -45,6 +45,7 @@ class RecordingKernel:
     listeners: dict[tuple[str, int], int] = field(default_factory=dict)  # (netns, port) -> the loopback port
     fail: dict[str, int] = field(default_factory=dict)
     outputs: dict[tuple[str, str], str] = field(default_factory=dict)
+    procs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, /proc name) -> its text
     iptables_backend: str = "nft"  # (netns, tool) -> what `output` returns
     etc_root: str = ""  # a test's tmp directory
     processes: dict[int, FakeProcess] = field(default_factory=dict)
@@ -167,6 +168,10 @@ class RecordingKernel:
         self._maybe_fail("output", ns)
         self.calls.append(("output", ns, tuple(argv)))
         return self.outputs.get((ns, argv[0]), "")
+
+    def proc(self, ns: str, name: str) -> str:
+        self.calls.append(("proc", ns, name))
+        return self.procs.get((ns, name), "")
 
     def save(self, ns: str, table: str | None = None) -> str:
         self.calls.append(("save", ns, table))

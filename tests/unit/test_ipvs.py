@@ -148,16 +148,20 @@ def test_the_kernels_state_is_read_back_from_ipvsadm_and_ipset():
     got = ipvs.parse_ipvsadm_save(saved)
     assert got["10.96.0.1:443/TCP"] == (VirtualServer("TCP", "10.96.0.1", 443, "rr"), {"172.18.0.2:6443": 1})
     assert got["10.96.0.10:53/UDP"] == (VirtualServer("UDP", "10.96.0.10", 53, "sh", 10800), {"10.244.1.3:53": 0})
+    # /proc/net/ip_vs, as the kernel prints it (what `ipvsadm -L -n` shows: 10.96.0.1:443 rr,
+    # -> 172.18.0.2:6443 Masq 0 1 2; 10.96.0.10:53 sh persistent, -> 10.244.1.3:53 Masq 1 0 0)
     listed = """IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
-TCP  10.96.0.1:443 rr
-  -> 172.18.0.2:6443              Masq    0      1          2
-UDP  10.96.0.10:53 sh persistent 10800
-  -> 10.244.1.3:53                Masq    1      0          0
+  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
+TCP  0A600001:01BB rr 
+  -> AC120002:192B      Masq    0      1          2         
+UDP  0A60000A:0035 sh persistent 10800 
+  -> 0AF40103:0035      Masq    1      0          0         
+TCP  [fd00:0000:0000:0000:0000:0000:0000:0001]:0050 rr 
+  -> [fd00:0000:0000:0000:0000:0000:0000:0002]:0050      Masq    1      4          0         
 """
-    assert ipvs.parse_ipvsadm_list(listed) == {("10.96.0.1:443/TCP", "172.18.0.2:6443"): 3,
-                                               ("10.96.0.10:53/UDP", "10.244.1.3:53"): 0}
+    assert ipvs.parse_proc_ip_vs(listed) == {("10.96.0.1:443/TCP", "172.18.0.2:6443"): 3,
+                                             ("10.96.0.10:53/UDP", "10.244.1.3:53"): 0}
     sets = ipvs.parse_ipset_save("create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536\n"
                                  "add KUBE-CLUSTER-IP 10.96.0.1,tcp:443\ncreate OTHER hash:ip\nadd OTHER 1.1.1.1\n")
     assert sets == {"KUBE-CLUSTER-IP": frozenset({"10.96.0.1,tcp:443"})}
@@ -186,6 +190,19 @@ def test_the_provider_writes_one_script_a_sync_in_kube_proxys_order():
     after = p.plan([sp2], 3.0)
     assert ("output", "ns-node-1", ("ipvsadm", "-S", "-n")) in k.calls
     assert "-a -t 10.96.0.5:80 -r 10.180.1.1:80 -m -w 1" in after and "-A -t 10.96.0.5:80" not in after
+    p.applied([sp2], 3.0)
+    # an endpoint goes: it drains at weight 0 while the kernel counts its connections, which
+    # the loop reads from /proc/net/ip_vs (no process started); once none is left, it goes
+    drain = p.plan([sp], 4.0)
+    assert "-e -t 10.96.0.5:80 -r 10.180.1.1:80 -m -w 0" in drain
+    p.applied([sp], 4.0)
+    k.procs[("ns-node-1", "net/ip_vs")] = ("TCP  0A600005:0050 rr \n  -> 0AB40001:0050      Masq    1      0          0\n"
+                                           "  -> 0AB40101:0050      Masq    0      1          3\n")
+    assert p.plan([sp], 4.0 + p.DRAIN_CHECK) is None  # its connections go on
+    k.procs[("ns-node-1", "net/ip_vs")] = "TCP  0A600005:0050 rr \n  -> 0AB40101:0050      Masq    0      0          0\n"
+    assert "-d -t 10.96.0.5:80 -r 10.180.1.1:80" in p.plan([sp], 4.0 + 2 * p.DRAIN_CHECK)
+    assert ("proc", "ns-node-1", "net/ip_vs") in k.calls
+    assert not [c for c in k.calls if c[0] == "output" and c[2][:2] == ("ipvsadm", "-L")]
 
 
 # ---- the iptables mode's flow table, through IPVS mode -------------------------------------

@@ -121,6 +121,16 @@ def test_services_are_virtual_servers_on_kube_ipvs0_with_kube_proxys_ipsets_and_
     assert "state DOWN" in ipvs.exec("node/node-1", "ip", "link", "show", "kube-ipvs0").stdout
 
 
+def test_the_control_plane_reads_connection_counts_without_a_process(ipvs):
+    """While real servers drain, the control plane's loop counts their connections from the
+    node's /proc/net/ip_vs (hex addresses), not by running ipvsadm: the same servers."""
+    from nsk.kernel.ops import Kernel
+    from nsk.proxy.ipvs import parse_proc_ip_vs
+    cip = ipvs.get("svc", "web")["spec"]["clusterIP"]
+    conns = parse_proc_ip_vs(Kernel().proc(f"nsk_{ipvs.name}_node_node-1", "net/ip_vs"))
+    assert {rs for vs, rs in conns if vs == f"{cip}:80/TCP"} == {f"{ip}:80" for ip in web_pods(ipvs).values()}
+
+
 def test_round_robin_from_a_pod_and_client_ip_affinity(ipvs):
     pods = web_pods(ipvs)
     got = answers(ipvs, "client", "web", 9)
