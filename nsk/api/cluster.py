@@ -226,6 +226,13 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
         if any(o.name == h["name"] for o in hosts):
             errors.append(duplicate(f"{path}.name", h["name"]))
         ip = h.get("ip")
+        if not ip and ext_net is not None:  # the next free address from .10 (as the default client's)
+            given = {str(o.get("ip")) for o in raw_hosts if isinstance(o, dict) and o.get("ip")}
+            given |= {o.ip for o in hosts}
+            ip = next((str(a) for a in _host_candidates(ext_net) if str(a) not in given), None)
+            if ip is None:
+                errors.append(invalid(f"{path}.ip", "", f"no free address left in {ext_s}: give one"))
+                continue
         if not ip:
             errors.append(required(f"{path}.ip"))
             continue
@@ -245,6 +252,14 @@ def parse_cluster(doc: dict | None, default_name: str = "nsk", source: str = "")
         node_port_range=port_range, node_port_addresses=npa, cluster_domain=domain, proxy_mode=mode,
         ipvs_scheduler=scheduler, iptables_backend=ipt_backend, dns_cluster_ip=dns_ip, dns_upstream=tuple(dns.get("upstream") or ()),
         dns_ttl=ttl, external_subnet=ext_s, hosts=tuple(hosts), lb_pool=lb_s)
+
+
+def _host_candidates(net) -> list:
+    """An external subnet's addresses for hosts without one: from .10 up, then .2 to .9 (the
+    router is .1)."""
+    first = net.network_address + 10
+    addrs = [a for a in net.hosts() if a != net.network_address + 1]
+    return [a for a in addrs if a >= first] + [a for a in addrs if a < first]
 
 
 def _nodes(n: int) -> str:

@@ -88,6 +88,14 @@ def test_to_dict_round_trips():
     assert parse_cluster(parse_cluster(None).to_dict()) == parse_cluster(None)
 
 
+def test_an_external_host_without_an_address_gets_the_next_free_one_from_dot_10():
+    cfg = parse("spec: {external: {hosts: [{name: a}, {name: b, ip: 192.0.2.11}, {name: c}]}}\n")
+    assert [(h.name, h.ip) for h in cfg.hosts] == [("a", "192.0.2.10"), ("b", "192.0.2.11"), ("c", "192.0.2.12")]
+    small = parse("spec: {external: {subnet: 203.0.113.0/29, hosts: [{name: a}, {name: b}]}}\n")
+    assert [h.ip for h in small.hosts] == ["203.0.113.2", "203.0.113.3"]  # no .10 in a /29
+    assert parse_cluster(cfg.to_dict()).hosts == cfg.hosts  # the document as stored gives the same
+
+
 @pytest.mark.parametrize("spec, message", [
     ("{networking: {podSubnet: 10.96.0.0/16}}",
      'spec.networking.serviceSubnet: Invalid value: "10.96.0.0/12": overlaps spec.networking.podSubnet '
@@ -173,7 +181,8 @@ def test_to_dict_round_trips():
      "the router's 192.0.2.1"),
     ("{external: {hosts: [{name: a, ip: 192.0.2.9}, {name: a, ip: 192.0.2.9}]}}",
      '[spec.external.hosts[1].name: Duplicate value: "a", spec.external.hosts[1].ip: Duplicate value: "192.0.2.9"]'),
-    ("{external: {hosts: [{name: a}]}}", "spec.external.hosts[0].ip: Required value"),
+    ("{external: {subnet: 192.0.2.0/30, hosts: [{name: a}, {name: b}]}}",
+     'spec.external.hosts[1].ip: Invalid value: "": no free address left in 192.0.2.0/30: give one'),
     ("{external: {hosts: [{name: Client, ip: 192.0.2.9}]}}",
      f'spec.external.hosts[0].name: Invalid value: "Client": {DNS1123_LABEL_MSG}'),
     ("{node: [{name: a}]}", 'spec.node: Unknown field: not a field of ClusterSpec (did you mean "nodes"?)'),
