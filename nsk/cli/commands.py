@@ -393,12 +393,11 @@ def _warn_proxy_fallback(mode: str) -> None:
 def _configmap_modes(objects: list[dict]) -> list[str]:
     """The mode of kube-system/kube-proxy among `objects`, if it is there and valid (a config
     kube-proxy refuses is a Warning Event on the ConfigMap instead)."""
+    from nsk.api.objects import Key, key
     from nsk.proxy import config as proxy_config
     out = []
     for o in objects:
-        meta = o.get("metadata") or {}
-        if (o.get("kind"), meta.get("namespace"), meta.get("name")) == ("ConfigMap", proxy_config.NAMESPACE,
-                                                                         proxy_config.NAME):
+        if key(o) == Key("ConfigMap", proxy_config.NAMESPACE, proxy_config.NAME):
             try:
                 out.append(proxy_config.proxy_of(o)[0])
             except NskError:

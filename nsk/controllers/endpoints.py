@@ -168,17 +168,6 @@ def mirrored_slices(svc: dict, ep: dict | None) -> list[dict]:
     return out
 
 
-def wanted(services: list[dict], pods: list[dict]) -> dict[tuple[str, str], dict]:
-    """(namespace, name) -> Endpoints, for every Service with a selector (not ExternalName)."""
-    out = {}
-    for svc in services:
-        spec = svc["spec"]
-        if spec.get("selector") and spec.get("type") != "ExternalName":
-            subsets = _subsets(_members(svc, pods), bool(spec.get("publishNotReadyAddresses")))
-            out[(svc["metadata"]["namespace"], svc["metadata"]["name"])] = _endpoints(svc, subsets)
-    return out
-
-
 def pod_view(pod: dict) -> tuple | None:
     """What a Pod's endpoints are made of (None: it is in none: no address yet, or ended).
     A Pod change that leaves this alone (its binding, a status before it has an address, a
@@ -276,50 +265,46 @@ class EndpointsController:
         if snap.changed is None:
             self.views = {key(p): v for p in snap.list("Pod") if (v := pod_view(p)) is not None}
             return None
-        return _affected(snap, self.views)
+        out: set[tuple[str, str]] = set()
+        for k in snap.changed_kinds("Service", "Endpoints", "EndpointSlice", "Pod"):
+            # its own writes come back as changes: only a user's object (to mirror) or one of
+            # its own that is gone (to make again) is news, as the slice tracker has it upstream
+            if k.kind == "EndpointSlice":  # one gone is named <service>-<suffix>
+                sl = snap.get("EndpointSlice", k.namespace, k.name)
+                if sl is None:
+                    out.add((k.namespace, k.name.rsplit("-", 1)[0]))
+                elif (sl["metadata"].get("labels") or {}).get(SLICE_MANAGED_BY) != SLICE_CONTROLLER:
+                    out.add((k.namespace, _service_of(sl)))
+                continue
+            if k.kind == "Endpoints":
+                ep = snap.get("Endpoints", k.namespace, k.name)
+                if ep is None or (ep["metadata"].get("labels") or {}).get(MANAGED_BY) != CONTROLLER:
+                    out.add((k.namespace, k.name))
+                continue
+            if k.kind != "Pod":
+                out.add((k.namespace, k.name))
+                continue
+            pod = snap.get("Pod", k.namespace, k.name)
+            view = pod_view(pod) if pod is not None else None
+            if pod is not None and view == self.views.get(k):
+                continue
+            if view is None:
+                self.views.pop(k, None)
+            else:
+                self.views[k] = view
+            out.update((k.namespace, n) for n in snap.endpoints_of_pod(k.namespace, k.name))
+            if view is None:
+                continue
+            labels = pod["metadata"].get("labels") or {}
+            for svc in snap.services_in(k.namespace):
+                sel = svc["spec"].get("selector")
+                if sel and matches({"matchLabels": sel}, labels):
+                    out.add((k.namespace, svc["metadata"]["name"]))
+        return out
 
 
 def _service_of(sl: dict) -> str:
     return (sl["metadata"].get("labels") or {}).get(SERVICE_NAME, "")
-
-
-def _affected(snap, views: dict[Key, tuple]) -> set[tuple[str, str]]:
-    out: set[tuple[str, str]] = set()
-    for k in snap.changed_kinds("Service", "Endpoints", "EndpointSlice", "Pod"):
-        # its own writes come back as changes: only a user's object (to mirror) or one of
-        # its own that is gone (to make again) is news, as the slice tracker has it upstream
-        if k.kind == "EndpointSlice":  # one gone is named <service>-<suffix>
-            sl = snap.get("EndpointSlice", k.namespace, k.name)
-            if sl is None:
-                out.add((k.namespace, k.name.rsplit("-", 1)[0]))
-            elif (sl["metadata"].get("labels") or {}).get(SLICE_MANAGED_BY) != SLICE_CONTROLLER:
-                out.add((k.namespace, _service_of(sl)))
-            continue
-        if k.kind == "Endpoints":
-            ep = snap.get("Endpoints", k.namespace, k.name)
-            if ep is None or (ep["metadata"].get("labels") or {}).get(MANAGED_BY) != CONTROLLER:
-                out.add((k.namespace, k.name))
-            continue
-        if k.kind != "Pod":
-            out.add((k.namespace, k.name))
-            continue
-        pod = snap.get("Pod", k.namespace, k.name)
-        view = pod_view(pod) if pod is not None else None
-        if pod is not None and view == views.get(k):
-            continue
-        if view is None:
-            views.pop(k, None)
-        else:
-            views[k] = view
-        out.update((k.namespace, n) for n in snap.endpoints_of_pod(k.namespace, k.name))
-        if view is None:
-            continue
-        labels = pod["metadata"].get("labels") or {}
-        for svc in snap.services_in(k.namespace):
-            sel = svc["spec"].get("selector")
-            if sel and matches({"matchLabels": sel}, labels):
-                out.add((k.namespace, svc["metadata"]["name"]))
-    return out
 
 
 def _same(have: dict, want: dict) -> bool:

@@ -22,7 +22,6 @@ Names in the zone (<zone> = cluster domain, e.g. cluster.local):
 from __future__ import annotations
 
 import collections
-
 import ipaddress
 from dataclasses import dataclass, field
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import ipaddress
 from dataclasses import dataclass
 
 from nsk.proxy import masquerade
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
 from nsk.proxy.masquerade import comment as _comment
-from nsk.proxy.model import Endpoint, NodeContext, ServicePort, categorize, node_port_ips
+from nsk.proxy.model import (Endpoint, NodeContext, ServicePort, categorize, contains_any, node_port_cidrs,
+                             node_port_ips)
 
 
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -238,7 +238,7 @@ def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str,
         allow_from_node = False
         for src in sp.lb_source_ranges:
             svc_rules.append(f"-A {fw} {_comment(f'{name} loadbalancer IP')} -s {src} -j {ext}")
-            allow_from_node = allow_from_node or _contains_any(src, ctx.node_ips)
+            allow_from_node = allow_from_node or any(contains_any((src,), ip) for ip in ctx.node_ips)
         # a node's own request to the LB IP may come back with the LB IP as its source (a
         # VIP-like load balancer): kube-proxy lets it in when the node may reach it at all
         if allow_from_node:
@@ -319,20 +319,9 @@ def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] 
 def nodeports_tail(ctx: NodeContext) -> list[str]:
     """The last rules of KUBE-SERVICES: traffic to this node's own addresses goes to KUBE-NODEPORTS."""
     comment = _comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-    # kube-proxy's NodePortAddresses: the CIDRs of this family (an IPv6 one is not for the
-    # IPv4 rules); none of it, or 0.0.0.0/0, means every local address
-    nets = [n for c in ctx.node_port_addresses if (n := ipaddress.ip_network(c, strict=False)).version == 4]
-    if not nets or any(n.prefixlen == 0 for n in nets):
+    if node_port_cidrs(ctx) is None:  # kube-proxy's NodePortAddresses: every local address
         return [f"-A {KUBE_SERVICES} {comment} -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}"]
     return [f"-A {KUBE_SERVICES} {comment} -d {ip}/32 -j {KUBE_NODEPORTS}" for ip in node_port_ips(ctx)]
-
-
-def _contains_any(cidr: str, ips: tuple[str, ...]) -> bool:
-    try:
-        net = ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        return False
-    return any(ipaddress.ip_address(ip) in net for ip in ips)
 
 
 def missing_jumps(saved: str, jumps: tuple = JUMPS, canary: bool = True) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from nsk.proxy import masquerade
 from nsk.proxy.masquerade import comment as _comment
 from nsk.proxy.masquerade import KUBE_MARK_MASQ, KUBE_POSTROUTING, MASQ_MARK, NSK_IP_MASQ
-from nsk.proxy.model import NodeContext, ServicePort, categorize, node_port_ips
+from nsk.proxy.model import NodeContext, ServicePort, categorize, contains_any, node_port_ips
 
 DEVICE = "kube-ipvs0"
 MARK = f"0x{int(MASQ_MARK, 16):08x}"  # kube-proxy's IPVS mode prints the mark as %#08x
@@ -136,7 +136,7 @@ def render(ports: list[ServicePort], ctx: NodeContext, scheduler: str = "rr") ->
     services: dict[str, tuple[VirtualServer, dict[str, int]]] = {}
     bind: set[str] = set()
     out_filter: list[str] = []
-    node_ips = set(ctx.local_ips or ctx.node_ips)  # an external IP that is one of these is not bound to kube-ipvs0
+    node_ips = set(ctx.addresses)  # an external IP that is one of these is not bound to kube-ipvs0
     node_port_addrs = node_port_ips(ctx)  # every local address (kube-ipvs0's aside), as nodePortAddresses allows
 
     def virtual(addr: str, port: int, sp: ServicePort, eps) -> None:
@@ -171,7 +171,7 @@ def render(ports: list[ServicePort], ctx: NodeContext, scheduler: str = "rr") ->
                 # (ipset prints a /32 as the bare address)
                 sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"].update(f"{entry},{c.removesuffix('/32')}"
                                                               for c in sp.lb_source_ranges)
-                if any(_contains(c, ip_) for c in sp.lb_source_ranges for ip_ in ctx.node_ips):
+                if any(contains_any(sp.lb_source_ranges, ip_) for ip_ in ctx.node_ips):
                     sets["KUBE-LOAD-BALANCER-SOURCE-IP"].add(f"{entry},{ip}")
                 else:
                     out_filter.append(f"-A KUBE-IPVS-OUT-FILTER -s {ip} -m ipvs --vaddr {ip} --vproto {proto} "
@@ -196,10 +196,6 @@ def render(ports: list[ServicePort], ctx: NodeContext, scheduler: str = "rr") ->
     sets["KUBE-IPVS-IPS"] = bind
     state = IpvsState(frozenset(bind), services, {k: frozenset(v) for k, v in sets.items()})
     return IpvsRuleset(state, _iptables(state, ctx.cluster_cidr, out_filter))
-
-
-def _contains(cidr: str, ip: str) -> bool:
-    return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr)
 
 
 def _iptables(state: IpvsState, cluster_cidr: str, out_filter: list[str]) -> str:

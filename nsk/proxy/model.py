@@ -28,15 +28,36 @@ class NodeContext:
     # GetNodeIPs looks for NodePort addresses; empty: node_ips
     local_ips: tuple[str, ...] = ()
 
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The node's own addresses: local_ips, else node_ips."""
+        return self.local_ips or self.node_ips
+
+
+def node_port_cidrs(ctx: NodeContext) -> list | None:
+    """nodePortAddresses' IPv4 CIDRs (an IPv6 one is not for these rules); None: every local
+    address (none given, or 0.0.0.0/0)."""
+    nets = [n for c in ctx.node_port_addresses if (n := ipaddress.ip_network(c, strict=False)).version == 4]
+    return None if not nets or any(n.prefixlen == 0 for n in nets) else nets
+
 
 def node_port_ips(ctx: NodeContext) -> tuple[str, ...]:
-    """kube-proxy's NodePortAddresses.GetNodeIPs for IPv4: the node's local addresses within
-    nodePortAddresses' IPv4 CIDRs; every one when there are none (or 0.0.0.0/0)."""
-    local = ctx.local_ips or ctx.node_ips
-    nets = [n for c in ctx.node_port_addresses if (n := ipaddress.ip_network(c, strict=False)).version == 4]
-    if not nets or any(n.prefixlen == 0 for n in nets):
-        return local
-    return tuple(ip for ip in local if any(ipaddress.ip_address(ip) in n for n in nets))
+    """kube-proxy's NodePortAddresses.GetNodeIPs for IPv4: the node's addresses within
+    nodePortAddresses' CIDRs, or every one."""
+    nets = node_port_cidrs(ctx)
+    return ctx.addresses if nets is None else tuple(ip for ip in ctx.addresses if contains_any(nets, ip))
+
+
+def contains_any(cidrs, ip: str) -> bool:
+    """Whether `ip` is in one of `cidrs` (networks or their text; text that is not one, and an
+    address of another family, are in none)."""
+    for c in cidrs:
+        try:
+            if ipaddress.ip_address(ip) in (c if not isinstance(c, str) else ipaddress.ip_network(c, strict=False)):
+                return True
+        except (TypeError, ValueError):
+            pass
+    return False
 
 
 @dataclass(frozen=True)

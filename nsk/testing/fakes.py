@@ -44,9 +44,9 @@ class RecordingKernel:
     saved: dict[str, str] = field(default_factory=dict)  # namespace -> what iptables-save prints
     listeners: dict[tuple[str, int], int] = field(default_factory=dict)  # (netns, port) -> the loopback port
     fail: dict[str, int] = field(default_factory=dict)
-    outputs: dict[tuple[str, str], str] = field(default_factory=dict)
-    procs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, /proc name) -> its text
-    iptables_backend: str = "nft"  # (netns, tool) -> what `output` returns
+    outputs: dict[tuple[str, str], str] = field(default_factory=dict)  # (netns, tool) -> what `output` returns
+    procs: dict[tuple[str, str], str] = field(default_factory=dict)  # (netns, /proc name) -> what `proc` returns
+    iptables_backend: str = "nft"
     etc_root: str = ""  # a test's tmp directory
     processes: dict[int, FakeProcess] = field(default_factory=dict)
     sandboxes: set[str] = field(default_factory=set)
