@@ -61,7 +61,7 @@ class ControlPlane:
         self.cfg = parse_cluster(self.store.get_meta("cluster"))
         self.plan = plan(self.cfg)
         self.api = APIServer(self.store, self.cfg)
-        self.kernel = kernel or Kernel(self.cfg.iptables_backend)
+        self.kernel = kernel or Kernel(self.cfg.iptables_backend, self.dir)
         self.informer = Informer(self.store, KINDS)
         self.sel = selectors.DefaultSelector()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

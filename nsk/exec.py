@@ -38,7 +38,7 @@ def _container(store: Store, namespace: str, name: str, container: str | None) -
 
 def exec_target(store: Store, target: str, namespace: str, container: str | None, command: list[str]) -> None:
     """Replace this process with `command` inside the target's namespaces (root); never returns."""
-    from nsk.kernel import process
+    from nsk.kernel import iptables, process
     kind, _, name = target.rpartition("/")
     p = plan(parse_cluster(store.get_meta("cluster")))
     if kind in ("node", "no", "nodes"):
@@ -46,12 +46,13 @@ def exec_target(store: Store, target: str, namespace: str, container: str | None
             n = p.node(name)
         except KeyError:
             raise NskError(f'node "{name}" not found (nodes: {", ".join(x.name for x in p.nodes)})') from None
-        box = process.Sandbox(n.netns, n.name, dict(os.environ), None)
+        # the node's own xtables lock, the one its kube-proxy takes (a real node's /run/xtables.lock)
+        box = process.Sandbox(n.netns, n.name, iptables.lock_env(store.dir, n.netns), None)
     elif kind in ("host", "hosts"):
         hosts = {h.name: h for h in p.hosts}
         if name not in hosts:
             raise NskError(f'external host "{name}" not found (hosts: {", ".join(hosts) or "none"})')
-        box = process.Sandbox(hosts[name].netns, name, dict(os.environ), None)
+        box = process.Sandbox(hosts[name].netns, name, iptables.lock_env(store.dir, hosts[name].netns), None)
     elif kind in ("", "pod", "pods", "po"):
         sb = sandbox(store, namespace, name)
         c = _container(store, namespace, name, container)

@@ -2,6 +2,10 @@
 
 The backend is the host's own: whatever `iptables` is (nf_tables or legacy), nsk calls
 that variant's restore and save explicitly, so rules are never split across the two.
+
+Each node has its own xtables lock, as each real node has its own /run/xtables.lock: the
+legacy tools hold it for a whole restore, and one lock for the host would make every node's
+restore wait for the others' (the nf_tables backend takes no lock).
 """
 
 from __future__ import annotations
@@ -35,31 +39,25 @@ def _tool(name: str, which: str = "") -> str:
     return f"iptables-{name}"
 
 
-def restore(ns: str, text: str, noflush: bool = True, which: str = "") -> None:
+LOCK_DIR = "xtables"  # in a cluster's run directory: each node's lock file, <netns>.lock
+
+
+def lock_env(run_dir: str, ns: str) -> dict[str, str] | None:
+    """The environment of an iptables tool run in namespace `ns` of the cluster whose run
+    directory is `run_dir`: XTABLES_LOCKFILE names the namespace's own lock (None: the
+    host's /run/xtables.lock, for a namespace of no cluster)."""
+    if not run_dir:
+        return None
+    return {**os.environ, "XTABLES_LOCKFILE": os.path.join(run_dir, LOCK_DIR, f"{ns}.lock")}
+
+
+def restore(ns: str, text: str, noflush: bool = True, which: str = "", run_dir: str = "") -> None:
     """Apply iptables-restore input atomically inside namespace `ns` (root)."""
-    restore_many([(ns, text)], noflush, which)
-
-
-def restore_many(jobs: list[tuple[str, str]], noflush: bool = True, which: str = "") -> None:
-    """Apply several (namespace, text) restores at once, one process each, in parallel (root).
-
-    Each restore is atomic in its own namespace; running the nodes' side by side keeps an
-    endpoint change's latency that of one node, not the sum.
-    """
     args = [_tool("restore", which), "-w", "5"] + (["--noflush"] if noflush else [])
-    procs = []
-    for ns, text in jobs:
-        with netns.entered(ns):  # the child inherits the namespace of the thread that forks it
-            p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-        procs.append((ns, text, p))
-    errors = []
-    for ns, text, p in procs:
-        _, err = p.communicate(text)
-        if p.returncode != 0:
-            errors.append(f"iptables-restore in {ns} failed: {err.strip()}")
-    if errors:
-        raise NskError("; ".join(errors))
+    with netns.entered(ns):  # the child inherits the namespace of the thread that forks it
+        proc = subprocess.run(args, input=text, capture_output=True, text=True, env=lock_env(run_dir, ns))
+    if proc.returncode != 0:
+        raise NskError(f"iptables-restore in {ns} failed: {proc.stderr.strip()}")
 
 
 class RestoreJob:
@@ -68,8 +66,9 @@ class RestoreJob:
     each ends. The control plane's loop goes on meanwhile."""
 
     def __init__(self, jobs: list[tuple[str, str]], noflush: bool = True, which: str = "",
-                 argv: list[str] | None = None, name: str = "iptables-restore"):
-        """`argv`: another tool reading its input on stdin (`nft -f -`), named `name` in errors."""
+                 argv: list[str] | None = None, name: str = "iptables-restore", run_dir: str = ""):
+        """`argv`: another tool reading its input on stdin (`nft -f -`), named `name` in errors;
+        `run_dir`: the cluster's, whose per-node xtables locks the tools take."""
         args = argv or [_tool("restore", which), "-w", "5"] + (["--noflush"] if noflush else [])
         self.name = name
         self.procs: list[tuple[str, subprocess.Popen, int]] = []
@@ -84,7 +83,8 @@ class RestoreJob:
                         view = view[os.write(data, view):]
                     os.lseek(data, 0, os.SEEK_SET)
                     with netns.entered(ns):  # the child inherits the namespace of the thread that forks it
-                        p = subprocess.Popen(args, stdin=data, stdout=subprocess.DEVNULL, stderr=err)
+                        p = subprocess.Popen(args, stdin=data, stdout=subprocess.DEVNULL, stderr=err,
+                                             env=lock_env(run_dir, ns))
                 finally:
                     os.close(data)
                 self.procs.append((ns, p, err))

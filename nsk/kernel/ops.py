@@ -39,10 +39,15 @@ class Kernel:
 
     etc_root = netns.ETC_DIR  # where a Pod's resolv.conf and hosts live, as `ip netns exec` expects
 
-    def __init__(self, iptables_backend: str = ""):
-        """`iptables_backend`: 'nft' or 'legacy' for every iptables tool of the cluster; '' the host's."""
+    def __init__(self, iptables_backend: str = "", run_dir: str = ""):
+        """`iptables_backend`: 'nft' or 'legacy' for every iptables tool of the cluster; '' the host's.
+        `run_dir`: the cluster's run directory, which holds each node's own xtables lock ('': the
+        host's lock)."""
         self._nodes: dict[str, tuple[object, int]] = {}  # node netns -> (rtnetlink socket, cbr0's index)
         self.iptables_backend = iptables_backend or iptables.backend()
+        self.run_dir = run_dir
+        if run_dir:
+            os.makedirs(os.path.join(run_dir, iptables.LOCK_DIR), exist_ok=True)
 
     def close(self) -> None:
         for route, _ in self._nodes.values():
@@ -139,8 +144,9 @@ class Kernel:
             if tool == "nft":
                 return Job(iptables.RestoreJob(jobs, argv=[_nft(), "-f", "-"], name="nft"), where, tool)
             if tool == "sh":  # IPVS mode: ip, ipset, ipvsadm and iptables-restore, in that order
-                return Job(iptables.RestoreJob(jobs, argv=["/bin/sh", "-e"], name="sh"), where, tool)
-            return Job(iptables.RestoreJob(jobs, which=self.iptables_backend), where, tool)
+                return Job(iptables.RestoreJob(jobs, argv=["/bin/sh", "-e"], name="sh", run_dir=self.run_dir),
+                           where, tool)
+            return Job(iptables.RestoreJob(jobs, which=self.iptables_backend, run_dir=self.run_dir), where, tool)
         except (NskError, OSError) as e:
             raise KernelError(where, tool, _errno_name(e), str(e)) from e
 
@@ -151,7 +157,7 @@ class Kernel:
     def restore(self, ns: str, text: str) -> None:
         """`iptables-restore --noflush` of a small text inside namespace `ns`, waited for."""
         try:
-            iptables.restore(ns, text, which=self.iptables_backend)
+            iptables.restore(ns, text, which=self.iptables_backend, run_dir=self.run_dir)
         except (NskError, OSError) as e:
             raise KernelError(ns, "iptables-restore", _errno_name(e), str(e)) from e
 

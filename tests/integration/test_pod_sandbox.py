@@ -7,6 +7,7 @@ network.build makes it, and Pods on it. All of them are removed at the end, what
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import subprocess
@@ -189,3 +190,30 @@ def test_create_removes_the_namespace_when_inside_fails(made):
     with pytest.raises(RuntimeError):
         netns.create(name, inside)
     assert not netns.exists(name)
+
+
+def test_each_node_has_its_own_xtables_lock(made, tmp_path):
+    """A real node has its own /run/xtables.lock: a legacy restore in one node does not wait
+    for another node's (held here), and does wait for its own node's."""
+    from nsk.kernel.ops import Kernel
+    prefix = f"nskperf_{uuid.uuid4().hex[:8]}"
+    one, two = f"{prefix}_a", f"{prefix}_b"
+    for name in (one, two):
+        made.append(name)
+        netns.create(name)
+    kernel = Kernel("legacy", str(tmp_path))
+    text = "*filter\n:NSK-LOCK-TEST - [0:0]\nCOMMIT\n"
+    held = os.open(os.path.join(tmp_path, "xtables", f"{two}.lock"), os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        kernel.restore(one, text)
+        job = kernel.restore_start([(two, text)])
+        time.sleep(0.5)
+        assert not job.done(), "a restore went on while its node's lock was held"
+    finally:
+        os.close(held)  # releases the lock
+    deadline = time.monotonic() + 6
+    while not job.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.result()
+    assert all(":NSK-LOCK-TEST " in kernel.save(ns, "filter") for ns in (one, two))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 
@@ -442,6 +443,15 @@ def test_the_legacy_backend_holds_every_rule_and_the_nft_one_none(cluster):
     rules = cluster.nsk("rules", "--node", "node-1", "-t", "nat").stdout
     assert "-A KUBE-SERVICES" in rules
     assert "iptables legacy" in cluster.nsk("rules", "-t", "nat").stdout.splitlines()[0]
+    # each node has its own xtables lock, the one its kube-proxy takes and `nsk exec node/...` gives
+    lock = cluster.exec("node/node-1", "sh", "-c", "echo $XTABLES_LOCKFILE").stdout.strip()
+    assert lock != cluster.exec("node/node-2", "sh", "-c", "echo $XTABLES_LOCKFILE").stdout.strip()
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        busy = cluster.exec("node/node-1", "iptables-legacy", "-w", "1", "-N", "NSK-LOCKED", check=False)
+        free = cluster.exec("node/node-2", "iptables-legacy", "-w", "1", "-N", "NSK-FREE", check=False)
+    assert busy.returncode != 0 and "xtables lock" in busy.stderr, busy.stderr
+    assert free.returncode == 0, free.stderr
 
 
 STUBBORN = """
