@@ -74,8 +74,9 @@ class ControlPlane:
         self.stopping = False
         self.controllers = ControllerManager(self.api, [
             deployment.DeploymentController(random.Random()), deployment.GarbageCollector(),
-            scheduler.Scheduler(self.plan.nodes), endpoints.EndpointsController(),
-            loadbalancer.LoadBalancerController(self.cfg.lb_pool), proxy_config.KubeProxyPods(self.cfg)])
+            scheduler.Scheduler(self.plan.nodes), endpoints.EndpointSliceController(), endpoints.EndpointsController(),
+            loadbalancer.LoadBalancerController(self.cfg.lb_pool), proxy_config.KubeProxyPods(self.cfg)],
+            self.informer, self._committed)
         self.kubelets = {n.name: Kubelet(n, self.plan, self.cfg, self.store, self.dir, self._watch, self._unwatch,
                                          self.kernel, self.api) for n in self.plan.nodes}
         for k in self.kubelets.values():
@@ -249,13 +250,13 @@ class ControlPlane:
 
     def reconcile(self, force: bool = False) -> None:
         """One pass: controllers until they rest, then the Services' rules, then the kubelets."""
-        changed = self.informer.sync()
+        changed = self._sync()
         now = time.monotonic()
         retry_due = (self.controllers.next_retry() or float("inf")) <= now
         if self.proxies is not None and not self.proxies.healthy and self.proxies.retry_at <= now:
             self.proxies.retry()
             retry_due = True
-        if self._switch_pending or Key("ConfigMap", proxy_config.NAMESPACE, proxy_config.NAME) in changed:
+        if self._switch_pending:
             self._switch_pending = not self._proxy_config_changed()
             switched = not self._switch_pending
         else:
@@ -283,7 +284,7 @@ class ControlPlane:
                 kubelet.sync(by_node[name], remove=remove, services=snap.list("Service"))
             except Exception:  # noqa: BLE001 - one node's failure must not stop the others
                 log.exception("kubelet %s: sync failed", name)
-        self._settle(self.informer.sync())
+        self._settle(self._sync())
         if self.informer.revision != first:
             self._services_pass()
         self._seen_rev = self.informer.revision
@@ -300,11 +301,29 @@ class ControlPlane:
         if self._unsettled:
             changed = None
         for _ in range(MAX_ROUNDS):
-            if not self.controllers.run(Snapshot(self.informer, changed)):
+            if not self.controllers.run(changed):
                 self._unsettled = False
                 return
-            changed = self.informer.sync()
+            changed = self._sync()  # what other writers wrote meanwhile (the controllers' own: taken)
         self._unsettled = True
+
+    def _sync(self) -> set[Key]:
+        """The informer brought up to the store; the keys that changed."""
+        keys = self.informer.sync()
+        self._saw(keys)
+        return keys
+
+    def _saw(self, keys: set[Key]) -> None:
+        """Every change the informer takes in passes here, whoever synced it."""
+        if Key("ConfigMap", proxy_config.NAMESPACE, proxy_config.NAME) in keys:
+            self._switch_pending = self._kicked = True  # kube-proxy's config: a pass looks at it soon
+
+    def _committed(self, keys: set[Key]) -> None:
+        """A controller's writes are in (with what else landed): new EndpointSlices go to the
+        proxies at once, before the Endpoints controller runs (kube-proxy follows slices)."""
+        self._saw(keys)
+        if any(k.kind == "EndpointSlice" for k in keys):
+            self._services_pass()
 
     def _services_pass(self) -> None:
         if self.proxies is None:

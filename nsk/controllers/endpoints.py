@@ -1,5 +1,6 @@
-"""The endpoints controller (pure): Endpoints (and EndpointSlices) from the Pods a
-Service selects, ready ones in `addresses`, unready ones in `notReadyAddresses`.
+"""The EndpointSlice and Endpoints controllers (pure): a Service's EndpointSlices and its
+Endpoints from the Pods it selects, ready ones in `addresses`, unready ones in
+`notReadyAddresses`.
 
 A named targetPort is looked up in each Pod's containers, so Pods may serve the same
 Service on different port numbers; Pods with the same resolved ports share a subset,
@@ -181,12 +182,13 @@ def pod_view(pod: dict) -> tuple | None:
             json.dumps([c.get("ports") for c in spec.get("containers") or []], sort_keys=True))
 
 
-class EndpointsController:
-    """The Endpoints and EndpointSlices of every Service: from the Pods its selector picks,
-    or, without a selector, slices mirrored from the Endpoints its user wrote. Those it made
-    for a Service that is gone, or changed, are deleted (a user's own Endpoints never)."""
+class _ServiceEndpointsController:
+    """What the Endpoints and the EndpointSlice controllers share: which Services a change
+    touches (`_affected`), and each Service's members, made once a run for the Services with
+    the same selector, ports and publishNotReadyAddresses (a Deployment behind many Services).
+    A subclass says what it makes of the members (`_made`) and what it writes (`_service`)."""
 
-    name = "endpoints"
+    name = ""
 
     def __init__(self) -> None:
         # each Pod's pod_view as of this controller's last run: a changed Pod whose view is
@@ -194,69 +196,47 @@ class EndpointsController:
         self.views: dict[Key, tuple] = {}
 
     def reconcile(self, snap) -> list:
-        from nsk.controllers.manager import Delete, Failed, Put
+        from nsk.controllers.manager import Failed
         names = self._affected(snap)
         if names is None:
             names = {(o["metadata"]["namespace"], o["metadata"]["name"])
                      for kind in ("Service", "Endpoints") for o in snap.list(kind)}
             names |= {(sl["metadata"]["namespace"], _service_of(sl)) for sl in snap.list("EndpointSlice")
                       if _service_of(sl)}
-        slices_by_svc: dict[tuple[str, str], list[dict]] = {}
-        for ns in {ns for ns, _ in names}:
-            for sl in snap.list("EndpointSlice", ns):
-                if _service_of(sl) and (sl["metadata"].get("labels") or {}).get(SLICE_MANAGED_BY) in (
-                        SLICE_CONTROLLER, MIRRORING_CONTROLLER):
-                    slices_by_svc.setdefault((ns, _service_of(sl)), []).append(sl)
-
         views: dict[str, dict] = {}
-        # what Services with the same selector, ports and publishing share: their endpoints
-        # are made once a run (a Deployment behind many Services)
-        made: dict[tuple, tuple[list, list]] = {}
+        made: dict[tuple, object] = {}
 
-        def one(ns_name: tuple[str, str]) -> list:
-            ns, name = ns_name
-            svc = snap.get("Service", ns, name)
-            have = snap.get("Endpoints", ns, name)
-            out: list = []
-            selector = svc is not None and svc["spec"].get("selector") and svc["spec"].get("type") != "ExternalName"
-            if selector:
-                pods = snap.pods_in(ns)
-                if ns not in views:  # each Pod's view made once a run, not once a Service
-                    views[ns] = {id(p): Pod.of(p) for p in pods}
-                spec = svc["spec"]
-                publish = bool(spec.get("publishNotReadyAddresses"))
-                same = (ns, repr(sorted(spec["selector"].items())), repr(spec.get("ports")), publish)
-                if same not in made:
-                    members = _members(svc, pods, views[ns])
-                    made[same] = (_subsets(members, publish), _slice_groups(members))
-                subsets, groups = made[same]
-                obj = _endpoints(svc, subsets)
-                if have is None or not _same(have, obj):
-                    out.append(Put(obj))
-                want = _slices(svc, groups)
-            else:
-                if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
-                    out.append(Delete(Key("Endpoints", ns, name), have["metadata"]["resourceVersion"]))
-                    have = None
-                want = mirrored_slices(svc, have) if svc is not None and svc["spec"].get("type") != "ExternalName" \
-                    else []
-            old = {sl["metadata"]["name"]: sl for sl in slices_by_svc.get(ns_name, [])}
-            for sl in want:
-                prev = old.pop(sl["metadata"]["name"], None)
-                if prev is None or any(prev.get(f) != sl.get(f) for f in ("endpoints", "ports", "addressType")) \
-                        or prev["metadata"].get("labels") != sl["metadata"]["labels"]:
-                    out.append(Put(sl))
-            out += [Delete(Key("EndpointSlice", ns, n), sl["metadata"]["resourceVersion"]) for n, sl in old.items()]
-            return out
+        def members(svc: dict):
+            """What `_made` makes of the Service's members (once a run for the same selector and ports)."""
+            ns, spec = svc["metadata"]["namespace"], svc["spec"]
+            pods = snap.pods_in(ns)
+            if ns not in views:  # each Pod's view made once a run, not once a Service
+                views[ns] = {id(p): Pod.of(p) for p in pods}
+            publish = bool(spec.get("publishNotReadyAddresses"))
+            same = (ns, repr(sorted(spec["selector"].items())), repr(spec.get("ports")), publish)
+            if same not in made:
+                made[same] = self._made(_members(svc, pods, views[ns]), publish)
+            return made[same]
+
+        index = self._index(snap, {ns for ns, _ in names})
         writes: list = []
         for ns_name in sorted(names):
             try:
-                writes += one(ns_name)
+                writes += self._service(snap, ns_name, members, index)
             except Exception as e:  # noqa: BLE001 - one Service's failure is that Service's Event
-                log.exception("endpoints of %s/%s failed", *ns_name)
+                log.exception("%s of %s/%s failed", self.name, *ns_name)
                 writes.append(Failed(Key("Service", *ns_name), "Warning", "FailedToUpdateEndpoint",
                                      f"{type(e).__name__}: {e}"))
         return writes
+
+    def _index(self, snap, namespaces: set[str]):
+        return None
+
+    def _made(self, members: list, publish: bool):
+        raise NotImplementedError
+
+    def _service(self, snap, ns_name: tuple[str, str], members, index) -> list:
+        raise NotImplementedError
 
     def _affected(self, snap) -> set[tuple[str, str]] | None:
         """The (namespace, name) of the Services a change touches (None: every one): a changed
@@ -302,6 +282,77 @@ class EndpointsController:
                     out.add((k.namespace, svc["metadata"]["name"]))
         return out
 
+
+
+def _selects(svc: dict | None) -> bool:
+    return bool(svc is not None and svc["spec"].get("selector") and svc["spec"].get("type") != "ExternalName")
+
+
+class EndpointSliceController(_ServiceEndpointsController):
+    """The EndpointSlices of every Service: from the Pods its selector picks, or, without a
+    selector, mirrored from the Endpoints its user wrote (upstream's EndpointSlice and
+    EndpointSlice mirroring controllers). It runs before the Endpoints controller: the
+    proxies follow the slices, and get them first. Slices it made for a Service that is
+    gone, or changed, are deleted."""
+
+    name = "endpointslice"
+
+    def _index(self, snap, namespaces: set[str]) -> dict[tuple[str, str], list[dict]]:
+        by_svc: dict[tuple[str, str], list[dict]] = {}
+        for ns in namespaces:
+            for sl in snap.list("EndpointSlice", ns):
+                if _service_of(sl) and (sl["metadata"].get("labels") or {}).get(SLICE_MANAGED_BY) in (
+                        SLICE_CONTROLLER, MIRRORING_CONTROLLER):
+                    by_svc.setdefault((ns, _service_of(sl)), []).append(sl)
+        return by_svc
+
+    def _made(self, members: list, publish: bool) -> list:
+        return _slice_groups(members)
+
+    def _service(self, snap, ns_name: tuple[str, str], members, index) -> list:
+        from nsk.controllers.manager import Delete, Put
+        ns, name = ns_name
+        svc = snap.get("Service", ns, name)
+        if _selects(svc):
+            want = _slices(svc, members(svc))
+        else:
+            have = snap.get("Endpoints", ns, name)
+            if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
+                have = None  # the Endpoints controller's, which it deletes: nothing to mirror
+            want = mirrored_slices(svc, have) if svc is not None and svc["spec"].get("type") != "ExternalName" \
+                else []
+        out: list = []
+        old = {sl["metadata"]["name"]: sl for sl in index.get(ns_name, [])}
+        for sl in want:
+            prev = old.pop(sl["metadata"]["name"], None)
+            if prev is None or any(prev.get(f) != sl.get(f) for f in ("endpoints", "ports", "addressType")) \
+                    or prev["metadata"].get("labels") != sl["metadata"]["labels"]:
+                out.append(Put(sl))
+        out += [Delete(Key("EndpointSlice", ns, n), sl["metadata"]["resourceVersion"]) for n, sl in old.items()]
+        return out
+
+
+class EndpointsController(_ServiceEndpointsController):
+    """The Endpoints of every Service with a selector, ready Pods in `addresses`, unready
+    ones in `notReadyAddresses`; those it made for a Service that lost its selector are
+    deleted (a user's own Endpoints never)."""
+
+    name = "endpoints"
+
+    def _made(self, members: list, publish: bool) -> list:
+        return _subsets(members, publish)
+
+    def _service(self, snap, ns_name: tuple[str, str], members, index) -> list:
+        from nsk.controllers.manager import Delete, Put
+        ns, name = ns_name
+        svc = snap.get("Service", ns, name)
+        have = snap.get("Endpoints", ns, name)
+        if _selects(svc):
+            obj = _endpoints(svc, members(svc))
+            return [] if have is not None and _same(have, obj) else [Put(obj)]
+        if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
+            return [Delete(Key("Endpoints", ns, name), have["metadata"]["resourceVersion"])]
+        return []
 
 def _service_of(sl: dict) -> str:
     return (sl["metadata"].get("labels") or {}).get(SERVICE_NAME, "")

@@ -159,7 +159,9 @@ def each(objects: Iterable[dict], fn: Callable[[dict], list[Write]], reason: str
 @dataclass
 class _State:
     controller: Controller
-    missed: bool = True  # it has not seen every change: its next run takes everything
+    # the keys written since it last ran (its workqueue); None: it has not seen every change
+    # (never run, or it backed off), so its next run takes everything
+    pending: set[Key] | None = None
     backoff: float = 0.0
     retry_at: float = 0.0
     failures: int = 0
@@ -170,23 +172,35 @@ class _State:
 class ControllerManager:
     api: object  # the APIServer writes go through
     controllers: list[Controller]
+    informer: object  # what the controllers read (nsk.store.informer.Informer)
+    # told the keys of each transaction the informer took in (a controller's writes, and any
+    # other writer's that landed meanwhile): the control plane's proxies follow EndpointSlices
+    on_commit: Callable[[set[Key]], None] = lambda keys: None
     clock: Callable[[], float] = time.monotonic
     states: list[_State] = field(init=False)
 
     def __post_init__(self) -> None:
         self.states = [_State(c) for c in self.controllers]
 
-    def run(self, snap: Snapshot) -> int:
-        """Run every controller that is not backing off; how many writes were applied."""
+    def run(self, changed: set[Key] | None) -> int:
+        """Run every controller that is not backing off, in turn, each on the keys written
+        since it last ran (`changed`: what other writers wrote since the last run; None:
+        everything, for every controller). Each controller's writes are one transaction,
+        which the informer takes in before the next controller runs: it sees them at once
+        (the EndpointSlices are in the store, and on_commit has heard of them, before the
+        Endpoints controller starts). How many writes were applied."""
+        for st in self.states:
+            st.pending = None if changed is None or st.pending is None else st.pending | changed
         applied = 0
         now = self.clock()
         for st in self.states:
             if st.retry_at > now:
-                st.missed = True
+                st.pending = None  # what it misses now, it takes whole when it runs again
                 continue
+            snap, st.pending = Snapshot(self.informer, st.pending), set()
             t0 = time.monotonic()
             try:
-                writes = st.controller.reconcile(snap.everything() if st.missed else snap)
+                writes = st.controller.reconcile(snap)
             except Exception as e:  # noqa: BLE001 - a controller's bug must not stop the others
                 log.exception("controller %s failed", st.controller.name)
                 self._failed(st, f"{type(e).__name__}: {e}", now)
@@ -200,7 +214,13 @@ class ControllerManager:
             if errors:
                 self._failed(st, errors[0], now)
             else:
-                st.backoff, st.retry_at, st.last_error, st.missed = 0.0, 0.0, "", False
+                st.backoff, st.retry_at, st.last_error = 0.0, 0.0, ""
+            if n:
+                keys = self.informer.sync()
+                for other in self.states:
+                    if other.pending is not None:
+                        other.pending |= keys
+                self.on_commit(keys)
         return applied
 
     def next_retry(self) -> float | None:
@@ -209,7 +229,7 @@ class ControllerManager:
         return min(due) if due else None
 
     def _failed(self, st: _State, error: str, now: float) -> None:
-        st.missed = True
+        st.pending = None
         st.failures += 1
         st.last_error = error
         st.backoff = min(BACKOFF_MAX, st.backoff * 2 if st.backoff else BACKOFF_START)

@@ -123,8 +123,30 @@ def test_a_controller_that_fails_becomes_an_event_and_the_others_go_on(tmp_path)
         def reconcile(self, snap):
             raise RuntimeError("a bug")
 
-    cp.controllers = ControllerManager(cp.api, [Broken(), *cp.controllers.controllers])
+    cp.controllers = ControllerManager(cp.api, [Broken(), *cp.controllers.controllers], cp.informer, cp._committed)
     cp.reconcile()
     assert endpoint_ips(store) == ["10.244.1.2", "10.244.1.3"]
     state = cp.controllers.states[0]
     assert state.failures == 1 and "a bug" in state.last_error and cp.controllers.next_retry() is not None
+
+
+def test_a_new_endpoint_goes_to_the_proxies_before_the_endpoints_are_written(tmp_path):
+    """kube-proxy follows EndpointSlices: the restore with a new Pod starts once its slice is
+    in the store, while the Endpoints object does not list it yet."""
+    store = Store(str(tmp_path), create=True)
+    setup_web(store)
+    seen = []
+    kernel = WriteDuringRestore(lambda: seen.append(endpoint_ips(store)))
+    cp = control_plane(tmp_path, store, kernel)
+    cp.reconcile()
+    pod = ready_pod("web-3", "10.244.1.4")
+    status = pod.pop("status")
+    with store.tx():
+        store.put(pod)
+        store.set_status(Key("Pod", "default", "web-3"), status)
+    seen.clear()
+    kernel.calls.clear()
+    cp.reconcile()
+    first = next(i for i, (_, jobs) in enumerate(kernel.calls) if "10.244.1.4:80" in jobs[0][1])
+    assert seen[first] == ["10.244.1.2", "10.244.1.3"]  # the restore came before the Endpoints write
+    assert endpoint_ips(store) == ["10.244.1.2", "10.244.1.3", "10.244.1.4"]
