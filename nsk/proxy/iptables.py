@@ -81,7 +81,11 @@ def svc_chain(prefix: str, sp: ServicePort) -> str:
 
 
 def sep_chain(sp: ServicePort, ep: Endpoint) -> str:
-    return f"KUBE-SEP-{_hash(sp.name_string + sp.proto + ep.address)}"
+    return _sep_name(sp.name_string, sp.proto, ep.address)
+
+
+def _sep_name(name: str, proto: str, address: str) -> str:
+    return f"KUBE-SEP-{_hash(name + proto + address)}"
 
 
 def probability(n: int) -> str:
@@ -182,13 +186,10 @@ def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str,
                        f"--dport {sp.health_check_node_port} -j ACCEPT")
 
     chains_here: list[str] = []
-    eps_here = sorted(set(cluster_eps) | set(local_eps), key=lambda e: e.address)
-    seps = {ep: sep_chain(sp, ep) for ep in eps_here}
-    for ep, sep in seps.items():
-        chains_here.append(sep)
-        svc_rules.append(f"-A {sep}{ep_comment(name)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
-        recent = f" -m recent --name {sep} --set" if sp.affinity_timeout else ""
-        svc_rules.append(f"-A {sep}{ep_comment(name)}{recent} {match} -j DNAT --to-destination {ep.address}")
+    # each endpoint's KUBE-SEP chain, whole: the same in every sync that keeps the endpoint
+    sep_chains = {ep: _sep(name, proto, ep, bool(sp.affinity_timeout), large)
+                  for ep in sorted({*cluster_eps, *local_eps}, key=_address)}
+    seps = {ep: chain for ep, (chain, _) in sep_chains.items()}
     if has_endpoints and uses_cluster:
         chains_here.append(svc)
     if has_endpoints and uses_local and local_eps:
@@ -273,7 +274,21 @@ def _service(sp: ServicePort, ctx: NodeContext, large: bool) -> tuple[tuple[str,
     for r in svc_rules:
         by_chain[r.split(" ", 2)[1]].append(r)
     return (tuple(f_rules), tuple(n_rules), tuple(ext_services), tuple(nodeports),
-            tuple((c, tuple(rs)) for c, rs in by_chain.items()))
+            (*sep_chains.values(), *((c, tuple(rs)) for c, rs in by_chain.items())))
+
+
+def _address(ep: Endpoint) -> str:
+    return ep.address
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _sep(name: str, proto: str, ep: Endpoint, affinity: bool, large: bool) -> tuple[str, tuple[str, str]]:
+    """An endpoint's KUBE-SEP chain of Service port `name` and its two rules."""
+    sep = _sep_name(name, proto, ep.address)
+    comment = "" if large else " " + _comment(name)
+    recent = f" -m recent --name {sep} --set" if affinity else ""
+    return sep, (f"-A {sep}{comment} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}",
+                 f"-A {sep}{comment}{recent} -m {proto} -p {proto} -j DNAT --to-destination {ep.address}")
 
 
 def render(ports: list[ServicePort], ctx: NodeContext, previous: frozenset[str] = frozenset(),

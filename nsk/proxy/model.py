@@ -78,6 +78,13 @@ class Endpoint:
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
 
+    def __hash__(self) -> int:  # remembered: the renderers' caches hash every endpoint every sync
+        d = self.__dict__
+        h = d.get("_hash")
+        if h is None:
+            h = d["_hash"] = hash((self.ip, self.port, self.node, self.ready, self.serving, self.terminating))
+        return h
+
 
 @dataclass(frozen=True)
 class ServicePort:
@@ -96,6 +103,9 @@ class ServicePort:
     internal_local: bool = False
     health_check_node_port: int = 0  # eTP Local LoadBalancer: where kube-proxy answers the cloud's checks
     endpoints: tuple[Endpoint, ...] = ()
+
+    def __hash__(self) -> int:
+        return _cached_hash(self)
 
     @property
     def name_string(self) -> str:
@@ -120,6 +130,15 @@ class ServicePort:
     def uses_local(self) -> bool:
         """kube-proxy's UsesLocalEndpoints."""
         return self.internal_local or (self.externally_accessible and self.external_local)
+
+
+def _cached_hash(obj) -> int:
+    """The hash of a frozen dataclass's fields, computed once."""
+    d = obj.__dict__
+    h = d.get("_hash")
+    if h is None:
+        h = d["_hash"] = hash(tuple([d[f] for f in obj.__dataclass_fields__]))
+    return h
 
 
 def _ips(values) -> tuple[str, ...]:
