@@ -30,13 +30,14 @@ def backend() -> str:
 
 
 def _tool(name: str, which: str = "") -> str:
-    """The iptables tool of a backend: `which` ('nft' or 'legacy'), else the host's."""
-    variant = f"iptables-{which or backend()}-{name}"
+    """The iptables tool `name` ('save', 'restore'; '' for iptables itself) of a backend:
+    `which` ('nft' or 'legacy'), else the host's."""
+    variant = "-".join(filter(None, ("iptables", which or backend(), name)))
     if shutil.which(variant):
         return variant
     if which:
         raise NskError(f"{variant} is not installed (apt-get install iptables)")
-    return f"iptables-{name}"
+    return "-".join(filter(None, ("iptables", name)))
 
 
 LOCK_DIR = "xtables"  # in a cluster's run directory: each node's lock file, <netns>.lock
@@ -130,6 +131,43 @@ def _first_in_line(pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, RESTORE_NICE)
     except OSError:  # not root, or it has already ended
         pass
+
+
+def _missing_chain(stderr: str) -> bool:
+    """What `iptables -S CHAIN` says of a chain that does not exist (legacy; the nf_tables
+    backend of iptables 1.8.9 calls it "incompatible"; a table not made yet has no chain)."""
+    return any(m in stderr for m in ("No chain/target/match", "is incompatible", "does not exist",
+                                     "Table does not exist"))
+
+
+def save_chains(ns: str, chains: list[tuple[str, str]], which: str = "", run_dir: str = "") -> str:
+    """What iptables-save would print of these (table, chain)s alone: each one that exists,
+    declared, with its rules (a built-in chain always: the nf_tables backend shows one of a
+    table it has not made yet as empty). One `iptables -S CHAIN` each, as kube-proxy looks at single
+    chains: the nf_tables backend's iptables-save reads the whole ruleset (0.75 s at 90,000
+    rules, where a chain takes 5 ms)."""
+    tool = _tool("", which)
+    tables: dict[str, tuple[list[str], list[str]]] = {}
+    with netns.entered(ns):
+        for table, chain in chains:
+            proc = subprocess.run([tool, "-w", "5", "-t", table, "-S", chain], capture_output=True, text=True,
+                                  env=lock_env(run_dir, ns))
+            if proc.returncode != 0:
+                if _missing_chain(proc.stderr):
+                    continue
+                raise NskError(f"iptables -t {table} -S {chain} in {ns} failed: {proc.stderr.strip()}")
+            decls, rules = tables.setdefault(table, ([], []))
+            decls.append(f":{chain} - [0:0]")
+            rules += [line for line in proc.stdout.splitlines() if line.startswith("-A ")]
+    return save_text(tables)
+
+
+def save_text(tables: dict[str, tuple[list[str], list[str]]]) -> str:
+    """iptables-save's text of each table's (chain declarations, rules), in one order
+    whatever order they were read in: tables and chains by name, a chain's rules in its order."""
+    lines = [x for t, (decls, rules) in sorted(tables.items())
+             for x in (f"*{t}", *sorted(decls), *sorted(rules, key=lambda r: r.split()[1]), "COMMIT")]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def save(ns: str, table: str | None = None, which: str = "") -> str:

@@ -198,7 +198,7 @@ class Kubelet:
         text = portmap.render(want)
         if not self._ports_jumps:
             try:
-                text += portmap.missing_jumps(self.kernel.save(self.node.netns, "nat"))  # after the chains
+                text += portmap.missing_jumps(self.kernel.save(self.node.netns, chains=portmap.JUMP_CHAINS))
             except KernelError as e:
                 log.warning("node %s: host ports: %s", self.node.name, e)
                 return

@@ -74,6 +74,9 @@ def render(entries: list[HostPort]) -> str:
     return "\n".join(lines + ["COMMIT", ""])
 
 
+JUMP_CHAINS = [("nat", chain) for chain in sorted({c for c, _ in JUMPS})]  # what missing_jumps reads
+
+
 def missing_jumps(saved_nat: str) -> str:
     """The jumps from the built-in chains that `iptables-save -t nat` does not show, as
     restore input that inserts them first (empty if none is missing)."""

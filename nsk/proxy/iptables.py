@@ -367,6 +367,15 @@ def missing_jumps(saved: str, jumps: tuple = JUMPS, canary: bool = True) -> str:
     return "\n".join(text) + ("\n" if text else "")
 
 
+def jump_chains(jumps: tuple = JUMPS, canary: bool = True) -> list[tuple[str, str]]:
+    """The (table, chain)s missing_jumps looks at: the built-in chains the jumps leave from,
+    the chains they go to, and the canaries."""
+    out = {(t, c) for t, c, _, _, _ in jumps} | {(t, target) for t, _, target, _, _ in jumps}
+    if canary:
+        out |= {(t, KUBE_PROXY_CANARY) for t in ("mangle", "filter", "nat")}
+    return sorted(out)
+
+
 def _normal(rule: str) -> str:
     return " ".join(rule.replace('"', "").split())
 

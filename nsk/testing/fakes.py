@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from nsk.errors import KernelError
+from nsk.kernel import iptables
 from nsk.kernel.process import ProcRef
 
 
@@ -173,10 +174,11 @@ class RecordingKernel:
         self.calls.append(("proc", ns, name))
         return self.procs.get((ns, name), "")
 
-    def save(self, ns: str, table: str | None = None) -> str:
-        self.calls.append(("save", ns, table))
+    def save(self, ns: str, table: str | None = None, chains: list[tuple[str, str]] | None = None) -> str:
+        self.calls.append(("save", ns, table) if chains is None else ("save-chains", ns, tuple(chains)))
         self._maybe_fail("iptables-save", ns)
-        return self.saved.get(ns, "")
+        text = self.saved.get(ns, "")
+        return text if chains is None else only_chains(text, chains)
 
     def nft(self, ns: str, text: str) -> None:
         self.calls.append(("nft", ns, text))
@@ -198,3 +200,16 @@ class RecordingKernel:
 
     def ops(self, name: str) -> list[tuple]:
         return [c for c in self.calls if c[0] == name]
+
+
+def only_chains(saved: str, chains: list[tuple[str, str]]) -> str:
+    """iptables-save text cut down to these (table, chain)s, as Kernel.save(chains=) reads them."""
+    want, table, out = set(chains), "", {}
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":") and (table, line[1:].split()[0]) in want:
+            out.setdefault(table, ([], []))[0].append(f"{line.split()[0]} - [0:0]")
+        elif line.startswith("-A ") and (table, line.split()[1]) in want:
+            out.setdefault(table, ([], []))[1].append(line)
+    return iptables.save_text(out)

@@ -217,3 +217,25 @@ def test_each_node_has_its_own_xtables_lock(made, tmp_path):
         time.sleep(0.05)
     job.result()
     assert all(":NSK-LOCK-TEST " in kernel.save(ns, "filter") for ns in (one, two))
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_a_few_chains_read_alone_are_what_iptables_save_shows_of_them(made, backend):
+    """kube-proxy's jumps and canary are checked chain by chain (Kernel.save(chains=)): the
+    same rules as a whole iptables-save shows, and nothing for a chain that is not there."""
+    from nsk.kernel.iptables import save, save_chains
+    from nsk.testing.fakes import only_chains
+    ns = f"nskperf_{uuid.uuid4().hex[:8]}_ipt"
+    made.append(ns)
+    netns.create(ns)
+    from nsk.kernel.iptables import restore
+    restore(ns, "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-X - [0:0]\n"
+                "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n"
+                "-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-X\nCOMMIT\n"
+                "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n*filter\n-A INPUT -i lo -j ACCEPT\nCOMMIT\n", which=backend)
+    chains = [("nat", "PREROUTING"), ("nat", "KUBE-SERVICES"), ("nat", "KUBE-NOPE"), ("mangle", "KUBE-PROXY-CANARY"),
+              ("filter", "KUBE-PROXY-CANARY"), ("filter", "INPUT")]
+    got = save_chains(ns, chains, backend)
+    assert got == only_chains(save(ns, None, backend), chains)
+    assert "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in got
+    assert ":KUBE-PROXY-CANARY - [0:0]" in got and "KUBE-NOPE" not in got

@@ -332,7 +332,7 @@ def test_large_cluster_mode_drops_the_endpoint_comments_as_kube_proxy_does():
 def test_no_periodic_full_sync_in_large_cluster_mode_but_a_gone_canary_brings_one():
     from nsk.proxy.sync import FULL_SYNC_PERIOD, SYNC_PERIOD, IptablesProxier
     from nsk.testing.fakes import RecordingKernel
-    kernel = RecordingKernel(saved={"nsk_test_node": ":KUBE-PROXY-CANARY - [0:0]\n"})
+    kernel = RecordingKernel(saved={"nsk_test_node": "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n"})
     proxier = IptablesProxier("nsk_test_node", CTX, kernel, fresh=True)
     big = _many(60, 20)  # 1,200 endpoints
     first = proxier.plan(big, now=0.0)
