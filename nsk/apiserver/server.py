@@ -301,14 +301,15 @@ def system_objects(cfg: ClusterConfig) -> list[dict]:
            "spec": {"clusterIP": str(ipaddress.ip_network(cfg.service_subnet).network_address + 1),
                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}
     labels = {"k8s-app": "kube-dns"}
+    # kubeadm's CoreDNS runs at system-cluster-critical priority: a kubelet starts it first
+    pod_spec = {"dnsPolicy": "Default", "priorityClassName": "system-cluster-critical",
+                "containers": [{"name": "coredns", "image": "nsk/dns",
+                                "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                          {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}
     deploy = {"apiVersion": "apps/v1", "kind": "Deployment",
               "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
               "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                       "template": {"metadata": {"labels": labels},
-                                    "spec": {"dnsPolicy": "Default", "containers": [{
-                                        "name": "coredns", "image": "nsk/dns",
-                                        "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                                  {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}}}}
+                       "template": {"metadata": {"labels": labels}, "spec": pod_spec}}}
     svc = {"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": "kube-dns", "namespace": "kube-system",
                         "labels": {**labels, "kubernetes.io/name": "CoreDNS"}},

@@ -66,6 +66,16 @@ class PodRun:
     kill_at: float = 0.0  # terminating: monotonic time of the SIGKILL
 
 
+# The built-in PriorityClasses' values (scheduling.k8s.io): a kubelet starts the Pods of the
+# higher ones first (kube-proxy, then CoreDNS), as the Priority admission plugin resolves them
+PRIORITY_CLASSES = {"system-node-critical": 2000001000, "system-cluster-critical": 2000000000}
+
+
+def critical(pod: dict) -> int:
+    """A Pod's priority: its built-in class's, else 0."""
+    return PRIORITY_CLASSES.get(pod["spec"].get("priorityClassName", ""), 0)
+
+
 class Kubelet:
     def __init__(self, node: NodePlan, cplan: ClusterPlan, cfg: ClusterConfig, store: Store, run_dir: str,
                  watch_fd: Callable[[int, Callable[[], None]], None], unwatch_fd: Callable[[int], None], kernel,
@@ -150,9 +160,14 @@ class Kubelet:
 
     # ---- the loop's entry points ------------------------------------------------------
 
-    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> None:
+    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None,
+             until: float | None = None) -> bool:
         """Make the node run exactly `pods` (those bound to it); with `remove` False, the
-        Pods that are no longer wanted stay for a later sync (their rules are being removed)."""
+        Pods that are no longer wanted stay for a later sync (their rules are being removed).
+        `until` (monotonic): no new Pod is started after it (one at least is), so the
+        control loop gets back to the controllers and what this sync started reaches its
+        Endpoints; the most critical Pods start first, in a sync of their own (CoreDNS is
+        in its Endpoints before the thousand Pods behind it start). Whether Pods are left to start."""
         deleting = {key(p): p for p in pods if p["metadata"].get("deletionTimestamp")}
         wanted = {key(p): p for p in pods if key(p) not in deleting}
         gone = [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]
@@ -165,10 +180,18 @@ class Kubelet:
         for k, pod in deleting.items() if remove else ():
             if k not in self.pods and k not in ending:
                 self._deleted(k, pod["metadata"]["uid"])  # never ran here, or ended: nothing to wait for
-        for k, pod in wanted.items():
+        left = False
+        started = 0
+        first = None  # the priority of the first Pod started: a pass starts no lower one after it
+        for k, pod in sorted(wanted.items(), key=lambda kv: -critical(kv[1])):
             if k in ending and k not in self.pods:
                 continue  # its namesake is still terminating: started once that one is gone
             if k not in self.pods:
+                if started and until is not None and (time.monotonic() >= until or critical(pod) < first):
+                    left = True
+                    continue
+                first = critical(pod) if first is None else first
+                started += 1
                 try:
                     self.start(pod, services)
                 except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is no OSError
@@ -186,6 +209,7 @@ class Kubelet:
                 if k in self.pods:
                     self._publish(self.pods[k])
         self._write_host_ports()
+        return left
 
     def _write_host_ports(self) -> None:
         """Bring the node's portmap chains to the running Pods' host ports, in the background

@@ -30,6 +30,12 @@ from nsk.proxy.sync import IptablesProxier, IpvsProxier, NftablesProxier, Usersp
 
 log = logging.getLogger("nsk.kube-proxy")
 BACKOFF_START, BACKOFF_MAX = 0.1, 30.0
+# kube-proxy's minSyncPeriod (its default) and burstSyncs: its BoundedFrequencyRunner is a
+# token bucket of two syncs, refilled one a period. A change after a quiet spell is synced at
+# once; a burst (a thousand Pods coming up) is merged into a sync a second, instead of one
+# restore after another.
+MIN_SYNC_PERIOD = 1.0
+BURST_SYNCS = 2
 
 
 class Provider(Protocol):
@@ -96,7 +102,9 @@ class ProxyManager:
 
     A sync runs beside the control loop: the restores are started and the loop goes on;
     their pidfds, in the loop's selector, report the end. Changes that arrive meanwhile are
-    merged into one next sync of the latest ServicePorts, never queued one by one.
+    merged into one next sync of the latest ServicePorts, never queued one by one; past a
+    burst of two, a sync starts MIN_SYNC_PERIOD after the last at the earliest (`due_at`:
+    the loop's timer).
     """
 
     def __init__(self, providers: dict[str, Provider], kernel, event: Callable[[str, str, str], None],
@@ -112,6 +120,9 @@ class ProxyManager:
         self.synced_rev = -1  # the revision whose ports every node's kernel has
         self.last_success = 0.0  # wall time of the last sync that left every node's rules up to date
         self._job = None  # (kernel job, [(node, provider)], ports, revision, started)
+        self.min_sync_period = MIN_SYNC_PERIOD
+        self.tokens, self.tokens_at = float(BURST_SYNCS), float("-inf")  # the bucket, as of tokens_at
+        self.due_at: float | None = None  # a wanted sync waits for a token: when it may start
         self.on_done: Callable[[], None] = lambda: None  # the loop's hook: a sync ended
 
     @property
@@ -132,7 +143,7 @@ class ProxyManager:
             self._start()
 
     def retry(self) -> None:
-        """The back-off has passed: try the latest wish again."""
+        """The back-off or the minimum sync period has passed: try the latest wish again."""
         self._start()
 
     def _start(self) -> None:
@@ -141,11 +152,15 @@ class ProxyManager:
         now = self.clock()
         if now < self.retry_at:
             return
+        self.due_at = self._wait(now)
+        if self.due_at is not None:
+            return
         ports, rev = self.wanted
         todo = [(node, p, text) for node, p in self.providers.items() if (text := p.plan(ports, now)) is not None]
         if not todo:
             self._succeeded(ports, rev)
             return
+        self.tokens -= 1
         try:
             job = self.kernel.restore_start([(p.netns, text) for _, p, text in todo], todo[0][1].tool)
         except KernelError as e:
@@ -157,6 +172,18 @@ class ProxyManager:
             return
         for fd in job.fds:
             self.watch(fd, self._check)
+
+    def _wait(self, now: float) -> float | None:
+        """When a sync may start, if not now: the bucket refilled up to `now` holds no token."""
+        if self.min_sync_period <= 0:
+            self.tokens = float(BURST_SYNCS)
+            return None
+        self.tokens = min(float(BURST_SYNCS), self.tokens + (now - self.tokens_at) / self.min_sync_period)
+        self.tokens_at = now
+        if self.tokens >= 1 - 1e-9:  # (a token refilled in float steps may fall short by a rounding)
+            self.tokens = max(self.tokens, 1.0)
+            return None
+        return now + (1 - self.tokens) * self.min_sync_period
 
     def _check(self) -> None:
         if self._job is not None and self._job[0].done():

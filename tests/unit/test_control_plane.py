@@ -51,6 +51,7 @@ def control_plane(tmp_path, store: Store, kernel) -> ControlPlane:
     cp.kubelets = {"node-1": IdleKubelet()}
     cp.fresh = True
     cp.start_proxies()
+    cp.proxies.min_sync_period = 0.0  # kube-proxy's minSyncPeriod 0: every change synced at once
     return cp
 
 
