@@ -9,7 +9,7 @@ For each size, one cluster (named nskscale) is brought up and measured, then rem
   as % of one core;
 - a new Service live: from just before `nsk apply` of one more Service to the first
   successful `curl` of its name from a Pod (the Pod's own loop stamps the time), p50/p99
-  of --samples;
+  of --samples, each a second after the last (kube-proxy's minSyncPeriod);
 - a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
   in the DNAT rules of every Service on every node: the time of the last change of each node's
   rules (seen without reading them: the legacy table's entry count, or `nft monitor`) once a
@@ -34,6 +34,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from nsk.proxy.provider import MIN_SYNC_PERIOD  # noqa: E402
 NAME = "nskscale"
 DEPLOY = """\
 apiVersion: nsk.io/v1alpha1
@@ -237,7 +238,13 @@ def one_size(services: int, eps: int, idle: float, samples: int, mode: str, endp
         (c0, procs), t0 = tree_cpu(root), time.monotonic()
         time.sleep(idle)
         idle_cpu = 100 * (tree_cpu(root)[0] - c0) / (time.monotonic() - t0)
-        live = sorted(new_service_live(i) for i in range(samples))
+        live = []
+        for i in range(samples):
+            # each one a change after a quiet spell, as the target means it: a second apart,
+            # kube-proxy's minSyncPeriod (back to back, they would measure its rate limit)
+            time.sleep(MIN_SYNC_PERIOD)
+            live.append(new_service_live(i))
+        live.sort()
         # each scale-up by one: the Services, and the rules, have one endpoint more than before
         endpoint = [new_endpoint_everywhere(services + samples, eps + i, mode) for i in range(endpoint_samples)]
     finally:
