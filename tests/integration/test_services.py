@@ -182,7 +182,9 @@ def test_endpoints_follow_scale_and_deleted_pods(cluster):
     cluster.nsk("scale", "deployment/app", "--replicas", "4")
     wait_for(lambda: len((cluster.get("endpoints", "web").get("subsets") or [{}])[0].get("addresses", [])) == 4,
              what="4 endpoints")
-    assert set(hits(cluster, "node/node-1", "10.96.0.2", 60)) == pod_names(cluster)
+    # the rules follow within kube-proxy's minSyncPeriod (1 s)
+    wait_for(lambda: set(hits(cluster, "node/node-1", "10.96.0.2", 40)) == pod_names(cluster), timeout=10,
+             what="every endpoint to answer")
     victim = sorted(pod_names(cluster))[0]
     cluster.nsk("delete", "pod", victim)
     wait_for(lambda: victim not in hits(cluster, "node/node-1", "10.96.0.2", 20) and
@@ -302,6 +304,9 @@ def test_readiness_moves_a_pod_out_of_and_back_into_the_endpoints(cluster):
              what="the unready Pod to leave the endpoints")
     line = [x for x in cluster.nsk("get", "pods").stdout.splitlines() if x.startswith(victim)][0].split()
     assert line[1:3] == ["0/1", "Running"]
+    # the rules follow within kube-proxy's minSyncPeriod (1 s), then it gets nothing more
+    wait_for(lambda: victim not in hits(cluster, "node/node-2", "10.96.0.2", 5), timeout=5,
+             what="the unready Pod to leave the rules")
     assert victim not in hits(cluster, "node/node-2", "10.96.0.2", 30)
     cluster.exec("node/node-1", "curl", "-s", "-X", "POST", f"{ip}:9376/healthz/ok")
     wait_for(lambda: ip in addresses("addresses"), what="the Pod to come back")
