@@ -15,19 +15,78 @@ from nsk.api.types import Service
 from nsk.errors import FieldError, InvalidObject, invalid
 
 
-def _used(services: list[dict], skip: tuple[str, str]) -> tuple[set[str], set[tuple[int, str]]]:
-    ips, ports = set(), set()
-    for s in services:
-        if (s["metadata"]["namespace"], s["metadata"]["name"]) == skip:
-            continue
-        spec = s["spec"]
-        ips.update(Service.of(s).cluster_ips)
-        for p in spec.get("ports") or []:
-            if p.get("nodePort"):
-                ports.add((p["nodePort"], p.get("protocol", "TCP")))
+class Allocations:
+    """Who holds each ClusterIP and node port: made once from the Services, then kept up to
+    date as a batch of writes allocates (`nsk up` of 5,000 Services reads them once, not once
+    a Service), with where the lowest free address and port may be."""
+
+    def __init__(self, services: list[dict]):
+        self.ips: dict[str, tuple[str, str]] = {}
+        self.ports: dict[tuple[int, str], tuple[str, str]] = {}
+        self._held: dict[tuple[str, str], tuple[list[str], list[tuple[int, str]]]] = {}
+        self.ip_from = 0  # below this host index, every address is held (or reserved)
+        self.port_from: dict[str, int] = {}  # per protocol: below this port, every one is held
+        for svc in services:
+            self.take(svc)
+
+    def take(self, svc: dict) -> None:
+        """`svc` (as written) holds its addresses and ports; what it held before and holds no
+        more is free."""
+        ref = (svc["metadata"]["namespace"], svc["metadata"]["name"])
+        spec = svc["spec"]
+        ips = list(Service.of(svc).cluster_ips)
+        ports = [(p["nodePort"], p.get("protocol", "TCP")) for p in spec.get("ports") or [] if p.get("nodePort")]
         if spec.get("healthCheckNodePort"):
-            ports.add((spec["healthCheckNodePort"], "TCP"))
-    return ips, ports
+            ports.append((spec["healthCheckNodePort"], "TCP"))
+        old_ips, old_ports = self._held.get(ref, ((), ()))
+        if set(old_ips) - set(ips) or set(old_ports) - set(ports):
+            self.release(ref)
+        for ip in ips:
+            self.ips[ip] = ref
+        for port in ports:
+            self.ports[port] = ref
+        self._held[ref] = (ips, ports)
+
+    def release(self, ref: tuple[str, str]) -> None:
+        """What `ref` held is free (the lowest free may now be anywhere again)."""
+        ips, ports = self._held.pop(ref, ((), ()))
+        for ip in ips:
+            if self.ips.get(ip) == ref:
+                del self.ips[ip]
+        for port in ports:
+            if self.ports.get(port) == ref:
+                del self.ports[port]
+        if ips or ports:
+            self.ip_from, self.port_from = 0, {}
+
+    def ip_taken(self, ip: str, ref: tuple[str, str]) -> bool:
+        return self.ips.get(ip, ref) != ref
+
+    def port_taken(self, port: tuple[int, str], ref: tuple[str, str]) -> bool:
+        return self.ports.get(port, ref) != ref
+
+    def free_ip(self, net, reserved: set[str], ref: tuple[str, str]) -> str | None:
+        """The lowest address of `net` (hosts only) that nobody else holds and is not reserved."""
+        first, count = int(net.network_address) + 1, net.num_addresses - 2
+        for i in range(self.ip_from, count):
+            ip = str(ipaddress.ip_address(first + i))
+            if ip not in reserved and not self.ip_taken(ip, ref):
+                self.ip_from = i  # every address below is held, or reserved
+                return ip
+        return None
+
+    def free_port(self, lo: int, hi: int, proto: str, mine: set[tuple[int, str]],
+                  ref: tuple[str, str]) -> int | None:
+        """The lowest port of lo..hi that nobody else holds, nor this Service already."""
+        rest = None
+        for n in range(max(lo, self.port_from.get(proto, lo)), hi + 1):
+            if self.port_taken((n, proto), ref):
+                continue
+            if rest is None:
+                rest = self.port_from[proto] = n  # every port below is held by another Service
+            if (n, proto) not in mine:
+                return n
+        return None
 
 
 def needs_health_check(spec: dict) -> bool:
@@ -36,12 +95,13 @@ def needs_health_check(spec: dict) -> bool:
     return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
 
 
-def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConfig, source: str = "") -> dict:
-    """The Service with its clusterIP and nodePorts set; InvalidObject (HTTP 422) on conflict."""
+def allocate(svc: dict, old: dict | None, used: Allocations, cfg: ClusterConfig, source: str = "") -> dict:
+    """The Service with its clusterIP and nodePorts set; InvalidObject (HTTP 422) on conflict.
+    `used`: what the other Services hold (the caller takes the result into it once written)."""
     svc = copy.deepcopy(svc)
     meta, spec = svc["metadata"], svc["spec"]
     ref = f"{meta['namespace']}/{meta['name']}"
-    ips, ports = _used(services, (meta["namespace"], meta["name"]))
+    me = (meta["namespace"], meta["name"])
     errors: list[FieldError] = []
     net = ipaddress.ip_network(cfg.service_subnet)
     stype = spec.get("type", "ClusterIP")
@@ -66,19 +126,14 @@ def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConf
                                                                   str(net.broadcast_address)):
                 errors.append(invalid("spec.clusterIP", want, f"provided IP is not in the valid range. "
                                                               f"The range of valid IPs is {cfg.service_subnet}"))
-            elif want in ips:
+            elif used.ip_taken(want, me):
                 errors.append(invalid("spec.clusterIP", want, "provided IP is already allocated"))
             elif want in reserved and not (meta["namespace"], meta["name"]) in (("default", "kubernetes"),
                                                                                  ("kube-system", "kube-dns")):
                 errors.append(invalid("spec.clusterIP", want, f"provided IP is reserved for {reserved[want]}"))
         else:
-            reserved = {str(net.network_address + 1), cfg.dns_cluster_ip}
-            for host in net.hosts():
-                ip = str(host)
-                if ip not in ips and ip not in reserved:
-                    want = ip
-                    break
-            else:
+            want = used.free_ip(net, {str(net.network_address + 1), cfg.dns_cluster_ip}, me)
+            if want is None:
                 errors.append(invalid("spec.clusterIP", "", f"range {cfg.service_subnet} is full"))
         if want:
             spec["clusterIP"] = want
@@ -99,11 +154,11 @@ def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConf
                                       f"provided port is not in the valid range. The range of valid ports is "
                                       f"{lo}-{hi}"))
                 continue
-            if (np, proto) in ports or (np, proto) in mine:
+            if used.port_taken((np, proto), me) or (np, proto) in mine:
                 errors.append(invalid(f"spec.ports[{i}].nodePort", np, "provided port is already allocated"))
                 continue
-        elif not np or (np, proto) in ports:
-            np = next((n for n in range(lo, hi + 1) if (n, proto) not in ports and (n, proto) not in mine), None)
+        elif not np or used.port_taken((np, proto), me):
+            np = used.free_port(lo, hi, proto, mine, me)
             if np is None:
                 errors.append(invalid(f"spec.ports[{i}].nodePort", 0, f"range {lo}-{hi} is full"))
                 continue
@@ -111,14 +166,14 @@ def allocate(svc: dict, old: dict | None, services: list[dict], cfg: ClusterConf
         mine.add((np, proto))
     if needs_health_check(spec):
         hc = spec.get("healthCheckNodePort") or old_spec.get("healthCheckNodePort")
-        if spec.get("healthCheckNodePort") and ((hc, "TCP") in ports or (hc, "TCP") in mine):
+        if spec.get("healthCheckNodePort") and (used.port_taken((hc, "TCP"), me) or (hc, "TCP") in mine):
             errors.append(invalid("spec.healthCheckNodePort", hc, "provided port is already allocated"))
         elif spec.get("healthCheckNodePort") and not lo <= hc <= hi:
             errors.append(invalid("spec.healthCheckNodePort", hc, f"provided port is not in the valid range. "
                                                                    f"The range of valid ports is {lo}-{hi}"))
         else:
-            if not hc or (hc, "TCP") in ports or (hc, "TCP") in mine:
-                hc = next((n for n in range(lo, hi + 1) if (n, "TCP") not in ports and (n, "TCP") not in mine), None)
+            if not hc or used.port_taken((hc, "TCP"), me) or (hc, "TCP") in mine:
+                hc = used.free_port(lo, hi, "TCP", mine, me)
             if hc is None:
                 errors.append(invalid("spec.healthCheckNodePort", 0, f"range {lo}-{hi} is full"))
             else:

@@ -13,7 +13,7 @@ import ipaddress
 import time
 from dataclasses import dataclass
 
-from nsk.api.allocation import allocate
+from nsk.api.allocation import Allocations, allocate
 from nsk.api.cluster import ClusterConfig, parse_cluster
 from nsk.api.objects import Key, key
 from nsk.apiserver import registry
@@ -81,7 +81,7 @@ class APIServer:
         lines. An object in a namespace that does not exist is refused, as kubectl's
         `namespaces "x" not found` (a Namespace earlier in the same file counts), and nothing
         is changed; `create_namespaces` makes the missing ones first (`nsk up` does)."""
-        lines = []
+        lines, batch = [], {}
         with self.store.tx():
             if create_namespaces:
                 lines += [f"namespace/{ns} created" for ns in self.ensure_namespaces(objects)]
@@ -90,7 +90,7 @@ class APIServer:
                 if obj["metadata"].get("resourceVersion") and self.store.get(k.kind, k.namespace, k.name) is None:
                     raise BadRequest(f'{source + ": " if source else ""}{k.kind} "{k}": resourceVersion should not '
                                      "be set on objects to be created")
-                result = self._write(obj, source)
+                result = self._write(obj, source, batch)
                 lines.append(f"{registry.resource(k.kind).type_name}/{k.name} {result}")
         return lines
 
@@ -100,7 +100,9 @@ class APIServer:
         with self.store.tx():
             return self._write(obj, source)
 
-    def _write(self, obj: dict, source: str) -> str:
+    def _write(self, obj: dict, source: str, batch: dict | None = None) -> str:
+        """One object through admission to the store. `batch`: what the writes of one
+        transaction share (the Services' allocations)."""
         k = key(obj)
         r = registry.resource(k.kind)
         if r.namespaced:
@@ -117,14 +119,22 @@ class APIServer:
             if marks:  # set by a delete alone: an update keeps them
                 obj = {**obj, "metadata": {**obj["metadata"], **marks}}
         if k.kind == "Service":
-            obj = allocate(obj, old, self.store.list("Service"), self.cfg, source)
+            used = batch.get("services") if batch is not None else None
+            if used is None:  # read once a batch: a batch of 5,000 Services is not 5,000 reads of all
+                used = Allocations(self.store.list("Service"))
+                if batch is not None:
+                    batch["services"] = used
+            obj = allocate(obj, old, used, self.cfg, source)
         try:
-            return self.store.put(obj)
+            result = self.store.put(obj)
         except Conflict:
             raise Conflict(f'Operation cannot be fulfilled on {r.group_resource} "{k.name}": the object has been '
                            "modified; please apply your changes to the latest version and try again") from None
         except NotFound:
             raise not_found(k.kind, k.name, k.namespace) from None
+        if k.kind == "Service":
+            used.take(obj)
+        return result
 
     @staticmethod
     def _immutable(old: dict, new: dict, source: str) -> dict:

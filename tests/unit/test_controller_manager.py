@@ -3,6 +3,7 @@ API server), and the API server's write path, against a real store without root.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
 import pytest
@@ -410,3 +411,28 @@ def test_a_pod_change_that_moves_no_endpoint_reconciles_no_service(api, monkeypa
     settle_changes(m, inf)
     assert sorted(looked) == ["web-0", "web-1", "web-2"]
     assert len(api.store.get("Endpoints", "default", "web-0")["subsets"][0]["addresses"]) == 2
+
+
+def test_services_applied_together_are_allocated_as_if_one_by_one(api):
+    """`nsk up` of thousands of Services is one batch: each Service gets the lowest free
+    address and node port the ones before it left, a clash inside the batch is refused,
+    and a refused batch takes nothing."""
+    def svc(name, **spec):
+        return admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                      "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}], **spec}})
+
+    api.apply([svc(f"s{i}") for i in range(300)])
+    got = [api.store.get("Service", "default", f"s{i}")["spec"] for i in range(300)]
+    ips, ports = [s["clusterIP"] for s in got], [s["ports"][0]["nodePort"] for s in got]
+    assert ips[:9] == [f"10.96.0.{i}" for i in (2, 3, 4, 5, 6, 7, 8, 9, 11)]  # .1 and .10 are kept
+    assert len(set(ips)) == 300 and ports == list(range(30000, 30300))
+    api.delete([Key("Service", "default", "s5")])
+    with pytest.raises(InvalidObject, match="spec.clusterIP: Invalid value: \"10.96.9.9\": provided IP is already"):
+        api.apply([svc("x", clusterIP="10.96.9.9"), svc("y", clusterIP="10.96.9.9")])
+    assert api.store.get("Service", "default", "x") is None
+    api.apply([svc("a"), svc("b", ports=[{"port": 80, "nodePort": 30301}]), svc("c")])
+    spec = {n: api.store.get("Service", "default", n)["spec"] for n in "abc"}
+    assert (spec["a"]["clusterIP"], spec["a"]["ports"][0]["nodePort"]) == ("10.96.0.7", 30005)  # s5's, freed
+    after = ipaddress.ip_address(ips[-1])
+    assert (spec["b"]["clusterIP"], spec["c"]["clusterIP"]) == (str(after + 1), str(after + 2))
+    assert spec["c"]["ports"][0]["nodePort"] == 30300  # b asked for 30301
