@@ -67,9 +67,11 @@ class Allocations:
 
     def free_ip(self, net, reserved: set[str], ref: tuple[str, str]) -> str | None:
         """The lowest address of `net` (hosts only) that nobody else holds and is not reserved."""
-        first, count = int(net.network_address) + 1, net.num_addresses - 2
+        # as net.hosts() counts them: IPv4 without its network and broadcast addresses, IPv6
+        # without its Subnet-Router anycast one
+        count = net.num_addresses - (2 if net.version == 4 else 1)
         for i in range(self.ip_from, count):
-            ip = str(ipaddress.ip_address(first + i))
+            ip = str(net.network_address + 1 + i)
             if ip not in reserved and not self.ip_taken(ip, ref):
                 self.ip_from = i  # every address below is held, or reserved
                 return ip

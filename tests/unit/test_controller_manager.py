@@ -436,3 +436,13 @@ def test_services_applied_together_are_allocated_as_if_one_by_one(api):
     after = ipaddress.ip_address(ips[-1])
     assert (spec["b"]["clusterIP"], spec["c"]["clusterIP"]) == (str(after + 1), str(after + 2))
     assert spec["c"]["ports"][0]["nodePort"] == 30300  # b asked for 30301
+
+
+@pytest.mark.parametrize("cidr", ["10.96.0.0/29", "fd00:10:96::/125"])
+def test_the_free_addresses_of_a_range_are_its_hosts_in_order(cidr):
+    from nsk.api.allocation import Allocations
+    net, used, got = ipaddress.ip_network(cidr), Allocations([]), []
+    while (ip := used.free_ip(net, set(), ("default", f"s{len(got)}"))) is not None:
+        used.ips[ip] = ("default", f"s{len(got)}")
+        got.append(ip)
+    assert got == [str(h) for h in net.hosts()]
