@@ -63,7 +63,9 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
 
 
 def running(pods):
+    """The Pods running and ready, not Terminating (as `kubectl get pods` would show them)."""
     return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
             and all(c["ready"] for c in p["status"].get("containerStatuses", []))]
 
 
