@@ -94,6 +94,7 @@ class ControlPlane:
         self._configmap_rv: str | None = None  # kube-proxy's ConfigMap as last followed
         self._switch_pending = False  # a new spec.proxy waits for the running sync to end
         self.ports: list = []  # the ServicePorts of the last services pass
+        self._ports_stale = True  # a Service or EndpointSlice changed since: the next pass reads them again
         self.hc_ports: list[int] = []  # their health check node ports, which the cloud checks
         self.health = HealthServer(self.kernel.listen_socket, self._watch, self._unwatch, time.monotonic,
                                    lambda: (self.proxies.healthy, self.proxies.last_success) if self.proxies
@@ -336,6 +337,8 @@ class ControlPlane:
 
     def _saw(self, keys: set[Key]) -> None:
         """Every change the informer takes in passes here, whoever synced it."""
+        if any(k.kind in ("Service", "EndpointSlice") for k in keys):
+            self._ports_stale = True
         if Key("ConfigMap", proxy_config.NAMESPACE, proxy_config.NAME) in keys:
             self._switch_pending = self._kicked = True  # kube-proxy's config: a pass looks at it soon
 
@@ -350,8 +353,11 @@ class ControlPlane:
         if self.proxies is None:
             return
         t0 = time.monotonic()
-        ports = self.ports = service_ports(self.informer.list("Service"), self.informer.list("EndpointSlice"))
-        self.hc_ports = health_check_ports(ports)
+        if self._ports_stale:  # (a pass after a Pod's status alone reads nothing again)
+            self.ports = service_ports(self.informer.list("Service"), self.informer.list("EndpointSlice"))
+            self.hc_ports = health_check_ports(self.ports)
+            self._ports_stale = False
+        ports = self.ports
         t1 = time.monotonic()
         self.proxies.sync(ports, self.informer.revision)
         if time.monotonic() - t0 > 0.2:

@@ -258,7 +258,7 @@ class _ServiceEndpointsController:
                 continue
             if k.kind == "Endpoints":
                 ep = snap.get("Endpoints", k.namespace, k.name)
-                if ep is None or (ep["metadata"].get("labels") or {}).get(MANAGED_BY) != CONTROLLER:
+                if ep is None or not _made_by_controller(ep):
                     out.add((k.namespace, k.name))
                 continue
             if k.kind != "Pod":
@@ -282,6 +282,11 @@ class _ServiceEndpointsController:
                     out.add((k.namespace, svc["metadata"]["name"]))
         return out
 
+
+
+def _made_by_controller(ep: dict) -> bool:
+    """Whether Endpoints are the Endpoints controller's (not a user's own)."""
+    return (ep["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER
 
 
 def _selects(svc: dict | None) -> bool:
@@ -317,7 +322,7 @@ class EndpointSliceController(_ServiceEndpointsController):
             want = _slices(svc, members(svc))
         else:
             have = snap.get("Endpoints", ns, name)
-            if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
+            if have is not None and _made_by_controller(have):
                 have = None  # the Endpoints controller's, which it deletes: nothing to mirror
             want = mirrored_slices(svc, have) if svc is not None and svc["spec"].get("type") != "ExternalName" \
                 else []
@@ -350,7 +355,7 @@ class EndpointsController(_ServiceEndpointsController):
         if _selects(svc):
             obj = _endpoints(svc, members(svc))
             return [] if have is not None and _same(have, obj) else [Put(obj)]
-        if have is not None and (have["metadata"].get("labels") or {}).get(MANAGED_BY) == CONTROLLER:
+        if have is not None and _made_by_controller(have):
             return [Delete(Key("Endpoints", ns, name), have["metadata"]["resourceVersion"])]
         return []
 

@@ -87,10 +87,6 @@ class Snapshot:
         self._by_ns: dict[str, dict[str, list[dict]]] = {}  # kind -> namespace -> objects
         self._endpoints_of_pod: dict[tuple[str, str], set[str]] | None = None
 
-    def everything(self) -> "Snapshot":
-        """The same objects, with every key taken as changed."""
-        return Snapshot(self._inf, None)
-
     def changed_kinds(self, *kinds: str) -> list[Key]:
         return [] if self.changed is None else [k for k in self.changed if k.kind in kinds]
 

@@ -376,6 +376,11 @@ def jump_chains(jumps: tuple = JUMPS, canary: bool = True) -> list[tuple[str, st
     return sorted(out)
 
 
+def node_missing_jumps(kernel, netns: str, jumps: tuple = JUMPS, canary: bool = True) -> str:
+    """missing_jumps of what node `netns` has now, read chain by chain (Kernel.save(chains=))."""
+    return missing_jumps(kernel.save(netns, chains=jump_chains(jumps, canary)), jumps, canary)
+
+
 def _normal(rule: str) -> str:
     return " ".join(rule.replace('"', "").split())
 

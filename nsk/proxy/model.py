@@ -79,11 +79,7 @@ class Endpoint:
         return f"{self.ip}:{self.port}"
 
     def __hash__(self) -> int:  # remembered: the renderers' caches hash every endpoint every sync
-        d = self.__dict__
-        h = d.get("_hash")
-        if h is None:
-            h = d["_hash"] = hash((self.ip, self.port, self.node, self.ready, self.serving, self.terminating))
-        return h
+        return _cached_hash(self)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class IptablesProxier:
             if not self._canary_present():
                 log.warning("%s: the canary chain is gone (tables flushed?): syncing every chain", self.netns)
                 self.last = None
-                self.pending_jumps = rules.missing_jumps(self.kernel.save(self.netns, chains=rules.jump_chains()))
+                self.pending_jumps = rules.node_missing_jumps(self.kernel, self.netns)
         full = self.last is None or (now - self.full_at >= FULL_SYNC_PERIOD and not self.large)
         if not full and ports == self.last_ports:
             return None  # nothing changed: not even a render
@@ -71,7 +71,7 @@ class IptablesProxier:
             if self.last is not None:
                 # as kube-proxy ensures its jumps from the built-in chains on every sync: one
                 # deleted by hand (PREROUTING -> KUBE-SERVICES, say) comes back
-                self.pending_jumps = rules.missing_jumps(self.kernel.save(self.netns, chains=rules.jump_chains()))
+                self.pending_jumps = rules.node_missing_jumps(self.kernel, self.netns)
             text, full = ruleset.text, True
         elif (ruleset.filter_text, ruleset.nat_rules, ruleset.chains) == \
                 (self.last.filter_text, self.last.nat_rules, self.last.chains):
@@ -266,8 +266,7 @@ class IpvsProxier:
             services, sets = {}, {}
         self.have = ipvs.IpvsState(addrs, services, sets)
         self.first = True
-        self.pending_jumps = rules.missing_jumps(self.kernel.save(self.netns, chains=rules.jump_chains(ipvs.JUMPS, False)),
-                                                 ipvs.JUMPS, canary=False)
+        self.pending_jumps = rules.node_missing_jumps(self.kernel, self.netns, ipvs.JUMPS, canary=False)
         self.last_iptables = ""
 
     def applied(self, ports: list[ServicePort], started: float) -> None:
@@ -320,9 +319,8 @@ class UserspaceProxier:
         self.proxy_ports: dict[str, int] = {}
         self.last_ports: list[ServicePort] | None = None
         self.last_text: str | None = None
-        self.pending_jumps = rules.missing_jumps(
-            "" if fresh else kernel.save(netns, chains=rules.jump_chains(userspace.JUMPS, False)), userspace.JUMPS,
-            canary=False)
+        self.pending_jumps = rules.missing_jumps("", userspace.JUMPS, canary=False) if fresh else \
+            rules.node_missing_jumps(kernel, netns, userspace.JUMPS, canary=False)
         self.last_sync_ms = 0.0
         self._job: str | None = None
 
@@ -348,9 +346,7 @@ class UserspaceProxier:
 
     def failed(self) -> None:
         self._job, self.last_text = None, None
-        self.pending_jumps = rules.missing_jumps(
-            self.kernel.save(self.netns, chains=rules.jump_chains(userspace.JUMPS, False)), userspace.JUMPS,
-            canary=False)
+        self.pending_jumps = rules.node_missing_jumps(self.kernel, self.netns, userspace.JUMPS, canary=False)
 
     def cleanup(self, kernel, netns: str) -> None:
         """The chains and jumps go, and the node's proxy closes its sockets."""
