@@ -49,7 +49,6 @@ log = logging.getLogger("nsk.control-plane")
 # everything costs a few hundred ms, so it is rare, as client-go's resyncs are)
 RESYNC = 300.0
 MAX_ROUNDS = 20  # controller rounds in one pass before the loop looks at its sockets again
-KUBELET_BUDGET = 2.0  # seconds of Pod starts a pass, shared by the nodes' kubelets
 # CPython's own trigger for a full collection of cyclic garbage: this many young collections
 # since the last. The loop makes it when it has nothing else to do (see run): a full
 # collection of a 1,000-Service control plane's heap takes ~0.15 s, too long for the middle
@@ -295,14 +294,11 @@ class ControlPlane:
         # A deleted Pod's sandbox goes only once the rules no longer send traffic to it: while a
         # restore runs (or waits its turn), the kubelets start Pods but remove none.
         remove = self.proxies is None or not self.proxies.busy
-        # The kubelets start Pods for KUBELET_BUDGET a pass between them, then the loop goes
-        # back to the controllers: what they started reaches its Endpoints (CoreDNS first:
-        # cluster DNS works while a thousand Pods still start), and the rest comes next pass.
-        t0, share = time.monotonic(), KUBELET_BUDGET / max(1, len(self.kubelets))
-        for i, (name, kubelet) in enumerate(self.kubelets.items()):
+        # The most critical Pods (kube-proxy, CoreDNS) start in a pass of their own: the
+        # loop goes back to the controllers, and cluster DNS works while a thousand Pods start.
+        for name, kubelet in self.kubelets.items():
             try:
-                if kubelet.sync(by_node[name], remove=remove, services=snap.list("Service"),
-                                until=t0 + share * (i + 1)):
+                if kubelet.sync(by_node[name], remove=remove, services=snap.list("Service")):
                     self._kicked = True  # Pods left to start: the loop comes back at once
             except Exception:  # noqa: BLE001 - one node's failure must not stop the others
                 log.exception("kubelet %s: sync failed", name)

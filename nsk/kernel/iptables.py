@@ -90,7 +90,7 @@ class RestoreJob:
                     os.close(data)
                 self.procs.append((ns, p, err))
                 self.pidfds.append(os.pidfd_open(p.pid))
-                _first_in_line(p.pid)
+                _first_in_line(p.pid, restore_nice(len(jobs)))
         except BaseException:
             self.close()
             raise
@@ -122,13 +122,25 @@ class RestoreJob:
 
 # A node's proxy runs on its own machine in a real cluster: the control plane's work meanwhile
 # (the Endpoints writes after the slices', the DNS servers reading them) never slows its sync.
-# Here they share the host's cores, so a node's restore goes first (nice -5).
+# Here they share the host's cores, so a node's restore goes first: at nice -5 while there is
+# a core for each restore; more restores at once share that weight (the kernel's CFS weights,
+# sched_prio_to_weight), so that ten nodes' restores never starve the control plane.
 RESTORE_NICE = -5
+_WEIGHTS = {-5: 3121, -4: 2501, -3: 1991, -2: 1586, -1: 1277, 0: 1024, 1: 820, 2: 655, 3: 526, 4: 423,
+            5: 335, 6: 272, 7: 215, 8: 172, 9: 137, 10: 110}
 
 
-def _first_in_line(pid: int) -> None:
+def restore_nice(restores: int, cores: int | None = None) -> int:
+    """The nice of each of `restores` restores running at once: together they weigh what one
+    restore a core at RESTORE_NICE does."""
+    share = _WEIGHTS[RESTORE_NICE] * (cores or os.cpu_count() or 1) / max(1, restores)
+    return min(_WEIGHTS, key=lambda n: (abs(_WEIGHTS[n] - share), -n)) if share < _WEIGHTS[RESTORE_NICE] \
+        else RESTORE_NICE
+
+
+def _first_in_line(pid: int, nice: int) -> None:
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, RESTORE_NICE)
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
     except OSError:  # not root, or it has already ended
         pass
 

@@ -160,14 +160,12 @@ class Kubelet:
 
     # ---- the loop's entry points ------------------------------------------------------
 
-    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None,
-             until: float | None = None) -> bool:
+    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> bool:
         """Make the node run exactly `pods` (those bound to it); with `remove` False, the
         Pods that are no longer wanted stay for a later sync (their rules are being removed).
-        `until` (monotonic): no new Pod is started after it (one at least is), so the
-        control loop gets back to the controllers and what this sync started reaches its
-        Endpoints; the most critical Pods start first, in a sync of their own (CoreDNS is
-        in its Endpoints before the thousand Pods behind it start). Whether Pods are left to start."""
+        The most critical Pods start first, in a sync of their own, so the control loop gets
+        back to the controllers and they reach their Endpoints (CoreDNS is in its Endpoints
+        before the thousand Pods behind it start). Whether Pods are left to start."""
         deleting = {key(p): p for p in pods if p["metadata"].get("deletionTimestamp")}
         wanted = {key(p): p for p in pods if key(p) not in deleting}
         gone = [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]
@@ -187,7 +185,7 @@ class Kubelet:
             if k in ending and k not in self.pods:
                 continue  # its namesake is still terminating: started once that one is gone
             if k not in self.pods:
-                if started and until is not None and (time.monotonic() >= until or critical(pod) < first):
+                if started and critical(pod) < first:
                     left = True
                     continue
                 first = critical(pod) if first is None else first

@@ -113,9 +113,9 @@ def test_pods_get_distinct_addresses_and_a_removed_pod_leaves_nothing(env):
     assert status(store, "p3")["podIP"] not in ips.values()
 
 
-def test_past_its_time_a_sync_starts_no_more_pods_and_the_critical_ones_start_first(env):
-    """The control loop gives the kubelets a time a pass: what they started reaches the
-    Endpoints before the rest starts, and CoreDNS (system-cluster-critical) goes first."""
+def test_the_critical_pods_start_first_in_a_sync_of_their_own(env):
+    """CoreDNS (system-cluster-critical) starts alone in a first sync: what it started
+    reaches its Endpoints before the rest of the Pods start."""
     store, kernel, loop, k = env
     pods = [make_pod(store, f"p{i}") for i in range(3)]
     dns = admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "z-dns"},
@@ -123,10 +123,10 @@ def test_past_its_time_a_sync_starts_no_more_pods_and_the_critical_ones_start_fi
                           "containers": [{"name": "dns", "image": "nsk/dns"}]}})
     store.put(dns)
     pods.append(store.get("Pod", "default", "z-dns"))
-    assert k.sync(pods, until=time.monotonic() - 1)  # its time is up: one Pod, the critical one
+    assert k.sync(pods)  # Pods left: only the critical one started
     assert [p for p in ("p0", "p1", "p2", "z-dns") if (store.get("Pod", "default", p).get("status") or {}).get(
         "podIP")] == ["z-dns"]
-    assert not k.sync(pods, until=time.monotonic() + 60)  # the others, and none left
+    assert not k.sync(pods)  # the others, and none left
     assert all(status(store, f"p{i}").get("podIP") for i in range(3))
 
 

@@ -123,3 +123,14 @@ def test_a_refused_restore_backs_off_and_the_next_one_writes_every_chain():
     m.retry()
     assert m.healthy and m.synced_rev == 1
     assert all(":KUBE-SERVICES" in text for _, text in kernel.ops("restore")[-1][1])
+
+
+def test_restores_together_weigh_one_restore_a_core_at_nice_minus_5():
+    """A restore goes before the control plane's own work, but ten nodes' restores at once
+    must not starve it: together they weigh what one restore a core at nice -5 does."""
+    from nsk.kernel.iptables import _WEIGHTS, restore_nice
+    assert restore_nice(1, cores=2) == restore_nice(2, cores=2) == -5
+    for n in (3, 4, 10, 30):
+        nice = restore_nice(n, cores=2)
+        assert restore_nice(n - 1, cores=2) <= nice <= 10
+        assert n * _WEIGHTS[nice] <= 1.2 * 2 * _WEIGHTS[-5]
