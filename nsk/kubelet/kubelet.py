@@ -160,12 +160,15 @@ class Kubelet:
 
     # ---- the loop's entry points ------------------------------------------------------
 
-    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> bool:
+    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None, floor: int = 0,
+             until: float | None = None) -> bool:
         """Make the node run exactly `pods` (those bound to it); with `remove` False, the
         Pods that are no longer wanted stay for a later sync (their rules are being removed).
-        The most critical Pods start first, in a sync of their own, so the control loop gets
-        back to the controllers and they reach their Endpoints (CoreDNS is in its Endpoints
-        before the thousand Pods behind it start). Whether Pods are left to start."""
+        Only Pods of priority `floor` or higher start (the control plane starts the cluster's
+        most critical Pods in a pass of their own: CoreDNS is in its Endpoints before the
+        thousand Pods behind it start), most critical first, and none after `until`
+        (monotonic; one at least), so the loop gets back to its probes and controllers.
+        Whether Pods are left to start."""
         deleting = {key(p): p for p in pods if p["metadata"].get("deletionTimestamp")}
         wanted = {key(p): p for p in pods if key(p) not in deleting}
         gone = [k for k, run in self.pods.items() if k not in wanted or run.uid != wanted[k]["metadata"]["uid"]]
@@ -179,35 +182,39 @@ class Kubelet:
             if k not in self.pods and k not in ending:
                 self._deleted(k, pod["metadata"]["uid"])  # never ran here, or ended: nothing to wait for
         left = False
-        started = 0
-        first = None  # the priority of the first Pod started: a pass starts no lower one after it
-        for k, pod in sorted(wanted.items(), key=lambda kv: -critical(kv[1])):
-            if k in ending and k not in self.pods:
-                continue  # its namesake is still terminating: started once that one is gone
-            if k not in self.pods:
-                if started and critical(pod) < first:
-                    left = True
-                    continue
-                first = critical(pod) if first is None else first
-                started += 1
-                try:
-                    self.start(pod, services)
-                except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is no OSError
-                    # undo what was made (a namespace, files, records); the next sync retries
-                    log.exception("pod %s: sandbox failed", k)
-                    self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{type(e).__name__}: {e}")
-                    if k in self.pods:
-                        try:
-                            self.remove(k)
-                        except Exception:  # noqa: BLE001 - what is left is removed by `nsk down`
-                            log.exception("pod %s: undoing the failed sandbox failed", k)
-                    continue
+        for started, (k, pod) in enumerate(self._to_start(wanted)):
+            if critical(pod) < floor or (started and until is not None and time.monotonic() >= until):
+                left = True  # (the rest is less critical, or as late)
+                break
+            try:
+                self.start(pod, services)
+            except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is no OSError
+                # undo what was made (a namespace, files, records); the next sync retries
+                log.exception("pod %s: sandbox failed", k)
+                self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{type(e).__name__}: {e}")
+                if k in self.pods:
+                    try:
+                        self.remove(k)
+                    except Exception:  # noqa: BLE001 - what is left is removed by `nsk down`
+                        log.exception("pod %s: undoing the failed sandbox failed", k)
         with self.store.tx():  # one commit (one wake-up of every watcher) for the node's statuses
             for k in wanted:
                 if k in self.pods:
                     self._publish(self.pods[k])
         self._write_host_ports()
         return left
+
+    def _to_start(self, wanted: dict[Key, dict]) -> list[tuple[Key, dict]]:
+        """The wanted Pods this node has yet to start, most critical first (one whose
+        namesake still terminates waits for it)."""
+        ending = {t.key for t in self.terminating.values()}
+        return sorted(((k, p) for k, p in wanted.items() if k not in self.pods and k not in ending),
+                      key=lambda kv: -critical(kv[1]))
+
+    def next_priority(self, pods: list[dict]) -> int | None:
+        """The priority of the most critical of `pods` this node would start now; None: none."""
+        todo = self._to_start({key(p): p for p in pods if not p["metadata"].get("deletionTimestamp")})
+        return critical(todo[0][1]) if todo else None
 
     def _write_host_ports(self) -> None:
         """Bring the node's portmap chains to the running Pods' host ports, in the background

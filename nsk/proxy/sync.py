@@ -49,6 +49,8 @@ class IptablesProxier:
         self.canary_at = 0.0  # monotonic time the canary chain was last looked for
         self.last_sync_ms = 0.0
         self._job: tuple | None = None  # (ruleset, text, full, large) of the restore under way
+        # on the nft backend, big syncs go in several transactions (rules.staged)
+        self.budget = rules.NFT_BACKEND_BUDGET if kernel.iptables_backend == "nft" else 0
 
     # ---- the Provider interface ---------------------------------------------------------
 
@@ -72,12 +74,12 @@ class IptablesProxier:
                 # as kube-proxy ensures its jumps from the built-in chains on every sync: one
                 # deleted by hand (PREROUTING -> KUBE-SERVICES, say) comes back
                 self.pending_jumps = rules.node_missing_jumps(self.kernel, self.netns)
-            text, full = ruleset.text, True
+            text, full = ruleset.full(self.budget), True
         elif (ruleset.filter_text, ruleset.nat_rules, ruleset.chains) == \
                 (self.last.filter_text, self.last.nat_rules, self.last.chains):
             return None  # (only the chains to delete may differ: those are gone already)
         else:
-            text, full = ruleset.since(self.last), False
+            text, full = ruleset.since(self.last, self.budget), False
         self._job = (ruleset, text, full, large)
         self.last = None  # until the restore succeeds: after a failure, the next sync is a full one
         # the jumps first: they create the chains, which the ruleset then declares (flushes) and fills

@@ -239,3 +239,32 @@ def test_a_few_chains_read_alone_are_what_iptables_save_shows_of_them(made, back
     assert got == only_chains(save(ns, None, backend), chains)
     assert "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in got
     assert ":KUBE-PROXY-CANARY - [0:0]" in got and "KUBE-NOPE" not in got
+
+
+def test_a_sync_in_transactions_leaves_on_the_nft_backend_what_one_transaction_leaves(made):
+    """A big sync on iptables' nft backend goes in several transactions (rules.staged):
+    iptables-nft-restore takes each (a jump to a chain not yet there would fail it), and
+    the node's nat table is then what kube-proxy's one restore makes of it."""
+    from nsk.kernel.iptables import restore, save
+    from nsk.proxy import iptables as rules
+    from nsk.proxy.model import Endpoint, NodeContext, ServicePort
+    from nsk.testing.tracer import parse
+    ctx = NodeContext("node-1", "10.244.0.0/16", ("172.18.0.2",))
+
+    def ports(n):
+        eps = tuple(Endpoint(f"10.244.{1 + i % 2}.{10 + i}", 8080, f"node-{1 + i % 2}") for i in range(n))
+        return [ServicePort("default", f"s{i}", "", "TCP", 80, f"10.96.0.{10 + i}", 30000 + i if i % 2 else 0,
+                            lb_ips=("198.51.100.1",) if i == 3 else (), lb_source_ranges=("192.0.2.0/24",) if i == 3
+                            else (), external_local=i == 5, endpoints=eps) for i in range(8)]
+    before = rules.render(ports(3), ctx)
+    after = rules.render(ports(4)[:7], ctx, before.nat_chains)  # one endpoint more, one Service less
+    tables = {}
+    for budget in (0, 5):
+        ns = f"nskperf_{uuid.uuid4().hex[:8]}_stg"
+        made.append(ns)
+        netns.create(ns)
+        restore(ns, rules.missing_jumps("") + before.full(budget), which="nft")
+        restore(ns, after.since(before, budget), which="nft")
+        tables[budget] = parse(save(ns, "nat", "nft"))
+    assert after.since(before, 5).count("COMMIT") > 4
+    assert tables[5] == tables[0] and any(c.startswith("KUBE-FW-") for c in tables[0]["nat"].chains)

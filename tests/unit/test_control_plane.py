@@ -14,8 +14,12 @@ from nsk.testing.fakes import RecordingKernel
 class IdleKubelet:
     host_ports_busy = False
 
-    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None) -> None:
+    def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None, floor: int = 0,
+             until: float | None = None) -> None:
         pass
+
+    def next_priority(self, pods: list[dict]) -> None:
+        return None
 
     def tick(self, now: float) -> None:
         return None
@@ -151,3 +155,34 @@ def test_a_new_endpoint_goes_to_the_proxies_before_the_endpoints_are_written(tmp
     first = next(i for i, (_, jobs) in enumerate(kernel.calls) if "10.244.1.4:80" in jobs[0][1])
     assert seen[first] == ["10.244.1.2", "10.244.1.3"]  # the restore came before the Endpoints write
     assert endpoint_ips(store) == ["10.244.1.2", "10.244.1.3", "10.244.1.4"]
+
+
+class WaitingKubelet(IdleKubelet):
+    """A node with Pods to start, the most critical of `priority`: records each sync's floor."""
+
+    def __init__(self, priority: int | None):
+        self.priority, self.floors = priority, []
+
+    def sync(self, pods, remove=True, services=None, floor=0, until=None) -> bool:
+        self.floors.append(floor)
+        return self.priority is not None
+
+    def next_priority(self, pods: list[dict]) -> int | None:
+        return self.priority
+
+
+def test_a_critical_pod_waiting_on_one_node_starts_before_every_nodes_other_pods(tmp_path):
+    """The cluster's most critical waiting Pod (CoreDNS on node-1) sets the floor of a pass
+    for every node: node-2's ordinary Pods wait for the next pass, so cluster DNS is in its
+    Endpoints before a thousand Pods start."""
+    store = Store(str(tmp_path), create=True)
+    setup_web(store)
+    cp = control_plane(tmp_path, store, RecordingKernel())
+    dns, web, idle = WaitingKubelet(2000000000), WaitingKubelet(0), WaitingKubelet(None)
+    cp.kubelets = {"node-1": dns, "node-2": web, "node-3": idle}
+    cp.reconcile()
+    assert dns.floors[0] == web.floors[0] == idle.floors[0] == 2000000000
+    dns.priority = 0  # started: the next pass is everyone's
+    cp.reconcile()
+    assert dns.floors[-1] == web.floors[-1] == 0
+    store.close()

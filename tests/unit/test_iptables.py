@@ -7,7 +7,7 @@ import pytest
 from nsk.proxy.iptables import NodeContext, missing_jumps, nodeports_tail, probability, render, sep_chain, svc_chain
 from nsk.controllers.endpoints import mirrored_slices
 from nsk.proxy.model import Endpoint, ServicePort, service_ports
-from nsk.testing.tracer import Outcome, Packet, Tracer, check_consistency
+from nsk.testing.tracer import Outcome, Packet, Tracer, check_consistency, check_tables, restore
 
 NODE1 = "172.18.0.2"
 LOCAL = {NODE1, "10.244.1.1", "127.0.0.1"}
@@ -145,6 +145,46 @@ def test_gone_chains_are_deleted_and_unchanged_render_is_identical():
     gone = first.nat_chains - second.nat_chains
     assert gone and all(f"-X {c}" in second.text.splitlines() for c in gone)
     assert check_consistency(missing_jumps("") + second.text) == []
+
+
+def transactions(text: str) -> list[str]:
+    """An iptables-restore input's transactions (each table block up to its COMMIT)."""
+    blocks, cur = [], []
+    for line in text.splitlines():
+        cur.append(line)
+        if line == "COMMIT":
+            blocks.append("\n".join(cur) + "\n")
+            cur = []
+    return blocks
+
+
+def test_a_big_sync_in_transactions_leaves_every_service_whole_at_every_step():
+    """On the nft backend a sync over its budget writes the per-Service chains in
+    transactions of their own before the last: after each one, every jump has its target
+    and a Service sends traffic to its old endpoints or its new ones, never to none or a
+    mix; at the end the node has what one transaction gives."""
+    e3 = Endpoint("10.244.2.3", 8080, "node-2")
+    before = render(PORTS, CTX)
+    gone = svc_chain("KUBE-EXT", PORTS[5])  # "ext": deleted with its Service
+    after = render([sp("web", "10.96.0.2", eps=(E1, E2, e3))] + PORTS[1:5] + PORTS[6:], CTX, before.nat_chains)
+    assert len(transactions(after.since(before, budget=4))) > 3 and len(transactions(after.since(before))) == 2
+    web = Packet(POD_LOCAL, "10.96.0.2", 80)
+    old, new = BOTH, BOTH | {Outcome("10.244.2.3:8080", False, "ACCEPT")}
+    for full, budget in ((before.full(4), 4), (before.full(), 0)):
+        state = restore({}, missing_jumps(""))
+        for block in transactions(full):
+            state = restore(state, block)  # raises on a jump to a missing chain, as iptables-restore
+        tracer = Tracer("", LOCAL)
+        tracer.tables = state
+        assert tracer.trace(web) == old and check_tables(state) == [], budget
+    one = restore(state, after.since(before))
+    for block in transactions(after.since(before, budget=4)):
+        state = restore(state, block)
+        tracer.tables = state
+        assert tracer.trace(web) in (old, new)
+        assert [p for p in check_tables(state) if "missing" in p] == []
+    assert state == one and tracer.trace(web) == new
+    assert gone in before.nat_chains and gone not in state["nat"].chains
 
 
 def test_node_port_addresses_limit_the_nodeport_addresses():

@@ -114,8 +114,9 @@ def test_pods_get_distinct_addresses_and_a_removed_pod_leaves_nothing(env):
 
 
 def test_the_critical_pods_start_first_in_a_sync_of_their_own(env):
-    """CoreDNS (system-cluster-critical) starts alone in a first sync: what it started
-    reaches its Endpoints before the rest of the Pods start."""
+    """CoreDNS (system-cluster-critical) starts alone in a first sync (the control plane
+    passes the cluster's highest waiting priority as the floor): what it started reaches its
+    Endpoints before the rest of the Pods start."""
     store, kernel, loop, k = env
     pods = [make_pod(store, f"p{i}") for i in range(3)]
     dns = admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "z-dns"},
@@ -123,11 +124,25 @@ def test_the_critical_pods_start_first_in_a_sync_of_their_own(env):
                           "containers": [{"name": "dns", "image": "nsk/dns"}]}})
     store.put(dns)
     pods.append(store.get("Pod", "default", "z-dns"))
-    assert k.sync(pods)  # Pods left: only the critical one started
+    assert k.next_priority(pods) == 2000000000
+    assert k.sync(pods, floor=k.next_priority(pods))  # Pods left: only the critical one started
     assert [p for p in ("p0", "p1", "p2", "z-dns") if (store.get("Pod", "default", p).get("status") or {}).get(
         "podIP")] == ["z-dns"]
-    assert not k.sync(pods)  # the others, and none left
-    assert all(status(store, f"p{i}").get("podIP") for i in range(3))
+    assert k.next_priority(pods) == 0
+    assert k.sync(pods, floor=2000000000)  # another node's critical Pod waits: none of these starts
+    assert not (store.get("Pod", "default", "p0").get("status") or {}).get("podIP")
+    assert not k.sync(pods, floor=k.next_priority(pods))  # the others, and none left
+    assert all(status(store, f"p{i}").get("podIP") for i in range(3)) and k.next_priority(pods) is None
+
+
+def test_a_sync_past_its_time_starts_one_pod_and_leaves_the_rest(env):
+    """The control loop's pass is bounded: a kubelet starts no Pod after `until` (one at
+    least, so every node makes progress), and says Pods are left."""
+    store, kernel, loop, k = env
+    pods = [make_pod(store, f"p{i}") for i in range(3)]
+    assert k.sync(pods, until=time.monotonic() - 1)
+    assert len(kernel.running()) == 1
+    assert not k.sync(pods, until=time.monotonic() + 60) and len(kernel.running()) == 3
 
 
 def test_a_failed_sandbox_is_an_event_and_the_next_sync_tries_again(env):
