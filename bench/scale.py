@@ -11,9 +11,10 @@ For each size, one cluster (named nskscale) is brought up and measured, then rem
   successful `curl` of its name from a Pod (the Pod's own loop stamps the time), p50/p99
   of --samples, each a second after the last (kube-proxy's minSyncPeriod);
 - a new endpoint everywhere: from `nsk scale` by one replica to the new Pod's address being
-  in the DNAT rules of every Service on every node: the time of the last change of each node's
-  rules (seen without reading them: the legacy table's entry count, or `nft monitor`) once a
-  count of the DNAT rules (in nftables mode: of the endpoint chains) finds them complete;
+  in the rules of every Service on every node: the time of the last change of each node's
+  rules (seen without reading them: the legacy table's entry count, or the nftables netlink
+  group's messages) once a count of the Services' jumps to endpoints (in nftables mode: of
+  the endpoint chains) finds them complete;
   --endpoint-samples scale-ups one after the other, their median.
 
 Each size runs in each proxy mode (--modes): iptables with the nft backend a Debian host
@@ -134,9 +135,11 @@ class RulesWatch:
     """When a node's rules last changed, seen without reading them: iptables-restore on the
     legacy backend replaces the whole table, so a change shows in the table's entry count and
     size (IPT_SO_GET_INFO, a few bytes, polled every 2 ms); on nftables (and iptables-nft)
-    each transaction shows in `nft monitor`. Reading the rules themselves while a restore
-    runs would slow it: at 1,000 Services an iptables-save copies 80,000 entries under the
-    lock the restore needs, and takes a core's worth on this 2-core machine."""
+    every object a transaction changes is a message to the nftables netlink group, which is
+    taken as a change and not decoded (`nft monitor` decodes each into text, and at 1,000
+    Services fell minutes behind a sync of 30,000 rules). Reading the rules themselves while
+    a restore runs would slow it: at 1,000 Services an iptables-save copies 80,000 entries
+    under the lock the restore needs, and takes a core's worth on this 2-core machine."""
 
     def __init__(self, node: str, legacy: bool):
         import ctypes
@@ -150,11 +153,13 @@ class RulesWatch:
                 self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
             self._libc = ctypes.CDLL(None, use_errno=True)
             self._buf = ctypes.create_string_buffer(b"nat", 84)  # struct ipt_getinfo, its name set
-            self._proc = None
             target = self._poll
         else:
-            self._proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "nft", "monitor"],
-                                          stdout=subprocess.PIPE, text=True)
+            with netns.entered(self.netns):
+                self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self._sock.bind((0, 1 << (7 - 1)))  # the group NFNLGRP_NFTABLES
+            self._sock.settimeout(0.2)
             target = self._read
         self._thread = threading.Thread(target=target, daemon=True)
         self._thread.start()
@@ -175,35 +180,37 @@ class RulesWatch:
             time.sleep(0.002)
 
     def _read(self) -> None:
-        for _ in self._proc.stdout:
+        while not self._stop:
+            try:
+                self._sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except OSError:  # ENOBUFS: messages lost, which were changes too
+                pass
             self.last = time.time()
 
     def close(self) -> None:
         self._stop = True
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-        else:
-            self._thread.join()
-            self._sock.close()
+        self._thread.join()
+        self._sock.close()
 
 
 def new_endpoint_everywhere(services: int, replicas: int, mode: str) -> float:
     """Seconds from `nsk scale` by one to the new Pod's address in every Service's rules on both
     nodes: each Service that selects the Deployment has one endpoint more, so the node's count
-    of DNAT rules (in nftables mode: of endpoint chains) grows by `services`. The time is that
+    of KUBE-SVC jumps to KUBE-SEP chains (in nftables mode: of endpoint chains) grows by
+    `services`. The time is that
     of the last change of the node's rules (RulesWatch) once they have settled (a second
     without change) and a count finds the rules complete."""
     if mode == "nftables":
         count = "nft list chains ip | grep -c 'chain endpoint-'"
     else:
-        count = f"iptables-{mode.split('/')[1]}-save -t nat | grep -c -- '--to-destination'"
+        count = f"iptables-{mode.split('/')[1]}-save -t nat | grep -c -- '-j KUBE-SEP-'"  # the Services' jumps
     nodes = ("node-1", "node-2")
     want = {n: int(nsk("exec", f"node/{n}", "--", "sh", "-c", count).stdout.strip()) + services for n in nodes}
     watches = {n: RulesWatch(n, mode == "iptables/legacy") for n in nodes}
     done: dict[str, float] = {}
     try:
-        time.sleep(0.5)  # nft monitor reads the table before it reports
         t0 = time.time()
         nsk("scale", "deployment", "web", f"--replicas={replicas + 1}")
         while len(done) < len(nodes):
