@@ -86,6 +86,7 @@ class Kubelet:
         self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
         self.pods: dict[Key, PodRun] = {}
         self.terminating: dict[tuple[Key, str], PodRun] = {}  # (key, uid): deleted, processes ending
+        self.failed: set[Key] = set()  # Pods whose sandbox failed: retried, but no floor for the others
         self.on_change: Callable[[], None] = lambda: None  # a Pod finished terminating: a sync may start it anew
         self.cidr = ipaddress.ip_network(node.pod_cidr)
         self._cursor = 1  # host-local IPAM: the next address after the last one given out
@@ -188,8 +189,10 @@ class Kubelet:
                 break
             try:
                 self.start(pod, services)
+                self.failed.discard(k)
             except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is no OSError
                 # undo what was made (a namespace, files, records); the next sync retries
+                self.failed.add(k)
                 log.exception("pod %s: sandbox failed", k)
                 self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{type(e).__name__}: {e}")
                 if k in self.pods:
@@ -212,8 +215,12 @@ class Kubelet:
                       key=lambda kv: -critical(kv[1]))
 
     def next_priority(self, pods: list[dict]) -> int | None:
-        """The priority of the most critical of `pods` this node would start now; None: none."""
-        todo = self._to_start({key(p): p for p in pods if not p["metadata"].get("deletionTimestamp")})
+        """The priority of the most critical of `pods` this node would start now (None: none):
+        the floor of the control plane's next pass. A Pod whose sandbox failed is retried in
+        every pass but sets no floor, so it never holds the cluster's other Pods back."""
+        self.failed &= {key(p) for p in pods}
+        todo = self._to_start({k: p for p in pods if not p["metadata"].get("deletionTimestamp")
+                               and (k := key(p)) not in self.failed})
         return critical(todo[0][1]) if todo else None
 
     def _write_host_ports(self) -> None:

@@ -135,6 +135,21 @@ def test_the_critical_pods_start_first_in_a_sync_of_their_own(env):
     assert all(status(store, f"p{i}").get("podIP") for i in range(3)) and k.next_priority(pods) is None
 
 
+def test_a_critical_pod_whose_sandbox_fails_holds_no_other_pod_back(env):
+    """A CoreDNS Pod that cannot start is retried every pass, but sets no floor: the
+    cluster's other Pods start meanwhile."""
+    store, kernel, loop, k = env
+    store.put(admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dns"},
+                     "spec": {"nodeName": "node-1", "priorityClassName": "system-cluster-critical",
+                              "containers": [{"name": "dns", "image": "nsk/dns"}]}}))
+    pods = [store.get("Pod", "default", "dns"), make_pod(store, "web")]
+    kernel.fail["create the Pod sandbox"] = 1
+    assert k.sync(pods, floor=k.next_priority(pods))
+    assert k.next_priority(pods) == 0  # the failed one no longer holds the floor
+    assert not k.sync(pods, floor=k.next_priority(pods))  # retried, and the web Pod started
+    assert len(kernel.running()) == 2 and not k.failed
+
+
 def test_a_sync_past_its_time_starts_one_pod_and_leaves_the_rest(env):
     """The control loop's pass is bounded: a kubelet starts no Pod after `until` (one at
     least, so every node makes progress), and says Pods are left."""
