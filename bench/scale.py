@@ -25,6 +25,7 @@ docs/benchmarks.md, with the machine.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import socket
 import statistics
@@ -146,6 +147,7 @@ class RulesWatch:
         import threading
         from nsk.kernel import netns
         self.last = 0.0
+        self.error: OSError | None = None
         self.netns = f"nsk_{NAME}_node_{node}"
         self._stop = False
         if legacy:
@@ -157,7 +159,7 @@ class RulesWatch:
         else:
             with netns.entered(self.netns):
                 self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self._sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE (root): past rmem_max
             self._sock.bind((0, 1 << (7 - 1)))  # the group NFNLGRP_NFTABLES
             self._sock.settimeout(0.2)
             target = self._read
@@ -185,8 +187,11 @@ class RulesWatch:
                 self._sock.recv(1 << 16)
             except TimeoutError:
                 continue
-            except OSError:  # ENOBUFS: messages lost, which were changes too
-                pass
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    self.error = e  # the waiting loop raises it
+                    return
+                # messages lost, which were changes too
             self.last = time.time()
 
     def close(self) -> None:
@@ -218,6 +223,8 @@ def new_endpoint_everywhere(services: int, replicas: int, mode: str) -> float:
             if time.time() - t0 > 300:
                 raise RuntimeError(f"the new endpoint is not in every rule on {sorted(set(nodes) - set(done))}")
             for n, w in watches.items():
+                if w.error is not None:
+                    raise w.error
                 last = w.last
                 if n in done or last < t0 or time.time() - last < 1.0:
                     continue

@@ -108,6 +108,7 @@ class ControlPlane:
         self._seen_rev = -1
         self._unsettled = False  # the controllers stopped before they rested: the next pass takes everything
         self._kicked = False  # a restore or a Pod's termination ended: what waited for it may go on
+        self._kubelets_failed: set[str] = set()  # nodes whose last kubelet sync raised
 
     def _watch(self, fd: int, callback, events: int = selectors.EVENT_READ) -> None:
         self.sel.register(fd, events, callback)
@@ -304,16 +305,19 @@ class ControlPlane:
         # of their own on every node: cluster DNS is in its Endpoints a second into `nsk up`,
         # before a thousand Pods start. The kubelets start Pods for KUBELET_BUDGET a pass
         # between them, then the loop goes back to its probes, controllers and proxies.
-        waiting = [p for name, k in self.kubelets.items() if (p := k.next_priority(by_node[name])) is not None]
-        floor = max(waiting, default=0)
+        # (A node whose last sync failed sets no floor: its Pods hold no other node's back.)
+        floor = max((self._next_priority(name, by_node[name]) for name in self.kubelets
+                     if name not in self._kubelets_failed), default=0)
         t0, share = time.monotonic(), KUBELET_BUDGET / max(1, len(self.kubelets))
         for i, (name, kubelet) in enumerate(self.kubelets.items()):
             try:
                 if kubelet.sync(by_node[name], remove=remove, services=snap.list("Service"), floor=floor,
                                 until=t0 + share * (i + 1)):
                     self._kicked = True  # Pods left to start: the loop comes back at once
+                self._kubelets_failed.discard(name)
             except Exception:  # noqa: BLE001 - one node's failure must not stop the others
                 log.exception("kubelet %s: sync failed", name)
+                self._kubelets_failed.add(name)
         self._settle(self._sync())
         if self.informer.revision != first:
             self._services_pass()
@@ -324,6 +328,15 @@ class ControlPlane:
             synced = min(self._seen_rev, self.proxies.synced_rev)
             if self.store.get_meta("synced") != synced:
                 self.store.set_meta("synced", synced)
+
+    def _next_priority(self, node: str, pods: list[dict]) -> int:
+        """The priority of the most critical Pod `node` would start now (0: none)."""
+        try:
+            p = self.kubelets[node].next_priority(pods)
+        except Exception:  # noqa: BLE001 - as a failed sync: no floor from this node
+            log.exception("kubelet %s: next_priority failed", node)
+            return 0
+        return 0 if p is None else p
 
     def _settle(self, changed: set | None) -> None:
         """Run the controllers on what changed until they write nothing more (bounded; what

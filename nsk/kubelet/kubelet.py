@@ -86,7 +86,7 @@ class Kubelet:
         self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
         self.pods: dict[Key, PodRun] = {}
         self.terminating: dict[tuple[Key, str], PodRun] = {}  # (key, uid): deleted, processes ending
-        self.failed: set[Key] = set()  # Pods whose sandbox failed: retried, but no floor for the others
+        self.failed: set[tuple[Key, str]] = set()  # (key, uid) whose sandbox failed: retried, setting no floor
         self.on_change: Callable[[], None] = lambda: None  # a Pod finished terminating: a sync may start it anew
         self.cidr = ipaddress.ip_network(node.pod_cidr)
         self._cursor = 1  # host-local IPAM: the next address after the last one given out
@@ -183,16 +183,22 @@ class Kubelet:
             if k not in self.pods and k not in ending:
                 self._deleted(k, pod["metadata"]["uid"])  # never ran here, or ended: nothing to wait for
         left = False
-        for started, (k, pod) in enumerate(self._to_start(wanted)):
-            if critical(pod) < floor or (started and until is not None and time.monotonic() >= until):
-                left = True  # (the rest is less critical, or as late)
+        started = 0  # Pods started that had not failed before: past `until`, the first goes on
+        for k, pod in self._to_start(wanted):
+            retry = (k, pod["metadata"]["uid"]) in self.failed
+            if critical(pod) < floor:
+                left = True  # (the rest is less critical)
                 break
+            if until is not None and (started or retry) and time.monotonic() >= until:
+                left = True
+                continue
+            started += not retry
             try:
                 self.start(pod, services)
-                self.failed.discard(k)
+                self.failed.discard((k, pod["metadata"]["uid"]))
             except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError is no OSError
                 # undo what was made (a namespace, files, records); the next sync retries
-                self.failed.add(k)
+                self.failed.add((k, pod["metadata"]["uid"]))
                 log.exception("pod %s: sandbox failed", k)
                 self.store.event(k, "Warning", "FailedCreatePodSandBox", f"{type(e).__name__}: {e}")
                 if k in self.pods:
@@ -208,19 +214,20 @@ class Kubelet:
         return left
 
     def _to_start(self, wanted: dict[Key, dict]) -> list[tuple[Key, dict]]:
-        """The wanted Pods this node has yet to start, most critical first (one whose
-        namesake still terminates waits for it)."""
+        """The wanted Pods this node has yet to start, most critical first, and of one
+        priority those whose sandbox failed last (one whose namesake still terminates waits
+        for it)."""
         ending = {t.key for t in self.terminating.values()}
         return sorted(((k, p) for k, p in wanted.items() if k not in self.pods and k not in ending),
-                      key=lambda kv: -critical(kv[1]))
+                      key=lambda kv: (-critical(kv[1]), (kv[0], kv[1]["metadata"]["uid"]) in self.failed))
 
     def next_priority(self, pods: list[dict]) -> int | None:
         """The priority of the most critical of `pods` this node would start now (None: none):
         the floor of the control plane's next pass. A Pod whose sandbox failed is retried in
         every pass but sets no floor, so it never holds the cluster's other Pods back."""
-        self.failed &= {key(p) for p in pods}
-        todo = self._to_start({k: p for p in pods if not p["metadata"].get("deletionTimestamp")
-                               and (k := key(p)) not in self.failed})
+        self.failed &= {(key(p), p["metadata"]["uid"]) for p in pods}
+        todo = [(k, p) for k, p in self._to_start({key(p): p for p in pods if not p["metadata"].get("deletionTimestamp")})
+                if (k, p["metadata"]["uid"]) not in self.failed]
         return critical(todo[0][1]) if todo else None
 
     def _write_host_ports(self) -> None:

@@ -100,7 +100,13 @@ class IptablesProxier:
                  self.last_sync_ms)
 
     def failed(self) -> None:
-        self._job = None  # self.last stays None: the next sync writes every chain
+        """The restore failed: self.last stays None, so the next sync writes every chain. A
+        staged restore may have made some of its chains before it stopped: they count as
+        made, so the next sync deletes those it no longer wants (declaring one that is not
+        there, then deleting it, does nothing)."""
+        if self._job is not None:
+            self.previous |= self._job[0].nat_chains
+        self._job = None
 
     @staticmethod
     def cleanup(kernel, netns: str) -> None:

@@ -251,13 +251,14 @@ def test_a_sync_in_transactions_leaves_on_the_nft_backend_what_one_transaction_l
     from nsk.testing.tracer import parse
     ctx = NodeContext("node-1", "10.244.0.0/16", ("172.18.0.2",))
 
-    def ports(n):
+    def ports(n, ranges="192.0.2.0/24", local=True):
         eps = tuple(Endpoint(f"10.244.{1 + i % 2}.{10 + i}", 8080, f"node-{1 + i % 2}") for i in range(n))
         return [ServicePort("default", f"s{i}", "", "TCP", 80, f"10.96.0.{10 + i}", 30000 + i if i % 2 else 0,
-                            lb_ips=("198.51.100.1",) if i == 3 else (), lb_source_ranges=("192.0.2.0/24",) if i == 3
-                            else (), external_local=i == 5, endpoints=eps) for i in range(8)]
+                            lb_ips=("198.51.100.1",) if i == 3 else (), lb_source_ranges=(ranges,) if i == 3
+                            else (), external_local=local and i == 5, endpoints=eps) for i in range(8)]
     before = rules.render(ports(3), ctx)
-    after = rules.render(ports(4)[:7], ctx, before.nat_chains)  # one endpoint more, one Service less
+    # one endpoint more, one Service less, the FW chain's ranges and s5's policy changed
+    after = rules.render(ports(4, "192.0.2.0/25", local=False)[:7], ctx, before.nat_chains)
     tables = {}
     for budget in (0, 5):
         ns = f"nskperf_{uuid.uuid4().hex[:8]}_stg"

@@ -184,5 +184,28 @@ def test_a_critical_pod_waiting_on_one_node_starts_before_every_nodes_other_pods
     assert dns.floors[0] == web.floors[0] == idle.floors[0] == 2000000000
     dns.priority = 0  # started: the next pass is everyone's
     cp.reconcile()
-    assert dns.floors[-1] == web.floors[-1] == 0
+    assert dns.floors[-1] == web.floors[-1] == idle.floors[-1] == 0
+    store.close()
+
+
+class BrokenKubelet(WaitingKubelet):
+    """A node whose sync raises before it starts anything."""
+
+    def sync(self, pods, remove=True, services=None, floor=0, until=None) -> bool:
+        super().sync(pods, remove, services, floor, until)
+        raise OSError("EPERM")
+
+
+def test_a_node_whose_sync_fails_holds_no_other_nodes_pods_back(tmp_path):
+    """A critical Pod on a node whose kubelet keeps failing would otherwise be the floor of
+    every pass, and no other node would start its Pods."""
+    store = Store(str(tmp_path), create=True)
+    setup_web(store)
+    cp = control_plane(tmp_path, store, RecordingKernel())
+    broken, web = BrokenKubelet(2000000000), WaitingKubelet(0)
+    cp.kubelets = {"node-1": broken, "node-2": web}
+    cp.reconcile()  # the failure is logged, the loop goes on
+    cp._kicked = True  # (node-2 said Pods are left: the loop comes back)
+    cp.reconcile()
+    assert web.floors[-1] == 0 and broken.floors[-1] == 0
     store.close()

@@ -150,6 +150,23 @@ def test_a_critical_pod_whose_sandbox_fails_holds_no_other_pod_back(env):
     assert len(kernel.running()) == 2 and not k.failed
 
 
+def test_a_pod_whose_sandbox_failed_goes_after_its_peers_and_past_its_time_waits(env):
+    """Of one priority, a Pod that failed to start is retried last; past `until` it does not
+    take the one start a pass guarantees, so a Pod that can start is not starved by it."""
+    store, kernel, loop, k = env
+    for name in ("dns-a", "dns-b"):
+        store.put(admit({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                         "spec": {"nodeName": "node-1", "priorityClassName": "system-cluster-critical",
+                                  "containers": [{"name": "dns", "image": "nsk/dns"}]}}))
+    pods = [store.get("Pod", "default", n) for n in ("dns-a", "dns-b")]
+    kernel.fail["create the Pod sandbox"] = 1
+    assert k.sync(pods, until=time.monotonic() - 1)  # dns-a tried (and failed); dns-b left
+    assert not kernel.running()
+    assert k.sync(pods, until=time.monotonic() - 1)  # dns-b first now; dns-a's retry waits
+    assert [p.box.netns for p in kernel.running()] == ["nsk_nsk_pod_default_dns-b"]
+    assert not k.sync(pods, until=time.monotonic() + 60) and len(kernel.running()) == 2
+
+
 def test_a_sync_past_its_time_starts_one_pod_and_leaves_the_rest(env):
     """The control loop's pass is bounded: a kubelet starts no Pod after `until` (one at
     least, so every node makes progress), and says Pods are left."""
