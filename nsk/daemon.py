@@ -55,6 +55,9 @@ MAX_ROUNDS = 20  # controller rounds in one pass before the loop looks at its so
 # every one of those Services' chains (at 1 s, 10 nodes, 300 Pods behind 100 NodePort
 # Services on the nft backend came up in 130 s instead of 27 s).
 KUBELET_BUDGET = 5.0
+# seconds of a loop turn (a pass of Pod starts, a big services pass) past which the probes
+# under way are given that time back: their answers wait in their sockets meanwhile
+STALL = 0.05
 # CPython's own trigger for a full collection of cyclic garbage: this many young collections
 # since the last. The loop makes it when it has nothing else to do (see run): a full
 # collection of a 1,000-Service control plane's heap takes ~0.15 s, too long for the middle
@@ -248,6 +251,10 @@ class ControlPlane:
                 self.proxies.retry()  # a sync that waited for the minimum sync period
                 self._kicked = True  # (with nothing to write, it is done now: `nsk up` hears of it next pass)
             self.health.expire()
+            busy = time.monotonic() - now
+            if busy > STALL:  # a long pass: the probes under way get that time back
+                for k in self.kubelets.values():
+                    k.stalled(busy)
             deadlines = [k.tick(time.monotonic()) for k in self.kubelets.values()]
             deadlines.append(self.cloud.tick(self.hc_ports, {n.name: n.ip for n in self.plan.nodes}))
             deadlines += [self.controllers.next_retry(), self.proxies.retry_at or None, self.proxies.due_at,

@@ -277,6 +277,12 @@ class Kubelet:
         if self._ports_job is None:
             self.on_change()  # what waits for the rules (`nsk up`) may go on
 
+    def stalled(self, seconds: float) -> None:
+        """The control loop was busy for `seconds`: the probes under way do not lose that time."""
+        for run in self.pods.values():
+            if run.prober is not None:
+                run.prober.stalled(seconds)
+
     def tick(self, now: float) -> float | None:
         """Restart containers whose back-off has run out, run due probes; the next deadline."""
         nxt = None

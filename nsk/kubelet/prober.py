@@ -99,6 +99,15 @@ class Prober:
             nxt = t if nxt is None else min(nxt, t)
         return nxt
 
+    def stalled(self, seconds: float) -> None:
+        """The control loop was busy for `seconds` (a pass of Pod starts): the probes under
+        way get that much more time, as kubelet's, each in a goroutine of its own, would
+        not have lost it. A probe is judged on how the container answered, not on when the
+        loop could look."""
+        for s in self.states:
+            if s.deadline:
+                s.deadline += seconds
+
     def _start(self, s: ProbeState, now: float) -> None:
         s.deadline = now + s.spec["timeoutSeconds"]
         s.next_at = now + s.spec["periodSeconds"]

@@ -378,6 +378,27 @@ def test_a_named_probe_port_is_the_containers_port_of_that_name(http_server):
     kernel.close()
 
 
+def test_a_probe_answered_while_the_loop_was_busy_is_not_a_timeout(http_server):
+    """The container answered at once, but the control loop was busy past the probe's
+    timeoutSeconds (a pass of a thousand Pod starts): the probe gets that time back and
+    passes, where kubelet's own goroutine would have seen the answer."""
+    kernel, loop, changes = RecordingKernel(), Loop(), []
+    c = {"name": "app", "readinessProbe": {"httpGet": {"path": "/ok", "port": http_server}, "timeoutSeconds": 1,
+                                           "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 1}}
+    p = Prober("node-ns", "127.0.0.1", [c], Sandbox("pod-ns", "h", {}, None), kernel, loop.watch, loop.unwatch,
+               lambda *a: changes.append(a))
+    t = time.monotonic() + 1
+    p.tick(t, lambda name: True)  # started; then the loop is busy for 3 s without looking
+    p.stalled(3.0)
+    p.tick(t + 3.0, lambda name: True)  # past timeoutSeconds, but not past the loop's stall
+    deadline = time.monotonic() + 2
+    while loop.fds and time.monotonic() < deadline:
+        loop.run_ready(0.2)
+    assert changes == [("readiness", "app", True)]
+    p.close()
+    kernel.close()
+
+
 def test_a_probe_that_outlives_its_timeout_fails():
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
