@@ -316,15 +316,19 @@ class ControlPlane:
         floor = max((self._next_priority(name, by_node[name]) for name in self.kubelets
                      if name not in self._kubelets_failed), default=0)
         t0, share = time.monotonic(), KUBELET_BUDGET / max(1, len(self.kubelets))
+        before, left = sum(len(k.pods) for k in self.kubelets.values()), False
         for i, (name, kubelet) in enumerate(self.kubelets.items()):
             try:
                 if kubelet.sync(by_node[name], remove=remove, services=snap.list("Service"), floor=floor,
                                 until=t0 + share * (i + 1)):
-                    self._kicked = True  # Pods left to start: the loop comes back at once
+                    self._kicked = left = True  # Pods left to start: the loop comes back at once
                 self._kubelets_failed.discard(name)
             except Exception:  # noqa: BLE001 - one node's failure must not stop the others
                 log.exception("kubelet %s: sync failed", name)
                 self._kubelets_failed.add(name)
+        if time.monotonic() - t0 > 0.5:
+            log.info("kubelets: %d Pods started in %.0f ms%s", sum(len(k.pods) for k in self.kubelets.values())
+                     - before, (time.monotonic() - t0) * 1000, ", more left for the next pass" if left else "")
         self._settle(self._sync())
         if self.informer.revision != first:
             self._services_pass()

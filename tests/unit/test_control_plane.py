@@ -13,6 +13,7 @@ from nsk.testing.fakes import RecordingKernel
 
 class IdleKubelet:
     host_ports_busy = False
+    pods: dict = {}  # (the Pods it runs: none)
 
     def sync(self, pods: list[dict], remove: bool = True, services: list[dict] | None = None, floor: int = 0,
              until: float | None = None) -> None:
