@@ -86,6 +86,7 @@ class Kubelet:
         self.watch_fd, self.unwatch_fd = watch_fd, unwatch_fd
         self.pods: dict[Key, PodRun] = {}
         self.terminating: dict[tuple[Key, str], PodRun] = {}  # (key, uid): deleted, processes ending
+        self._svc_env: tuple | None = None  # (services, (namespace, links), variables) of the last start
         self.failed: set[tuple[Key, str]] = set()  # (key, uid) whose sandbox failed: retried, setting no floor
         self.on_change: Callable[[], None] = lambda: None  # a Pod finished terminating: a sync may start it anew
         self.cidr = ipaddress.ip_network(node.pod_cidr)
@@ -355,8 +356,9 @@ class Kubelet:
         bound = {**pod, "spec": {**spec, "nodeName": self.node.name}}
         if services is None:
             services = self.store.list("Service")
+        svc_env = self._service_env(bound, services)
         for c in spec["containers"]:
-            env = podfiles.environment(bound, c, ip, self.node.ip, BASE_ENV, services)
+            env = podfiles.environment(bound, c, ip, self.node.ip, BASE_ENV, service_env=svc_env)
             run.containers[c["name"]] = ContainerRun(c["name"], c, env)
         if any(c.get("readinessProbe") or c.get("livenessProbe") for c in spec["containers"]):
             first = next(iter(run.containers.values()))
@@ -376,6 +378,16 @@ class Kubelet:
                 self.store.own("process", c.ref.to_str(), f"{run.key}/{c.name}")
             self.store.event(k, "Normal", "Started", f"Started {len(run.containers)} container(s) on "
                                                      f"{self.node.name}, IP {ip}, network namespace {ns_name}")
+
+    def _service_env(self, pod: dict, services: list[dict]) -> dict:
+        """The Service variables of the Pod's namespace, made once for the Pods a sync starts
+        from one list of Services (5,000 Services: 35,000 variables, ~20 ms to make)."""
+        which = (pod["metadata"]["namespace"], pod["spec"].get("enableServiceLinks", True))
+        made = self._svc_env
+        if made is None or made[0] is not services or made[1] != which:  # (the list itself is kept: no id reuse)
+            env = podfiles.service_environment(podfiles.visible_services(pod, list(services)))
+            made = self._svc_env = (services, which, env)
+        return made[2]
 
     def _hostname(self, pod: dict) -> str:
         if pod["spec"].get("hostNetwork"):

@@ -137,14 +137,15 @@ def visible_services(pod: dict, services: list[dict]) -> list[dict]:
 
 
 def environment(pod: dict, container: dict, pod_ip: str, host_ip: str, base: dict,
-                services: list[dict] = ()) -> dict:
-    """A container's environment: the base (PATH, HOME), HOSTNAME, the Service variables,
-    then its `env` in order (which wins), with `$(VAR)` references expanded and the Pod
-    fields kubelet offers through fieldRef."""
+                services: list[dict] = (), service_env: dict | None = None) -> dict:
+    """A container's environment: the base (PATH, HOME), HOSTNAME, the Service variables
+    (`service_env` when the caller made them already, else from `services`), then its `env`
+    in order (which wins), with `$(VAR)` references expanded and the Pod fields kubelet
+    offers through fieldRef."""
     meta, spec = pod["metadata"], pod["spec"]
     env = dict(base)
     env["HOSTNAME"] = hostname(pod)
-    env.update(service_environment(visible_services(pod, list(services))))
+    env.update(service_environment(visible_services(pod, list(services))) if service_env is None else service_env)
     fields = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
               "metadata.uid": meta.get("uid", ""), "spec.nodeName": spec.get("nodeName", ""),
               "spec.serviceAccountName": spec.get("serviceAccountName", "default"),

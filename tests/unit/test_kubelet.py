@@ -167,6 +167,23 @@ def test_a_pod_whose_sandbox_failed_goes_after_its_peers_and_past_its_time_waits
     assert not k.sync(pods, until=time.monotonic() + 60) and len(kernel.running()) == 2
 
 
+def test_the_pods_a_sync_starts_share_one_making_of_the_service_variables(env, monkeypatch):
+    """At 5,000 Services a Pod's Service variables are 35,000: a sync makes them once for the
+    Pods of one namespace it starts from one list of Services, and each Pod has them all."""
+    store, kernel, loop, k = env
+    made = []
+    real = kubelet_mod.podfiles.service_environment
+    monkeypatch.setattr(kubelet_mod.podfiles, "service_environment", lambda svcs: made.append(1) or real(svcs))
+    services = [admit({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}"},
+                       "spec": {"clusterIP": f"10.96.0.{10 + i}", "ports": [{"port": 80}]}}) for i in range(3)]
+    pods = [make_pod(store, f"p{i}") for i in range(3)]
+    k.sync(pods, services=services)
+    assert len(made) == 1
+    assert all(run.containers["app"].env["S2_SERVICE_HOST"] == "10.96.0.12" for run in k.pods.values())
+    k.sync(pods + [make_pod(store, "p3")], services=list(services))  # another list: made again
+    assert len(made) == 2 and k.pods[Key("Pod", "default", "p3")].containers["app"].env["S0_SERVICE_PORT"] == "80"
+
+
 def test_a_sync_past_its_time_starts_one_pod_and_leaves_the_rest(env):
     """The control loop's pass is bounded: a kubelet starts no Pod after `until` (one at
     least, so every node makes progress), and says Pods are left."""
