@@ -317,9 +317,10 @@ class ControlPlane:
                      if name not in self._kubelets_failed), default=0)
         t0, share = time.monotonic(), KUBELET_BUDGET / max(1, len(self.kubelets))
         before, left = sum(len(k.pods) for k in self.kubelets.values()), False
+        services = snap.list("Service")  # one list for every node (each makes its Pods' Service variables once)
         for i, (name, kubelet) in enumerate(self.kubelets.items()):
             try:
-                if kubelet.sync(by_node[name], remove=remove, services=snap.list("Service"), floor=floor,
+                if kubelet.sync(by_node[name], remove=remove, services=services, floor=floor,
                                 until=t0 + share * (i + 1)):
                     self._kicked = left = True  # Pods left to start: the loop comes back at once
                 self._kubelets_failed.discard(name)

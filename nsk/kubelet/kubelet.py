@@ -183,6 +183,7 @@ class Kubelet:
         for k, pod in deleting.items() if remove else ():
             if k not in self.pods and k not in ending:
                 self._deleted(k, pod["metadata"]["uid"])  # never ran here, or ended: nothing to wait for
+        self.failed &= {(k, p["metadata"]["uid"]) for k, p in wanted.items()}  # (gone: forgotten)
         left = False
         started = 0  # Pods started that had not failed before: past `until`, the first goes on
         for k, pod in self._to_start(wanted):
@@ -226,7 +227,6 @@ class Kubelet:
         """The priority of the most critical of `pods` this node would start now (None: none):
         the floor of the control plane's next pass. A Pod whose sandbox failed is retried in
         every pass but sets no floor, so it never holds the cluster's other Pods back."""
-        self.failed &= {(key(p), p["metadata"]["uid"]) for p in pods}
         todo = [(k, p) for k, p in self._to_start({key(p): p for p in pods if not p["metadata"].get("deletionTimestamp")})
                 if (k, p["metadata"]["uid"]) not in self.failed]
         return critical(todo[0][1]) if todo else None
